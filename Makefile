@@ -1,0 +1,26 @@
+# enfeed: `make run` serves a region on embedded storage; `make test` installs what the tests
+# need and runs them. Settings below are defaults; override them on the command line, e.g.
+# `make run REGION=DE LISTEN=127.0.0.1:9000`.
+
+REGION ?= CH
+LISTEN ?= 127.0.0.1:8080
+DATA   ?= enfeed-data
+CARGO  ?= cargo
+
+.PHONY: run test bench lint
+
+## Serve one region: uploads, admin, feeds, scheduled data-prep (Ctrl-C stops it).
+run:
+	$(CARGO) run --release -p enfeed-cli -- serve --region $(REGION) --listen $(LISTEN) --data $(DATA)
+
+## Build and run every test.
+test:
+	$(CARGO) test --workspace --all-targets --locked
+
+## Data-prep throughput for one million keys (see docs/performance.md).
+bench:
+	$(CARGO) run --release -p enfeed-cli -- bench --keys 1000000
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

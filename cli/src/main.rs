@@ -1,0 +1,127 @@
+//! `enfeed`: one region's Exposure Notification backend on embedded storage, and the tools
+//! around it. `enfeed --help` lists the commands.
+
+mod bench;
+mod inspect;
+mod serve;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use enfeed::ports::SystemClock;
+use enfeed::{Backend, Config};
+
+#[derive(Parser)]
+#[command(
+    name = "enfeed",
+    version,
+    about = "Interoperable Exposure Notification key feeds"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where a region keeps its data, and its settings.
+#[derive(clap::Args)]
+struct Region {
+    /// Data directory: embedded database, published feeds, signing keys.
+    #[arg(long, env = "ENFEED_DATA", default_value = "enfeed-data")]
+    data: PathBuf,
+
+    #[command(flatten)]
+    config: Config,
+}
+
+impl Region {
+    fn open(self) -> anyhow::Result<Backend> {
+        enfeed::local::open_backend(self.config, &self.data, Arc::new(SystemClock))
+            .with_context(|| format!("opening the region in {}", self.data.display()))
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a region: uploads, admin, feeds, and data-prep on a schedule.
+    Serve(serve::ServeArgs),
+    /// Run data-prep once: publish new chunks, retire expired ones.
+    Dataprep {
+        #[command(flatten)]
+        region: Region,
+    },
+    /// One-time verification codes for uploads.
+    Codes {
+        #[command(subcommand)]
+        command: CodesCommand,
+    },
+    /// Signing keys of the region.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Read and verify a GAEN export file, and print its header and keys.
+    Inspect(inspect::InspectArgs),
+    /// Measure data-prep on generated keys.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum CodesCommand {
+    /// Issue a new single-use code for a person who tested positive.
+    Issue {
+        #[command(flatten)]
+        region: Region,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a new signing key; chunks are then signed by every key, newest first.
+    Rotate {
+        /// Data directory of the region.
+        #[arg(long, env = "ENFEED_DATA", default_value = "enfeed-data")]
+        data: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ENFEED_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Dataprep { region } => {
+                let report = region.open()?.run_dataprep().await?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
+            Command::Codes {
+                command: CodesCommand::Issue { region },
+            } => {
+                let code = region.open()?.issue_code().await?;
+                println!("{}", serde_json::to_string_pretty(&code)?);
+                Ok(())
+            }
+            Command::Keys {
+                command: KeysCommand::Rotate { data },
+            } => {
+                let version = enfeed::signing::KeyFileSigner::rotate(
+                    &data.join(enfeed::local::SIGNING_KEYS),
+                )?;
+                println!("added signing key {version}");
+                Ok(())
+            }
+            Command::Inspect(args) => inspect::run(args),
+            Command::Bench(args) => bench::run(args).await,
+        }
+    })
+}

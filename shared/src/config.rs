@@ -1,0 +1,69 @@
+//! A region's settings. Every setting is a command line flag of `enfeed` and an environment
+//! variable (the Lambda functions read the same variables), with the default shown here.
+
+use crate::key::RegionId;
+
+pub const RETENTION_DAYS: u32 = 30;
+pub const DATAPREP_INTERVAL: u64 = 3600;
+pub const PADDING_MIN: usize = 1000;
+pub const EMBARGO: u64 = 7200;
+pub const CODE_LIFETIME: u64 = 86_400;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct Config {
+    /// This backend's two-letter region ID (written into every chunk).
+    #[arg(long, env = "ENFEED_REGION")]
+    pub region: RegionId,
+
+    /// Days a key is kept after it arrived (T of requirement SP3).
+    #[arg(long, env = "ENFEED_RETENTION_DAYS", default_value_t = RETENTION_DAYS)]
+    pub retention_days: u32,
+
+    /// Seconds between scheduled data-prep runs; also the poll interval advertised in indexes.
+    #[arg(long, env = "ENFEED_DATAPREP_INTERVAL", default_value_t = DATAPREP_INTERVAL)]
+    pub dataprep_interval: u64,
+
+    /// Smallest number of keys in a public chunk: fewer real keys are padded with random keys
+    /// up to this (plus up to 99 more). 0 turns padding off.
+    #[arg(long, env = "ENFEED_PADDING_MIN", default_value_t = PADDING_MIN)]
+    pub padding_min: usize,
+
+    /// Seconds after a same-day key's last interval before it may be published.
+    #[arg(long, env = "ENFEED_EMBARGO", default_value_t = EMBARGO)]
+    pub embargo: u64,
+
+    /// Seconds a one-time verification code stays valid.
+    #[arg(long, env = "ENFEED_CODE_LIFETIME", default_value_t = CODE_LIFETIME)]
+    pub code_lifetime: u64,
+
+    /// Verification key ID written into signatures (Apple asks for the region's mobile country
+    /// code); defaults to the region ID.
+    #[arg(long, env = "ENFEED_SIGNING_KEY_ID")]
+    pub signing_key_id: Option<String>,
+}
+
+impl Config {
+    /// Settings with every default, for a region.
+    pub fn new(region: RegionId) -> Self {
+        Self {
+            region,
+            retention_days: RETENTION_DAYS,
+            dataprep_interval: DATAPREP_INTERVAL,
+            padding_min: PADDING_MIN,
+            embargo: EMBARGO,
+            code_lifetime: CODE_LIFETIME,
+            signing_key_id: None,
+        }
+    }
+
+    /// Retention T in seconds.
+    pub fn retention(&self) -> u64 {
+        u64::from(self.retention_days) * 86_400
+    }
+
+    pub fn signing_key_id(&self) -> String {
+        self.signing_key_id
+            .clone()
+            .unwrap_or_else(|| self.region.to_string())
+    }
+}

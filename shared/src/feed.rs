@@ -1,0 +1,118 @@
+//! Feeds and their addresses. A feed is a numbered series of chunks plus an index:
+//!
+//! | feed | path | carries |
+//! |---|---|---|
+//! | public (phones) | `v1/keys` | local and remote keys |
+//! | all-to-all (backends) | `v1/a2a/keys` | local keys |
+//! | per region R (backends) | `v1/R/keys` | local keys whose uploader declared R |
+//!
+//! A chunk lives at `<feed path>/<n>`, `n` counting from 1; the feed's index at the feed path.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::key::RegionId;
+use crate::ports::UnixSeconds;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Feed {
+    /// What phones download.
+    Public,
+    /// All local keys, for all-to-all peers.
+    AllToAll,
+    /// Local keys declared for one region, for that region's backend.
+    Region(RegionId),
+}
+
+impl Feed {
+    /// Whether only authenticated peer backends may read the feed.
+    pub fn is_backend_feed(self) -> bool {
+        !matches!(self, Feed::Public)
+    }
+
+    /// The path of the `n`-th chunk.
+    pub fn chunk_path(self, n: u32) -> String {
+        format!("{self}/{n}")
+    }
+
+    /// The path of the index (the feed path itself).
+    pub fn index_path(self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Feed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Feed::Public => f.write_str("v1/keys"),
+            Feed::AllToAll => f.write_str("v1/a2a/keys"),
+            Feed::Region(r) => write!(f, "v1/{r}/keys"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a feed path (v1/keys, v1/a2a/keys or v1/<region>/keys)")]
+pub struct BadFeedPath(pub String);
+
+impl FromStr for Feed {
+    type Err = BadFeedPath;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadFeedPath(s.to_string());
+        match s
+            .trim_matches('/')
+            .split('/')
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            ["v1", "keys"] => Ok(Feed::Public),
+            ["v1", "a2a", "keys"] => Ok(Feed::AllToAll),
+            ["v1", region, "keys"] => region.parse().map(Feed::Region).map_err(|_| bad()),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl Serialize for Feed {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Feed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A feed's index, as served at the feed path (`GET /v1/keys`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FeedIndex {
+    /// The producing backend's region.
+    pub region: RegionId,
+    /// Numbers of the chunks available now, ascending.
+    pub chunks: Vec<u32>,
+    /// When the next chunk may appear: poll again then, not before.
+    pub recommended_next_poll_time: UnixSeconds,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feed_paths_round_trip() {
+        let de: RegionId = "DE".parse().unwrap();
+        for feed in [Feed::Public, Feed::AllToAll, Feed::Region(de)] {
+            assert_eq!(feed.index_path().parse::<Feed>().unwrap(), feed);
+        }
+        assert_eq!(Feed::Region(de).chunk_path(3), "v1/DE/keys/3");
+        assert!("v1/de/keys".parse::<Feed>().is_err());
+        assert!("v2/keys".parse::<Feed>().is_err());
+    }
+}

@@ -1,0 +1,26 @@
+//! The enfeed core: everything a regional Exposure Notification backend does, independent of
+//! where it runs.
+//!
+//! - Domain: [`key`] (Diagnosis Keys, regions), [`upload`] (the upload and its rules),
+//!   [`authorize`] (who may upload), [`export`] (the GAEN export file), [`feed`] (feeds and
+//!   their paths), [`dataprep`] (publishing chunks).
+//! - Ports: [`ports`] (key store, code store, publication store, blob store, clock) and
+//!   [`signing`] (the signer).
+//! - Adapters: [`local`] (embedded storage and files, the default).
+//! - Entry points share [`backend::Backend`] and the HTTP API in [`api`].
+
+pub mod api;
+pub mod authorize;
+pub mod backend;
+pub mod config;
+pub mod dataprep;
+pub mod export;
+pub mod feed;
+pub mod key;
+pub mod local;
+pub mod ports;
+pub mod signing;
+pub mod upload;
+
+pub use backend::Backend;
+pub use config::Config;

@@ -1,0 +1,469 @@
+//! [`LocalStore`]: keys, codes, attempt counters and publication state in one embedded redb
+//! database file. Every operation is one redb transaction, so each port's atomicity promise
+//! holds: an upload's keys and its code are stored together or not at all.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use prost::Message as _;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::dataprep::Publication;
+use crate::key::{DiagnosisKey, KEY_LEN, RegionId, ReportType};
+use crate::ports::{
+    CodeClaim, CodeRecord, CodeRefused, CodeStore, Inserted, KeyCounts, KeyStore, NewKeys, Origin,
+    PublicationStore, StoreError, StoredKey, UnixSeconds,
+};
+
+type Tek = [u8; KEY_LEN];
+
+/// Keys by (publish_at, key data): data-prep reads a time range.
+const KEYS: TableDefinition<(u64, Tek), &[u8]> = TableDefinition::new("keys");
+/// Key data to publish_at: deduplication.
+const KNOWN: TableDefinition<Tek, u64> = TableDefinition::new("known");
+/// (expires_at, key data) to publish_at: the purge reads what expired.
+const EXPIRY: TableDefinition<(u64, Tek), u64> = TableDefinition::new("expiry");
+/// Code hash to code record.
+const CODES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("codes");
+/// (client, window start) to attempts counted.
+const ATTEMPTS: TableDefinition<(&str, u64), u32> = TableDefinition::new("attempts");
+/// Single values: the seal, and the publication state with its version.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const SEAL: &str = "seal";
+const PUBLICATION: &str = "publication";
+
+/// The embedded store. Cheap to clone; all clones share the database.
+#[derive(Clone)]
+pub struct LocalStore {
+    db: Arc<Database>,
+}
+
+fn backend_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl LocalStore {
+    /// Opens (or creates) the database file at `path`. Only one process may have it open.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Backend(format!(
+                "{} is in use by another enfeed process (stop it, or ask it over HTTP)",
+                path.display()
+            )),
+            other => backend_error(other),
+        })?;
+        let txn = db.begin_write().map_err(backend_error)?;
+        {
+            txn.open_table(KEYS).map_err(backend_error)?;
+            txn.open_table(KNOWN).map_err(backend_error)?;
+            txn.open_table(EXPIRY).map_err(backend_error)?;
+            txn.open_table(CODES).map_err(backend_error)?;
+            txn.open_table(ATTEMPTS).map_err(backend_error)?;
+            txn.open_table(META).map_err(backend_error)?;
+        }
+        txn.commit().map_err(backend_error)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Runs blocking database work off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(backend_error)?
+    }
+
+    /// Runs `work` in one write transaction, committed only if it succeeds.
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.blocking(|db| {
+            let txn = db.begin_write().map_err(backend_error)?;
+            let out = work(&txn)?;
+            txn.commit().map_err(backend_error)?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// How a stored key is encoded in the database.
+#[derive(Clone, PartialEq, prost::Message)]
+struct KeyRecord {
+    #[prost(int32, tag = "1")]
+    rolling_start: i32,
+    #[prost(int32, tag = "2")]
+    rolling_period: i32,
+    #[prost(int32, tag = "3")]
+    transmission_risk: i32,
+    #[prost(int32, tag = "4")]
+    report_type: i32,
+    #[prost(sint32, optional, tag = "5")]
+    days_since_onset: Option<i32>,
+    #[prost(bool, tag = "6")]
+    remote: bool,
+    #[prost(bytes = "vec", tag = "7")]
+    regions: Vec<u8>,
+    #[prost(uint64, tag = "8")]
+    expires_at: u64,
+}
+
+impl KeyRecord {
+    fn from_key(k: &StoredKey) -> Self {
+        Self {
+            rolling_start: k.key.rolling_start as i32,
+            rolling_period: k.key.rolling_period as i32,
+            transmission_risk: k.key.transmission_risk,
+            report_type: k.key.report_type as i32,
+            days_since_onset: k.key.days_since_onset,
+            remote: k.origin == Origin::Remote,
+            regions: k.regions.iter().flat_map(|r| r.as_str().bytes()).collect(),
+            expires_at: k.expires_at,
+        }
+    }
+
+    fn into_key(self, key_data: Tek, publish_at: u64) -> Result<StoredKey, StoreError> {
+        let regions = self
+            .regions
+            .chunks(2)
+            .map(|r| {
+                std::str::from_utf8(r)
+                    .map_err(backend_error)?
+                    .parse::<RegionId>()
+                    .map_err(backend_error)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(StoredKey {
+            key: DiagnosisKey {
+                key_data,
+                rolling_start: self.rolling_start as u32,
+                rolling_period: self.rolling_period as u32,
+                transmission_risk: self.transmission_risk,
+                report_type: ReportType::from_i32(self.report_type),
+                days_since_onset: self.days_since_onset,
+            },
+            origin: if self.remote {
+                Origin::Remote
+            } else {
+                Origin::Local
+            },
+            regions,
+            publish_at,
+            expires_at: self.expires_at,
+        })
+    }
+}
+
+/// How a one-time code is encoded in the database.
+#[derive(Clone, PartialEq, prost::Message)]
+struct CodeRow {
+    #[prost(uint64, tag = "1")]
+    issued_at: u64,
+    #[prost(uint64, tag = "2")]
+    expires_at: u64,
+    /// The upload it authorised, once used.
+    #[prost(bytes = "vec", optional, tag = "3")]
+    used_by: Option<Vec<u8>>,
+    #[prost(uint32, tag = "4")]
+    inserted: u32,
+}
+
+/// Checks a claim against a code row: Ok(None) if unused, Ok(Some(n)) if it already authorised
+/// this same upload (which stored n keys).
+fn check_claim(
+    row: Option<CodeRow>,
+    claim: &CodeClaim,
+    now: u64,
+) -> Result<Option<u32>, StoreError> {
+    let row = row.ok_or(CodeRefused::Unknown)?;
+    match row.used_by {
+        Some(digest) if digest == claim.upload_digest => Ok(Some(row.inserted)),
+        Some(_) => Err(CodeRefused::Used.into()),
+        None if row.expires_at <= now => Err(CodeRefused::Expired.into()),
+        None => Ok(None),
+    }
+}
+
+fn read_code(
+    table: &impl ReadableTable<[u8; 32], &'static [u8]>,
+    hash: &[u8; 32],
+) -> Result<Option<CodeRow>, StoreError> {
+    table
+        .get(hash)
+        .map_err(backend_error)?
+        .map(|v| CodeRow::decode(v.value()).map_err(backend_error))
+        .transpose()
+}
+
+fn read_u64(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+) -> Result<u64, StoreError> {
+    Ok(table
+        .get(name)
+        .map_err(backend_error)?
+        .map(|v| u64::from_be_bytes(v.value().try_into().unwrap_or_default()))
+        .unwrap_or(0))
+}
+
+#[async_trait]
+impl KeyStore for LocalStore {
+    async fn insert(&self, batch: NewKeys) -> Result<Inserted, StoreError> {
+        self.write(move |txn| {
+            let mut codes = txn.open_table(CODES).map_err(backend_error)?;
+            if let Some(claim) = &batch.claim {
+                if let Some(n) =
+                    check_claim(read_code(&codes, &claim.code_hash)?, claim, batch.now)?
+                {
+                    return Ok(Inserted::Replayed(n));
+                }
+            }
+            let seal = read_u64(&txn.open_table(META).map_err(backend_error)?, SEAL)?;
+            let mut keys = txn.open_table(KEYS).map_err(backend_error)?;
+            let mut known = txn.open_table(KNOWN).map_err(backend_error)?;
+            let mut expiry = txn.open_table(EXPIRY).map_err(backend_error)?;
+            let mut stored = 0u32;
+            for key in &batch.keys {
+                let tek = key.key.key_data;
+                if known.get(&tek).map_err(backend_error)?.is_some() {
+                    continue;
+                }
+                // Never behind the seal: data-prep has already read up to it.
+                let publish_at = key.publish_at.max(seal + 1);
+                keys.insert(
+                    (publish_at, tek),
+                    KeyRecord::from_key(key).encode_to_vec().as_slice(),
+                )
+                .map_err(backend_error)?;
+                known.insert(tek, publish_at).map_err(backend_error)?;
+                expiry
+                    .insert((key.expires_at, tek), publish_at)
+                    .map_err(backend_error)?;
+                stored += 1;
+            }
+            if let Some(claim) = &batch.claim {
+                let mut row = read_code(&codes, &claim.code_hash)?.expect("checked above");
+                row.used_by = Some(claim.upload_digest.to_vec());
+                row.inserted = stored;
+                codes
+                    .insert(claim.code_hash, row.encode_to_vec().as_slice())
+                    .map_err(backend_error)?;
+            }
+            Ok(Inserted::Stored(stored))
+        })
+        .await
+    }
+
+    async fn seal(&self, through: UnixSeconds) -> Result<UnixSeconds, StoreError> {
+        self.write(move |txn| {
+            let mut meta = txn.open_table(META).map_err(backend_error)?;
+            let seal = read_u64(&meta, SEAL)?.max(through);
+            meta.insert(SEAL, seal.to_be_bytes().as_slice())
+                .map_err(backend_error)?;
+            Ok(seal)
+        })
+        .await
+    }
+
+    async fn published_between(
+        &self,
+        after: UnixSeconds,
+        through: UnixSeconds,
+        now: UnixSeconds,
+    ) -> Result<Vec<StoredKey>, StoreError> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend_error)?;
+            let keys = txn.open_table(KEYS).map_err(backend_error)?;
+            let mut out = Vec::new();
+            for entry in keys
+                .range((after + 1, [0; KEY_LEN])..=(through, [0xff; KEY_LEN]))
+                .map_err(backend_error)?
+            {
+                let (k, v) = entry.map_err(backend_error)?;
+                let (publish_at, tek) = k.value();
+                let key = KeyRecord::decode(v.value())
+                    .map_err(backend_error)?
+                    .into_key(tek, publish_at)?;
+                if key.expires_at > now {
+                    out.push(key);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError> {
+        self.write(move |txn| {
+            let mut keys = txn.open_table(KEYS).map_err(backend_error)?;
+            let mut known = txn.open_table(KNOWN).map_err(backend_error)?;
+            let mut expiry = txn.open_table(EXPIRY).map_err(backend_error)?;
+            let mut purged = 0;
+            for entry in expiry
+                .extract_from_if(..=(now, [0xff; KEY_LEN]), |_, _| true)
+                .map_err(backend_error)?
+            {
+                let (k, publish_at) = entry.map_err(backend_error)?;
+                let (_, tek) = k.value();
+                keys.remove((publish_at.value(), tek))
+                    .map_err(backend_error)?;
+                known.remove(tek).map_err(backend_error)?;
+                purged += 1;
+            }
+            // Attempt counters older than a day are of no use any more.
+            let mut attempts = txn.open_table(ATTEMPTS).map_err(backend_error)?;
+            attempts
+                .retain(|(_, window), _| window + 86_400 > now)
+                .map_err(backend_error)?;
+            // Expired codes go as well.
+            let mut codes = txn.open_table(CODES).map_err(backend_error)?;
+            codes
+                .retain(|_, row| CodeRow::decode(row).map_or(true, |r| r.expires_at + 86_400 > now))
+                .map_err(backend_error)?;
+            Ok(purged)
+        })
+        .await
+    }
+
+    async fn count(&self) -> Result<KeyCounts, StoreError> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(backend_error)?;
+            let keys = txn.open_table(KEYS).map_err(backend_error)?;
+            let mut counts = KeyCounts::default();
+            for entry in keys.iter().map_err(backend_error)? {
+                let (_, v) = entry.map_err(backend_error)?;
+                match KeyRecord::decode(v.value()).map_err(backend_error)?.remote {
+                    true => counts.remote += 1,
+                    false => counts.local += 1,
+                }
+            }
+            debug_assert_eq!(counts.local + counts.remote, keys.len().unwrap_or(0));
+            Ok(counts)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl CodeStore for LocalStore {
+    async fn add_code(&self, code: CodeRecord) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            let row = CodeRow {
+                issued_at: code.issued_at,
+                expires_at: code.expires_at,
+                used_by: None,
+                inserted: 0,
+            };
+            let mut codes = txn.open_table(CODES).map_err(backend_error)?;
+            if codes.get(&code.code_hash).map_err(backend_error)?.is_some() {
+                return Err(StoreError::Conflict("a code with this value exists".into()));
+            }
+            codes
+                .insert(code.code_hash, row.encode_to_vec().as_slice())
+                .map_err(backend_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn count_attempt(
+        &self,
+        client: &str,
+        window_start: UnixSeconds,
+    ) -> Result<u32, StoreError> {
+        let client = client.to_string();
+        self.write(move |txn| {
+            let mut attempts = txn.open_table(ATTEMPTS).map_err(backend_error)?;
+            let key = (client.as_str(), window_start);
+            let count = attempts
+                .get(key)
+                .map_err(backend_error)?
+                .map_or(0, |v| v.value())
+                + 1;
+            attempts.insert(key, count).map_err(backend_error)?;
+            Ok(count)
+        })
+        .await
+    }
+
+    async fn forgive_attempt(
+        &self,
+        client: &str,
+        window_start: UnixSeconds,
+    ) -> Result<(), StoreError> {
+        let client = client.to_string();
+        self.write(move |txn| {
+            let mut attempts = txn.open_table(ATTEMPTS).map_err(backend_error)?;
+            let key = (client.as_str(), window_start);
+            let count = attempts
+                .get(key)
+                .map_err(backend_error)?
+                .map_or(0, |v| v.value());
+            attempts
+                .insert(key, count.saturating_sub(1))
+                .map_err(backend_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn check_code(&self, claim: &CodeClaim, now: UnixSeconds) -> Result<(), StoreError> {
+        let claim = claim.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend_error)?;
+            let codes = txn.open_table(CODES).map_err(backend_error)?;
+            check_claim(read_code(&codes, &claim.code_hash)?, &claim, now).map(|_| ())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl PublicationStore for LocalStore {
+    async fn load(&self) -> Result<(u64, Publication), StoreError> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(backend_error)?;
+            let meta = txn.open_table(META).map_err(backend_error)?;
+            match meta.get(PUBLICATION).map_err(backend_error)? {
+                None => Ok((0, Publication::default())),
+                Some(v) => {
+                    let (version, json) = v.value().split_at(8);
+                    let version = u64::from_be_bytes(version.try_into().expect("8 bytes"));
+                    Ok((
+                        version,
+                        serde_json::from_slice(json).map_err(backend_error)?,
+                    ))
+                }
+            }
+        })
+        .await
+    }
+
+    async fn save(&self, version: u64, state: &Publication) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(state).map_err(backend_error)?;
+        self.write(move |txn| {
+            let mut meta = txn.open_table(META).map_err(backend_error)?;
+            let current = match meta.get(PUBLICATION).map_err(backend_error)? {
+                None => 0,
+                Some(v) => u64::from_be_bytes(v.value()[..8].try_into().expect("8 bytes")),
+            };
+            if current != version {
+                return Err(StoreError::Conflict(format!(
+                    "publication state is at version {current}, not {version}"
+                )));
+            }
+            let mut row = (version + 1).to_be_bytes().to_vec();
+            row.extend_from_slice(&json);
+            meta.insert(PUBLICATION, row.as_slice())
+                .map_err(backend_error)?;
+            Ok(())
+        })
+        .await
+    }
+}

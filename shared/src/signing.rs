@@ -1,0 +1,514 @@
+//! Export signing: the [`Signer`] port that signs GAEN export files, its local adapter
+//! [`KeyFileSigner`] (ECDSA P-256 private keys in PKCS#8 PEM files, one file per key version),
+//! and the [`VerificationKey`]s that check export signatures.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+
+use ring::error::KeyRejected;
+use ring::rand::SystemRandom;
+use ring::signature::{
+    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair,
+    UnparsedPublicKey,
+};
+
+/// Algorithm OID string used in SignatureInfo for ECDSA P-256 SHA-256.
+pub const ECDSA_P256_SHA256_OID: &str = "1.2.840.10045.4.3.2";
+
+/// Most signing keys one export file may name (GAEN).
+pub const MAX_SIGNING_KEYS: usize = 10;
+
+const PUBLIC_KEY_PEM_LABEL: &str = "PUBLIC KEY";
+const PRIVATE_KEY_PEM_LABEL: &str = "PRIVATE KEY";
+
+/// DER of a P-256 SubjectPublicKeyInfo up to its point:
+/// `SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING }`. DER is canonical, so every
+/// P-256 public key with an uncompressed point is exactly these 26 bytes followed by the point;
+/// any other key type, curve or point encoding differs from them.
+#[rustfmt::skip]
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, // SEQUENCE, 89 bytes
+    0x30, 0x13, // SEQUENCE, 19 bytes: AlgorithmIdentifier
+    0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, // OID 1.2.840.10045.2.1 id-ecPublicKey
+    0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, // OID 1.2.840.10045.3.1.7 prime256v1
+    0x03, 0x42, 0x00, // BIT STRING, 66 bytes, no unused bits
+];
+/// An uncompressed SEC1 point: `04 ‖ x ‖ y`.
+const UNCOMPRESSED_POINT_TAG: u8 = 0x04;
+const UNCOMPRESSED_POINT_LEN: usize = 65;
+
+/// The identity of a signing key, as export files name it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SignatureInfo {
+    pub key_version: String,
+    pub key_id: String,
+    pub algorithm: String,
+}
+
+impl SignatureInfo {
+    /// The info of an ECDSA P-256 SHA-256 key, the only algorithm GAEN uses.
+    pub fn ecdsa_p256(key_id: &str, key_version: &str) -> Self {
+        Self {
+            key_version: key_version.to_owned(),
+            key_id: key_id.to_owned(),
+            algorithm: ECDSA_P256_SHA256_OID.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for SignatureInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "key {:?} version {:?}", self.key_id, self.key_version)
+    }
+}
+
+/// The port: signs export files. Adapters: local key files (here), AWS KMS (later). Async
+/// because KMS is remote.
+#[async_trait::async_trait]
+pub trait Signer: Send + Sync {
+    /// One entry per signing key, newest key first (at most [`MAX_SIGNING_KEYS`]).
+    fn signature_infos(&self) -> Vec<SignatureInfo>;
+
+    /// Signs `message` with every key, in the order of [`Signer::signature_infos`]; each
+    /// signature is ASN.1 DER ECDSA P-256 over SHA-256(message).
+    async fn sign(&self, message: &[u8]) -> Result<Vec<Vec<u8>>, SigningError>;
+
+    /// The public keys that verify the signatures, in the same order.
+    fn verification_keys(&self) -> Vec<VerificationKey>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SigningError {
+    #[error("signing with {0} failed")]
+    KeyFailed(SignatureInfo),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot access {path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("{key} is not valid PEM: {source}")]
+    Pem { key: String, source: pem::PemError },
+    #[error("{key} holds a PEM {found:?} block, expected {expected:?}")]
+    WrongPemLabel {
+        key: String,
+        found: String,
+        expected: &'static str,
+    },
+    #[error(
+        "{key} is not a PKCS#8 ECDSA P-256 private key that includes its public key ({reason}); \
+         generate one with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`"
+    )]
+    NotP256PrivateKey { key: String, reason: KeyRejected },
+    #[error(
+        "{key} is not an ECDSA P-256 public key (expected a SubjectPublicKeyInfo with \
+         id-ecPublicKey, curve prime256v1 and an uncompressed point)"
+    )]
+    NotP256PublicKey { key: String },
+    #[error("cannot generate an ECDSA P-256 key")]
+    Generate,
+    #[error("{count} signing keys given, expected 1 to {MAX_SIGNING_KEYS}")]
+    KeyCount { count: usize },
+}
+
+/// A public key that verifies exports: a P-256 point plus the identity of its signing key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerificationKey {
+    pub info: SignatureInfo,
+    /// Uncompressed SEC1 point.
+    point: Vec<u8>,
+}
+
+impl VerificationKey {
+    /// Reads a SubjectPublicKeyInfo PEM (`PUBLIC KEY`), such as Google's `public.pem`.
+    pub fn from_pem(pem_text: &str, key_id: &str, key_version: &str) -> Result<Self, KeyError> {
+        let info = SignatureInfo::ecdsa_p256(key_id, key_version);
+        let der = pem_contents(pem_text, PUBLIC_KEY_PEM_LABEL, &info.to_string())?;
+        let point = der
+            .strip_prefix(&P256_SPKI_PREFIX)
+            .filter(|point| {
+                point.len() == UNCOMPRESSED_POINT_LEN && point[0] == UNCOMPRESSED_POINT_TAG
+            })
+            .ok_or_else(|| KeyError::NotP256PublicKey {
+                key: info.to_string(),
+            })?;
+        Ok(Self {
+            info,
+            point: point.to_vec(),
+        })
+    }
+
+    /// The key as SubjectPublicKeyInfo PEM; [`VerificationKey::from_pem`] reads it back.
+    pub fn to_pem(&self) -> String {
+        let der = [&P256_SPKI_PREFIX[..], &self.point].concat();
+        encode_pem(PUBLIC_KEY_PEM_LABEL, der)
+    }
+
+    /// Whether `der_signature` is this key's ECDSA P-256 SHA-256 signature of `message`.
+    pub fn verify(&self, message: &[u8], der_signature: &[u8]) -> bool {
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &self.point)
+            .verify(message, der_signature)
+            .is_ok()
+    }
+}
+
+/// Signer over ECDSA P-256 private keys kept in PEM files (PKCS#8 `PRIVATE KEY`).
+#[derive(Debug)]
+pub struct KeyFileSigner {
+    /// Newest first.
+    keys: Vec<SigningKey>,
+    rng: SystemRandom,
+}
+
+#[derive(Debug)]
+struct SigningKey {
+    info: SignatureInfo,
+    pair: EcdsaKeyPair,
+}
+
+impl KeyFileSigner {
+    /// Loads every `v<N>.pem` file in `dir` (N = 1, 2, ...: the key version is `v<N>`), newest
+    /// (highest N) first. If there is none, generates `v1.pem`, creating `dir` if missing (file
+    /// mode 0600 on unix). `key_id` goes in every [`SignatureInfo`].
+    pub fn open_or_create(dir: &Path, key_id: &str) -> Result<Self, KeyError> {
+        let mut versions = key_file_versions(dir)?;
+        if versions.is_empty() {
+            create_key_file(dir, 1)?;
+            versions.push(1);
+        }
+        let keys = versions
+            .into_iter()
+            .rev()
+            .map(|version| {
+                let path = dir.join(key_file_name(version));
+                let pem_text = fs::read_to_string(&path).map_err(io_error(&path))?;
+                let info = SignatureInfo::ecdsa_p256(key_id, &version_name(version));
+                SigningKey::from_pem(info, &pem_text, &path.display().to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        Self::new(keys)
+    }
+
+    /// Generates the next version's key file (`v<max+1>.pem`) for rotation; returns its version.
+    pub fn rotate(dir: &Path) -> Result<String, KeyError> {
+        let next = key_file_versions(dir)?
+            .last()
+            .map_or(1, |newest| newest.saturating_add(1));
+        create_key_file(dir, next)?;
+        Ok(version_name(next))
+    }
+
+    /// Keys from PEM texts already in memory (e.g. a secret fetched from a secret manager), as
+    /// `(version, pem)` pairs, newest first.
+    pub fn from_pems(key_id: &str, keys: &[(String, String)]) -> Result<Self, KeyError> {
+        let keys = keys
+            .iter()
+            .map(|(version, pem_text)| {
+                let info = SignatureInfo::ecdsa_p256(key_id, version);
+                let label = info.to_string();
+                SigningKey::from_pem(info, pem_text, &label)
+            })
+            .collect::<Result<_, _>>()?;
+        Self::new(keys)
+    }
+
+    fn new(keys: Vec<SigningKey>) -> Result<Self, KeyError> {
+        if !(1..=MAX_SIGNING_KEYS).contains(&keys.len()) {
+            return Err(KeyError::KeyCount { count: keys.len() });
+        }
+        Ok(Self {
+            keys,
+            rng: SystemRandom::new(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Signer for KeyFileSigner {
+    fn signature_infos(&self) -> Vec<SignatureInfo> {
+        self.keys.iter().map(|key| key.info.clone()).collect()
+    }
+
+    async fn sign(&self, message: &[u8]) -> Result<Vec<Vec<u8>>, SigningError> {
+        self.keys
+            .iter()
+            .map(|key| {
+                key.pair
+                    .sign(&self.rng, message)
+                    .map(|signature| signature.as_ref().to_vec())
+                    .map_err(|_| SigningError::KeyFailed(key.info.clone()))
+            })
+            .collect()
+    }
+    fn verification_keys(&self) -> Vec<VerificationKey> {
+        self.keys
+            .iter()
+            .map(|key| VerificationKey {
+                info: key.info.clone(),
+                point: key.pair.public_key().as_ref().to_vec(),
+            })
+            .collect()
+    }
+}
+
+impl SigningKey {
+    /// `label` names the key's source in errors.
+    fn from_pem(info: SignatureInfo, pem_text: &str, label: &str) -> Result<Self, KeyError> {
+        let pkcs8 = pem_contents(pem_text, PRIVATE_KEY_PEM_LABEL, label)?;
+        let pair = EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_ASN1_SIGNING,
+            &pkcs8,
+            &SystemRandom::new(),
+        )
+        .map_err(|reason| KeyError::NotP256PrivateKey {
+            key: label.to_owned(),
+            reason,
+        })?;
+        Ok(Self { info, pair })
+    }
+}
+
+/// The versions N of the `v<N>.pem` files in `dir`, ascending; none if `dir` does not exist.
+fn key_file_versions(dir: &Path) -> Result<Vec<u32>, KeyError> {
+    let entries = match fs::read_dir(dir) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        entries => entries.map_err(io_error(dir))?,
+    };
+    let mut versions = Vec::new();
+    for entry in entries {
+        let name = entry.map_err(io_error(dir))?.file_name();
+        versions.extend(name.to_str().and_then(parse_key_file_name));
+    }
+    versions.sort_unstable();
+    Ok(versions)
+}
+
+fn parse_key_file_name(name: &str) -> Option<u32> {
+    let version = name.strip_prefix('v')?.strip_suffix(".pem")?.parse().ok()?;
+    // Only the canonical spelling counts, not "v0.pem", "v01.pem" or "v+1.pem".
+    (version > 0 && key_file_name(version) == name).then_some(version)
+}
+
+fn version_name(version: u32) -> String {
+    format!("v{version}")
+}
+
+fn key_file_name(version: u32) -> String {
+    format!("v{version}.pem")
+}
+
+/// Writes a new PKCS#8 key as `dir/v<version>.pem`, readable by the owner only; never
+/// overwrites an existing file.
+fn create_key_file(dir: &Path, version: u32) -> Result<(), KeyError> {
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &SystemRandom::new())
+        .map_err(|_| KeyError::Generate)?;
+    let pem_text = encode_pem(PRIVATE_KEY_PEM_LABEL, pkcs8.as_ref());
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
+
+    let path = dir.join(key_file_name(version));
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(&path)
+        .and_then(|mut file| file.write_all(pem_text.as_bytes()))
+        .map_err(io_error(&path))
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The DER inside the single PEM block of `pem_text`, which must be labelled `expected`.
+fn pem_contents(pem_text: &str, expected: &'static str, key: &str) -> Result<Vec<u8>, KeyError> {
+    let block = pem::parse(pem_text).map_err(|source| KeyError::Pem {
+        key: key.to_owned(),
+        source,
+    })?;
+    if block.tag() != expected {
+        return Err(KeyError::WrongPemLabel {
+            key: key.to_owned(),
+            found: block.tag().to_owned(),
+            expected,
+        });
+    }
+    Ok(block.into_contents())
+}
+
+fn encode_pem(label: &str, der: impl Into<Vec<u8>>) -> String {
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new(label, der), config)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// Runs `openssl <command>` in `dir`; Err holds its error output. Panics if openssl is
+    /// missing: the tests that use it must not pass without it.
+    pub(crate) fn run_openssl(dir: &Path, command: &str) -> Result<(), String> {
+        let output = Command::new("openssl")
+            .args(command.split_whitespace())
+            .current_dir(dir)
+            .output()
+            .expect("openssl must be installed for these tests");
+        if output.status.success() {
+            Ok(())
+        } else {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            Err(format!("openssl {command}: {stderr}"))
+        }
+    }
+
+    fn read(dir: &Path, file: &str) -> String {
+        fs::read_to_string(dir.join(file)).unwrap()
+    }
+
+    fn signer_from_file(dir: &Path, file: &str) -> Result<KeyFileSigner, KeyError> {
+        KeyFileSigner::from_pems("222", &[("v1".to_owned(), read(dir, file))])
+    }
+
+    #[tokio::test]
+    async fn signatures_verify_with_the_matching_public_key_only() {
+        let dir = tempfile::tempdir().unwrap();
+        KeyFileSigner::open_or_create(dir.path(), "222").unwrap();
+        KeyFileSigner::rotate(dir.path()).unwrap();
+        let signer = KeyFileSigner::open_or_create(dir.path(), "222").unwrap();
+        let [v2, v1] = <[VerificationKey; 2]>::try_from(signer.verification_keys()).unwrap();
+
+        let signatures = signer.sign(b"export").await.unwrap();
+        let [sig_v2, sig_v1] = <[Vec<u8>; 2]>::try_from(signatures).unwrap();
+        assert!(v2.verify(b"export", &sig_v2));
+        assert!(v1.verify(b"export", &sig_v1));
+        assert!(!v1.verify(b"export", &sig_v2));
+        assert!(!v2.verify(b"exporT", &sig_v2));
+    }
+
+    #[test]
+    fn creates_the_first_key_once_and_rotates_to_new_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys_dir = dir.path().join("keys");
+        let first = KeyFileSigner::open_or_create(&keys_dir, "222").unwrap();
+        let reopened = KeyFileSigner::open_or_create(&keys_dir, "222").unwrap();
+        assert_eq!(first.verification_keys(), reopened.verification_keys());
+        let v1 = SignatureInfo::ecdsa_p256("222", "v1");
+        assert_eq!(first.signature_infos(), [v1]);
+
+        assert_eq!(KeyFileSigner::rotate(&keys_dir).unwrap(), "v2");
+        assert_eq!(KeyFileSigner::rotate(&keys_dir).unwrap(), "v3");
+        fs::write(keys_dir.join("v01.pem"), "not a key").unwrap();
+        fs::write(keys_dir.join("notes.txt"), "ignored").unwrap();
+        let signer = KeyFileSigner::open_or_create(&keys_dir, "222").unwrap();
+        let versions: Vec<_> = signer
+            .signature_infos()
+            .into_iter()
+            .map(|info| info.key_version)
+            .collect();
+        assert_eq!(versions, ["v3", "v2", "v1"]);
+
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let metadata = fs::metadata(keys_dir.join("v1.pem")).unwrap();
+            assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn loads_keys_generated_by_openssl() {
+        let dir = tempfile::tempdir().unwrap();
+        let openssl = |command| run_openssl(dir.path(), command).unwrap();
+        openssl("genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out genpkey.pem");
+        openssl("pkey -in genpkey.pem -pubout -out genpkey.pub.pem");
+        // The older route: a SEC1 key (with its curve parameters inside) converted to PKCS#8.
+        openssl("ecparam -name prime256v1 -genkey -noout -out sec1.pem");
+        openssl("pkcs8 -topk8 -nocrypt -in sec1.pem -out pkcs8.pem");
+
+        let keys = [("v2", "genpkey.pem"), ("v1", "pkcs8.pem")]
+            .map(|(version, file)| (version.to_owned(), read(dir.path(), file)));
+        let signer = KeyFileSigner::from_pems("222", &keys).unwrap();
+        let public_pem = read(dir.path(), "genpkey.pub.pem");
+        let public = VerificationKey::from_pem(&public_pem, "222", "v2").unwrap();
+        assert_eq!(signer.verification_keys()[0], public);
+
+        let error = signer_from_file(dir.path(), "sec1.pem").unwrap_err();
+        assert!(matches!(error, KeyError::WrongPemLabel { .. }), "{error}");
+
+        // ring needs the public key inside the PKCS#8 document; OpenSSL can leave it out.
+        openssl("ec -in sec1.pem -no_public -out no-public.pem");
+        openssl("pkcs8 -topk8 -nocrypt -in no-public.pem -out no-public.p8.pem");
+        let error = signer_from_file(dir.path(), "no-public.p8.pem").unwrap_err();
+        assert!(
+            matches!(error, KeyError::NotP256PrivateKey { .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_signer_needs_at_least_one_key() {
+        let error = KeyFileSigner::from_pems("222", &[]).unwrap_err();
+        assert!(matches!(error, KeyError::KeyCount { count: 0 }), "{error}");
+    }
+
+    #[test]
+    fn verification_key_pem_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = KeyFileSigner::open_or_create(dir.path(), "222").unwrap();
+        let key = signer.verification_keys().remove(0);
+        let pem_text = key.to_pem();
+        assert!(
+            pem_text.starts_with("-----BEGIN PUBLIC KEY-----\n"),
+            "{pem_text}"
+        );
+        assert_eq!(
+            VerificationKey::from_pem(&pem_text, "222", "v1").unwrap(),
+            key
+        );
+
+        fs::write(dir.path().join("ours.pub.pem"), &pem_text).unwrap();
+        run_openssl(dir.path(), "pkey -pubin -in ours.pub.pem -noout").unwrap();
+    }
+
+    #[test]
+    fn from_pem_rejects_keys_that_are_not_p256() {
+        let dir = tempfile::tempdir().unwrap();
+        let openssl = |command: &str| run_openssl(dir.path(), command).unwrap();
+        openssl("genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.pem");
+        openssl("genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out p384.pem");
+        for name in ["rsa", "p384"] {
+            openssl(&format!("pkey -in {name}.pem -pubout -out {name}.pub.pem"));
+            let public_pem = read(dir.path(), &format!("{name}.pub.pem"));
+            let error = VerificationKey::from_pem(&public_pem, "222", "v1").unwrap_err();
+            assert!(
+                matches!(error, KeyError::NotP256PublicKey { .. }),
+                "{name}: {error}"
+            );
+            assert!(
+                error.to_string().contains("not an ECDSA P-256 public key"),
+                "{error}"
+            );
+
+            let error = signer_from_file(dir.path(), &format!("{name}.pem")).unwrap_err();
+            assert!(
+                matches!(error, KeyError::NotP256PrivateKey { .. }),
+                "{name}: {error}"
+            );
+        }
+
+        let private_as_public =
+            VerificationKey::from_pem(&read(dir.path(), "rsa.pem"), "222", "v1");
+        assert!(matches!(
+            private_as_public,
+            Err(KeyError::WrongPemLabel { .. })
+        ));
+        let not_pem = VerificationKey::from_pem("junk", "222", "v1");
+        assert!(matches!(not_pem, Err(KeyError::Pem { .. })));
+    }
+}

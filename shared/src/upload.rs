@@ -1,0 +1,532 @@
+//! The upload of Diagnosis Keys (`POST /v1/publish`): the request as phones send it (field
+//! names of Google's reference server) and every rule a request must pass before anything is
+//! stored.
+
+use std::collections::{BTreeSet, HashSet};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::Deserialize;
+
+use crate::key::{
+    DiagnosisKey, INTERVALS_PER_DAY, KEY_LEN, RegionId, ReportType, interval_of, seconds_of,
+};
+use crate::ports::UnixSeconds;
+
+/// Largest accepted request body, in bytes (413 above).
+pub const MAX_BODY_BYTES: usize = 64_000;
+/// Most keys one upload may carry.
+pub const MAX_KEYS: usize = 30;
+/// Most keys that may share one rolling start interval.
+pub const MAX_SAME_START: usize = 3;
+/// Oldest a key may be: its last interval ended no more than this many days ago.
+pub const MAX_KEY_AGE_DAYS: u32 = 15;
+/// Most regions an uploader may declare.
+pub const MAX_REGIONS: usize = 50;
+
+/// The JSON body of `POST /v1/publish`. Unknown fields are refused.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PublishRequest {
+    pub temporary_exposure_keys: Vec<ExposureKeyJson>,
+    /// The uploader's declared base and roaming regions S.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    #[serde(default)]
+    pub verification_payload: String,
+    /// Base64 key of the HMAC that binds a verification certificate to these keys.
+    pub hmac_key: Option<String>,
+    pub symptom_onset_interval: Option<u32>,
+    pub report_type: Option<String>,
+    /// Random bytes that hide the request's size; ignored.
+    pub padding: Option<String>,
+    #[serde(rename = "healthAuthorityID")]
+    pub health_authority_id: Option<String>,
+    pub traveler: Option<bool>,
+    pub revision_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExposureKeyJson {
+    /// Base64 of the 16 key bytes.
+    pub key: String,
+    pub rolling_start_number: u32,
+    pub rolling_period: u32,
+    #[serde(default)]
+    pub transmission_risk: i32,
+}
+
+/// An upload that passed every rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub keys: Vec<DiagnosisKey>,
+    /// The declared regions, sorted and without duplicates; the own region when none were
+    /// declared.
+    pub regions: Vec<RegionId>,
+    pub verification_payload: String,
+    pub hmac_key: Option<Vec<u8>>,
+}
+
+/// Why an upload was refused. Each variant has a stable [`code`](UploadError::code).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UploadError {
+    #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
+    BodyTooLarge,
+    #[error("request body is not a valid upload: {0}")]
+    BadJson(String),
+    #[error("no keys in temporaryExposureKeys")]
+    NoKeys,
+    #[error("{0} keys uploaded; at most {MAX_KEYS} are allowed")]
+    TooManyKeys(usize),
+    #[error("key {0} is not valid base64")]
+    BadBase64(usize),
+    #[error("key {index} is {len} bytes long; keys are {KEY_LEN} bytes")]
+    BadKeyLength { index: usize, len: usize },
+    #[error("key {0} appears twice in the upload")]
+    DuplicateKey(usize),
+    #[error("key {index} has rollingPeriod {period}; it must be 1 to {INTERVALS_PER_DAY}")]
+    BadRollingPeriod { index: usize, period: u32 },
+    #[error("key {index} has transmissionRisk {risk}; it must be 0 to 8")]
+    BadTransmissionRisk { index: usize, risk: i32 },
+    #[error("key {0} starts in the future")]
+    KeyInFuture(usize),
+    #[error("key {0} ended more than {MAX_KEY_AGE_DAYS} days ago")]
+    KeyTooOld(usize),
+    #[error("more than {MAX_SAME_START} keys start at interval {0}")]
+    TooManySameStart(u32),
+    #[error("keys starting at intervals {0} and {1} overlap")]
+    OverlappingKeys(u32, u32),
+    #[error("{0}")]
+    BadRegion(String),
+    #[error("{0} regions declared; at most {MAX_REGIONS} are allowed")]
+    TooManyRegions(usize),
+    #[error("symptomOnsetInterval is in the future")]
+    OnsetInFuture,
+    #[error("reportType {0:?} is not one of confirmed, likely, user-report")]
+    BadReportType(String),
+    #[error("hmacKey is not valid base64")]
+    BadHmacKey,
+    #[error("key revisions (revisionToken) are not supported")]
+    RevisionUnsupported,
+    #[error("verificationPayload is missing")]
+    MissingVerification,
+}
+
+impl UploadError {
+    /// A short, stable, machine-readable name for the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BodyTooLarge => "body_too_large",
+            Self::BadJson(_) => "bad_json",
+            Self::NoKeys => "no_keys",
+            Self::TooManyKeys(_) => "too_many_keys",
+            Self::BadBase64(_) => "bad_base64",
+            Self::BadKeyLength { .. } => "bad_key_length",
+            Self::DuplicateKey(_) => "duplicate_key",
+            Self::BadRollingPeriod { .. } => "bad_rolling_period",
+            Self::BadTransmissionRisk { .. } => "bad_transmission_risk",
+            Self::KeyInFuture(_) => "key_in_future",
+            Self::KeyTooOld(_) => "key_too_old",
+            Self::TooManySameStart(_) => "too_many_same_start",
+            Self::OverlappingKeys(..) => "overlapping_keys",
+            Self::BadRegion(_) => "bad_region",
+            Self::TooManyRegions(_) => "too_many_regions",
+            Self::OnsetInFuture => "onset_in_future",
+            Self::BadReportType(_) => "bad_report_type",
+            Self::BadHmacKey => "bad_hmac_key",
+            Self::RevisionUnsupported => "revision_unsupported",
+            Self::MissingVerification => "missing_verification",
+        }
+    }
+}
+
+impl PublishRequest {
+    /// Parses a request body, refusing oversize bodies and unknown fields.
+    pub fn from_json(body: &[u8]) -> Result<Self, UploadError> {
+        if body.len() > MAX_BODY_BYTES {
+            return Err(UploadError::BodyTooLarge);
+        }
+        serde_json::from_slice(body).map_err(|e| UploadError::BadJson(e.to_string()))
+    }
+
+    /// Applies every upload rule at time `now` for a backend of region `own`.
+    pub fn validate(self, own: RegionId, now: UnixSeconds) -> Result<Upload, UploadError> {
+        if self
+            .revision_token
+            .as_deref()
+            .is_some_and(|t| !t.is_empty())
+        {
+            return Err(UploadError::RevisionUnsupported);
+        }
+        if self.verification_payload.trim().is_empty() {
+            return Err(UploadError::MissingVerification);
+        }
+        let report_type = parse_report_type(self.report_type.as_deref())?;
+        let now_interval = interval_of(now);
+        if self
+            .symptom_onset_interval
+            .is_some_and(|onset| onset > now_interval)
+        {
+            return Err(UploadError::OnsetInFuture);
+        }
+        let keys = validate_keys(&self.temporary_exposure_keys, now_interval)?
+            .into_iter()
+            .map(|mut key| {
+                key.report_type = report_type;
+                key.days_since_onset = self
+                    .symptom_onset_interval
+                    .and_then(|onset| days_since_onset(key.rolling_start, onset));
+                key
+            })
+            .collect();
+        let hmac_key = self
+            .hmac_key
+            .map(|k| BASE64.decode(k).map_err(|_| UploadError::BadHmacKey))
+            .transpose()?;
+        Ok(Upload {
+            keys,
+            regions: parse_regions(&self.regions, own)?,
+            verification_payload: self.verification_payload,
+            hmac_key,
+        })
+    }
+}
+
+fn parse_report_type(value: Option<&str>) -> Result<ReportType, UploadError> {
+    match value {
+        None | Some("confirmed") => Ok(ReportType::ConfirmedTest),
+        Some("likely") => Ok(ReportType::ConfirmedClinicalDiagnosis),
+        Some("user-report") => Ok(ReportType::SelfReport),
+        Some(other) => Err(UploadError::BadReportType(other.to_string())),
+    }
+}
+
+/// Whole days from symptom onset to the key's first interval, if within GAEN's -14..=14.
+fn days_since_onset(rolling_start: u32, onset: u32) -> Option<i32> {
+    let days =
+        (i64::from(rolling_start) - i64::from(onset)).div_euclid(i64::from(INTERVALS_PER_DAY));
+    (-14..=14).contains(&days).then_some(days as i32)
+}
+
+fn parse_regions(declared: &[String], own: RegionId) -> Result<Vec<RegionId>, UploadError> {
+    if declared.len() > MAX_REGIONS {
+        return Err(UploadError::TooManyRegions(declared.len()));
+    }
+    let mut regions = declared
+        .iter()
+        .map(|r| {
+            r.parse::<RegionId>()
+                .map_err(|e| UploadError::BadRegion(e.to_string()))
+        })
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    if regions.is_empty() {
+        regions.insert(own);
+    }
+    Ok(regions.into_iter().collect())
+}
+
+fn validate_keys(
+    keys: &[ExposureKeyJson],
+    now_interval: u32,
+) -> Result<Vec<DiagnosisKey>, UploadError> {
+    if keys.is_empty() {
+        return Err(UploadError::NoKeys);
+    }
+    if keys.len() > MAX_KEYS {
+        return Err(UploadError::TooManyKeys(keys.len()));
+    }
+    let oldest_end = now_interval.saturating_sub(MAX_KEY_AGE_DAYS * INTERVALS_PER_DAY);
+    let mut seen = HashSet::with_capacity(keys.len());
+    let mut valid = Vec::with_capacity(keys.len());
+    for (index, k) in keys.iter().enumerate() {
+        let bytes = BASE64
+            .decode(&k.key)
+            .map_err(|_| UploadError::BadBase64(index))?;
+        let key_data: [u8; KEY_LEN] =
+            bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| UploadError::BadKeyLength {
+                    index,
+                    len: bytes.len(),
+                })?;
+        if !seen.insert(key_data) {
+            return Err(UploadError::DuplicateKey(index));
+        }
+        if !(1..=INTERVALS_PER_DAY).contains(&k.rolling_period) {
+            return Err(UploadError::BadRollingPeriod {
+                index,
+                period: k.rolling_period,
+            });
+        }
+        if !(0..=8).contains(&k.transmission_risk) {
+            return Err(UploadError::BadTransmissionRisk {
+                index,
+                risk: k.transmission_risk,
+            });
+        }
+        if k.rolling_start_number > now_interval {
+            return Err(UploadError::KeyInFuture(index));
+        }
+        let key = DiagnosisKey {
+            key_data,
+            rolling_start: k.rolling_start_number,
+            rolling_period: k.rolling_period,
+            transmission_risk: k.transmission_risk,
+            report_type: ReportType::Unknown,
+            days_since_onset: None,
+        };
+        if key.rolling_end() < oldest_end {
+            return Err(UploadError::KeyTooOld(index));
+        }
+        valid.push(key);
+    }
+    check_intervals(&valid)?;
+    Ok(valid)
+}
+
+/// At most [`MAX_SAME_START`] keys per start interval, and keys with different starts must not
+/// overlap in time.
+fn check_intervals(keys: &[DiagnosisKey]) -> Result<(), UploadError> {
+    let mut by_start: Vec<&DiagnosisKey> = keys.iter().collect();
+    by_start.sort_by_key(|k| (k.rolling_start, k.rolling_period));
+    for same_start in by_start.chunk_by(|a, b| a.rolling_start == b.rolling_start) {
+        if same_start.len() > MAX_SAME_START {
+            return Err(UploadError::TooManySameStart(same_start[0].rolling_start));
+        }
+    }
+    let mut previous: Option<&DiagnosisKey> = None;
+    for key in by_start {
+        if let Some(prev) = previous.filter(|p| p.rolling_start != key.rolling_start) {
+            if prev.rolling_end() > key.rolling_start {
+                return Err(UploadError::OverlappingKeys(
+                    prev.rolling_start,
+                    key.rolling_start,
+                ));
+            }
+        }
+        // Among keys with one start, the longest decides what may follow.
+        if previous.is_none_or(|p| {
+            p.rolling_start != key.rolling_start || p.rolling_end() < key.rolling_end()
+        }) {
+            previous = Some(key);
+        }
+    }
+    Ok(())
+}
+
+/// The moment a key may be published: on arrival, unless the key was still in use when it
+/// arrived (a same-day key), which waits until `embargo` seconds after its last interval.
+pub fn publish_at(key: &DiagnosisKey, received_at: UnixSeconds, embargo: u64) -> UnixSeconds {
+    let ends = seconds_of(key.rolling_end());
+    if ends > received_at {
+        ends + embargo
+    } else {
+        received_at
+    }
+}
+
+/// SHA-256 over an upload's keys in a canonical order: the identity of an upload, so that a
+/// retry is recognised.
+pub fn upload_digest(keys: &[DiagnosisKey]) -> [u8; 32] {
+    let mut sorted: Vec<&DiagnosisKey> = keys.iter().collect();
+    sorted.sort_by_key(|k| k.key_data);
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for k in sorted {
+        ctx.update(&k.key_data);
+        ctx.update(&k.rolling_start.to_be_bytes());
+        ctx.update(&k.rolling_period.to_be_bytes());
+        ctx.update(&k.transmission_risk.to_be_bytes());
+    }
+    ctx.finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn own() -> RegionId {
+        "CH".parse().unwrap()
+    }
+
+    fn key(byte: u8, start: u32, period: u32) -> ExposureKeyJson {
+        ExposureKeyJson {
+            key: BASE64.encode([byte; 16]),
+            rolling_start_number: start,
+            rolling_period: period,
+            transmission_risk: 4,
+        }
+    }
+
+    fn request(keys: Vec<ExposureKeyJson>) -> PublishRequest {
+        PublishRequest {
+            temporary_exposure_keys: keys,
+            regions: vec!["DE".into(), "CH".into(), "DE".into()],
+            verification_payload: "123456".into(),
+            hmac_key: None,
+            symptom_onset_interval: None,
+            report_type: None,
+            padding: None,
+            health_authority_id: None,
+            traveler: None,
+            revision_token: None,
+        }
+    }
+
+    fn today() -> u32 {
+        interval_of(NOW) / 144 * 144
+    }
+
+    fn refused(req: PublishRequest) -> &'static str {
+        req.validate(own(), NOW).unwrap_err().code()
+    }
+
+    #[test]
+    fn a_fortnight_of_daily_keys_is_accepted() {
+        let keys = (1..=14)
+            .map(|d| key(d as u8, today() - d * 144, 144))
+            .collect();
+        let upload = request(keys).validate(own(), NOW).unwrap();
+        assert_eq!(upload.keys.len(), 14);
+        assert_eq!(
+            upload.regions,
+            vec!["CH".parse().unwrap(), "DE".parse().unwrap()]
+        );
+        assert!(
+            upload
+                .keys
+                .iter()
+                .all(|k| k.report_type == ReportType::ConfirmedTest)
+        );
+    }
+
+    #[test]
+    fn no_declared_regions_means_the_own_region() {
+        let mut req = request(vec![key(1, today() - 144, 144)]);
+        req.regions.clear();
+        assert_eq!(req.validate(own(), NOW).unwrap().regions, vec![own()]);
+    }
+
+    #[test]
+    fn each_rule_has_its_own_refusal() {
+        let t = today();
+        assert_eq!(refused(request(vec![])), "no_keys");
+        assert_eq!(
+            refused(request(
+                (0..31).map(|i| key(i, t - 144 - i as u32, 1)).collect()
+            )),
+            "too_many_keys"
+        );
+        let mut bad = key(1, t, 1);
+        bad.key = "not base64!".into();
+        assert_eq!(refused(request(vec![bad])), "bad_base64");
+        let mut short = key(1, t, 1);
+        short.key = BASE64.encode([1u8; 15]);
+        assert_eq!(refused(request(vec![short])), "bad_key_length");
+        assert_eq!(
+            refused(request(vec![key(1, t - 144, 144), key(1, t, 1)])),
+            "duplicate_key"
+        );
+        assert_eq!(refused(request(vec![key(1, t, 0)])), "bad_rolling_period");
+        assert_eq!(refused(request(vec![key(1, t, 145)])), "bad_rolling_period");
+        let mut risky = key(1, t, 1);
+        risky.transmission_risk = 9;
+        assert_eq!(refused(request(vec![risky])), "bad_transmission_risk");
+        assert_eq!(
+            refused(request(vec![key(1, interval_of(NOW) + 1, 1)])),
+            "key_in_future"
+        );
+        assert_eq!(
+            refused(request(vec![key(1, t - 17 * 144, 144)])),
+            "key_too_old"
+        );
+        assert_eq!(
+            refused(request((1..=4).map(|i| key(i, t - 144, 144)).collect())),
+            "too_many_same_start"
+        );
+        assert_eq!(
+            refused(request(vec![key(1, t - 144, 144), key(2, t - 100, 10)])),
+            "overlapping_keys"
+        );
+        let mut regions = request(vec![key(1, t, 1)]);
+        regions.regions = vec!["ch".into()];
+        assert_eq!(refused(regions), "bad_region");
+        let mut many = request(vec![key(1, t, 1)]);
+        many.regions = (0..51)
+            .map(|i| format!("A{}", (b'A' + (i % 26) as u8) as char))
+            .collect();
+        assert_eq!(refused(many), "too_many_regions");
+        let mut onset = request(vec![key(1, t, 1)]);
+        onset.symptom_onset_interval = Some(interval_of(NOW) + 1);
+        assert_eq!(refused(onset), "onset_in_future");
+        let mut report = request(vec![key(1, t, 1)]);
+        report.report_type = Some("negative".into());
+        assert_eq!(refused(report), "bad_report_type");
+        let mut revision = request(vec![key(1, t, 1)]);
+        revision.revision_token = Some("abc".into());
+        assert_eq!(refused(revision), "revision_unsupported");
+        let mut unverified = request(vec![key(1, t, 1)]);
+        unverified.verification_payload.clear();
+        assert_eq!(refused(unverified), "missing_verification");
+    }
+
+    #[test]
+    fn same_start_keys_may_differ_in_length_but_not_overlap_the_next() {
+        let t = today();
+        let ok = vec![key(1, t - 144, 144), key(2, t - 144, 72), key(3, t, 10)];
+        assert!(request(ok).validate(own(), NOW).is_ok());
+        let overlap = vec![
+            key(1, t - 144, 72),
+            key(2, t - 144, 145 - 1),
+            key(3, t - 100, 10),
+        ];
+        assert_eq!(refused(request(overlap)), "overlapping_keys");
+    }
+
+    #[test]
+    fn bodies_are_bounded_and_unknown_fields_refused() {
+        let big = vec![b' '; MAX_BODY_BYTES + 1];
+        assert_eq!(
+            PublishRequest::from_json(&big).unwrap_err().code(),
+            "body_too_large"
+        );
+        let unknown = br#"{"temporaryExposureKeys":[],"surprise":1}"#;
+        let err = PublishRequest::from_json(unknown).unwrap_err();
+        assert_eq!(err.code(), "bad_json");
+        assert!(err.to_string().contains("surprise"), "{err}");
+    }
+
+    #[test]
+    fn symptom_onset_sets_days_since_onset_within_fourteen_days() {
+        let t = today();
+        let mut req = request(vec![key(1, t - 2 * 144, 144), key(2, t, 144)]);
+        req.symptom_onset_interval = Some(t - 144);
+        let upload = req.validate(own(), NOW).unwrap();
+        let days: Vec<_> = upload.keys.iter().map(|k| k.days_since_onset).collect();
+        assert_eq!(days, vec![Some(-1), Some(1)]);
+    }
+
+    #[test]
+    fn same_day_keys_wait_for_the_embargo() {
+        let k = DiagnosisKey {
+            key_data: [1; 16],
+            rolling_start: today(),
+            rolling_period: 144,
+            transmission_risk: 0,
+            report_type: ReportType::ConfirmedTest,
+            days_since_onset: None,
+        };
+        assert_eq!(publish_at(&k, NOW, 7200), seconds_of(today() + 144) + 7200);
+        let old = DiagnosisKey {
+            rolling_start: today() - 144,
+            ..k
+        };
+        assert_eq!(publish_at(&old, NOW, 7200), NOW);
+    }
+}

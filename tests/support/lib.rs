@@ -1,0 +1,240 @@
+//! Helpers for the end-to-end tests: regions served on loopback ports with a clock the test
+//! moves, an HTTP client for them, and generators of valid uploads.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use enfeed::api::{self, AccessPolicy};
+use enfeed::export::{ExportFile, ExportLimits, read_export};
+use enfeed::feed::{Feed, FeedIndex};
+use enfeed::key::{INTERVALS_PER_DAY, interval_of};
+use enfeed::ports::ManualClock;
+use enfeed::signing::VerificationKey;
+use enfeed::{Backend, Config};
+use serde_json::{Value, json};
+
+/// 2025-06-15 12:00:00 UTC: the tests' "now" unless they move the clock.
+pub const NOW: u64 = 1_749_988_800;
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// The shared fixtures folder of the team (Google's export file, crypto test vectors).
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+}
+
+/// A region's backend on a loopback port, with its own data directory and clock.
+pub struct TestRegion {
+    pub base: String,
+    pub backend: Arc<Backend>,
+    pub clock: Arc<ManualClock>,
+    pub http: reqwest::Client,
+    _data: tempfile::TempDir,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestRegion {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl TestRegion {
+    /// A region with default settings except padding, which is off so tests see exact keys.
+    pub async fn start(region: &str) -> Self {
+        let mut config = Config::new(region.parse().unwrap());
+        config.padding_min = 0;
+        Self::with_config(config).await
+    }
+
+    pub async fn with_config(config: Config) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(NOW));
+        let backend =
+            Arc::new(enfeed::local::open_backend(config, data.path(), clock.clone()).unwrap());
+        let app = api::router(
+            backend.clone(),
+            AccessPolicy {
+                admin_token: ADMIN_TOKEN.into(),
+                ..Default::default()
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap();
+        });
+        Self {
+            base,
+            backend,
+            clock,
+            http: reqwest::Client::new(),
+            _data: data,
+            server,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.base, path.trim_start_matches('/'))
+    }
+
+    /// Issues a one-time code over the admin API.
+    pub async fn issue_code(&self) -> String {
+        let response = self
+            .http
+            .post(self.url("v1/admin/codes"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        body["code"].as_str().unwrap().to_string()
+    }
+
+    /// Posts an upload body; returns the status and the JSON answer.
+    pub async fn publish(&self, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url("v1/publish"))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    /// Uploads keys with a fresh code, declaring `regions`; asserts success.
+    pub async fn upload(&self, keys: &[Value], regions: &[&str]) {
+        let code = self.issue_code().await;
+        let (status, body) = self.publish(&upload_body(keys, regions, &code)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["insertedExposures"], keys.len());
+    }
+
+    /// Runs data-prep over the admin API.
+    pub async fn dataprep(&self) -> Value {
+        let response = self
+            .http
+            .post(self.url("v1/admin/run/dataprep"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// A GET with the admin token (backend feeds need it until peers use TLS).
+    pub async fn get_as_admin(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The region's verification keys, fetched as a phone would.
+    pub async fn verification_keys(&self) -> Vec<VerificationKey> {
+        let body: Value = self
+            .http
+            .get(self.url("v1/verification-keys"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                VerificationKey::from_pem(
+                    k["publicKeyPem"].as_str().unwrap(),
+                    k["keyId"].as_str().unwrap(),
+                    k["keyVersion"].as_str().unwrap(),
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    /// Downloads a feed's index and every chunk in it, verifying each chunk's signature.
+    pub async fn download_feed(&self, feed: Feed) -> (FeedIndex, Vec<ExportFile>) {
+        let keys = self.verification_keys().await;
+        let index: FeedIndex = self
+            .get_as_admin(&feed.index_path())
+            .await
+            .json()
+            .await
+            .unwrap();
+        let mut files = Vec::new();
+        for n in &index.chunks {
+            let response = self.get_as_admin(&feed.chunk_path(*n)).await;
+            assert_eq!(response.status(), 200);
+            let file =
+                read_export(&response.bytes().await.unwrap(), &ExportLimits::default()).unwrap();
+            file.verify(&keys).unwrap();
+            files.push(file);
+        }
+        (index, files)
+    }
+
+    /// Key data (base64) of every key in every chunk of a feed.
+    pub async fn feed_keys(&self, feed: Feed) -> Vec<String> {
+        let (_, files) = self.download_feed(feed).await;
+        files
+            .iter()
+            .flat_map(|f| f.keys.iter().map(|k| BASE64.encode(k.key_data)))
+            .collect()
+    }
+}
+
+/// The interval that starts the day `days_ago` days before [`NOW`].
+pub fn day_start(days_ago: u32) -> u32 {
+    (interval_of(NOW) / INTERVALS_PER_DAY - days_ago) * INTERVALS_PER_DAY
+}
+
+/// A full-day key of `days_ago` days ago, made from `seed`.
+pub fn key_json(seed: u8, days_ago: u32) -> Value {
+    json!({
+        "key": BASE64.encode([seed; 16]),
+        "rollingStartNumber": day_start(days_ago),
+        "rollingPeriod": 144,
+        "transmissionRisk": 4,
+    })
+}
+
+/// A day's keys of a person: `count` full days before today, each key distinct by `person`.
+pub fn person_keys(person: u8, count: u32) -> Vec<Value> {
+    (1..=count)
+        .map(|day| {
+            let mut bytes = [person; 16];
+            bytes[15] = day as u8;
+            json!({
+                "key": BASE64.encode(bytes),
+                "rollingStartNumber": day_start(day),
+                "rollingPeriod": 144,
+                "transmissionRisk": 4,
+            })
+        })
+        .collect()
+}
+
+pub fn upload_body(keys: &[Value], regions: &[&str], code: &str) -> Value {
+    json!({
+        "temporaryExposureKeys": keys,
+        "regions": regions,
+        "verificationPayload": code,
+        "padding": BASE64.encode([0u8; 64]),
+    })
+}
