@@ -2,6 +2,7 @@
 //! its header and keys.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -33,17 +34,18 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("{} is not a P-256 public key", path.display()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    print!("{}", describe(&export));
+    let mut out = describe(&export);
     if !keys.is_empty() {
-        let signer = export
+        export
             .verify(&keys)
             .context("signature verification failed")?;
-        println!(
-            "signature: valid (key id {:?}, version {:?})",
-            signer.key_id, signer.key_version
-        );
+        out.push_str("signature: valid\n");
     }
-    Ok(())
+    // A closed pipe (`enfeed inspect ... | head`) is not an error.
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// The header and keys of an export, one key a line.

@@ -41,6 +41,7 @@ const UNCOMPRESSED_POINT_LEN: usize = 65;
 
 /// The identity of a signing key, as export files name it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SignatureInfo {
     pub key_version: String,
     pub key_id: String,

@@ -50,7 +50,23 @@ impl TestRegion {
     }
 
     pub async fn with_config(config: Config) -> Self {
+        Self::in_dir(config, tempfile::tempdir().unwrap()).await
+    }
+
+    /// A region signing with `keys` signing keys (v1 .. v<keys>), as after rotations.
+    pub async fn start_with_signing_keys(region: &str, keys: usize) -> Self {
         let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join(enfeed::local::SIGNING_KEYS);
+        enfeed::signing::KeyFileSigner::open_or_create(&dir, region).unwrap();
+        for _ in 1..keys {
+            enfeed::signing::KeyFileSigner::rotate(&dir).unwrap();
+        }
+        let mut config = Config::new(region.parse().unwrap());
+        config.padding_min = 0;
+        Self::in_dir(config, data).await
+    }
+
+    async fn in_dir(config: Config, data: tempfile::TempDir) -> Self {
         let clock = Arc::new(ManualClock::new(NOW));
         let backend =
             Arc::new(enfeed::local::open_backend(config, data.path(), clock.clone()).unwrap());
@@ -114,7 +130,12 @@ impl TestRegion {
     /// Uploads keys with a fresh code, declaring `regions`; asserts success.
     pub async fn upload(&self, keys: &[Value], regions: &[&str]) {
         let code = self.issue_code().await;
-        let (status, body) = self.publish(&upload_body(keys, regions, &code)).await;
+        self.upload_with(keys, regions, &code).await;
+    }
+
+    /// Uploads keys with the given code, declaring `regions`; asserts success.
+    pub async fn upload_with(&self, keys: &[Value], regions: &[&str], code: &str) {
+        let (status, body) = self.publish(&upload_body(keys, regions, code)).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["insertedExposures"], keys.len());
     }
@@ -214,15 +235,21 @@ pub fn key_json(seed: u8, days_ago: u32) -> Value {
     })
 }
 
-/// A day's keys of a person: `count` full days before today, each key distinct by `person`.
+/// A person's keys of the `count` full days before [`NOW`]'s day, distinct by `person`.
 pub fn person_keys(person: u8, count: u32) -> Vec<Value> {
+    person_keys_at(NOW, person, count)
+}
+
+/// A person's keys of the `count` full days before `now`'s day, distinct by `person`.
+pub fn person_keys_at(now: u64, person: u8, count: u32) -> Vec<Value> {
+    let today = interval_of(now) / INTERVALS_PER_DAY * INTERVALS_PER_DAY;
     (1..=count)
         .map(|day| {
             let mut bytes = [person; 16];
             bytes[15] = day as u8;
             json!({
                 "key": BASE64.encode(bytes),
-                "rollingStartNumber": day_start(day),
+                "rollingStartNumber": today - day * INTERVALS_PER_DAY,
                 "rollingPeriod": 144,
                 "transmissionRisk": 4,
             })

@@ -2,7 +2,7 @@
 //! `v1/keys/3` is the file `v1/keys/3.zip` (chunks) and `v1/keys` is `v1/keys.json` (indexes),
 //! so the tree can also be served as it is by any static web server.
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write as _};
 use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
@@ -42,39 +42,39 @@ impl FileBlobStore {
         Ok(self.root.join(format!("{name}.{}", extension(kind))))
     }
 
-    /// Writes through a temporary file and a rename, so readers never see half a file.
-    async fn write(&self, path: &Path, bytes: &[u8], replace: bool) -> Result<Put, BlobError> {
-        let dir = path.parent().expect("blob paths have a parent");
-        tokio::fs::create_dir_all(dir).await.map_err(io_error)?;
-        let temp = dir.join(format!(
-            ".{}.tmp-{}",
-            path.file_name().unwrap().to_string_lossy(),
-            std::process::id()
-        ));
-        tokio::fs::write(&temp, bytes).await.map_err(io_error)?;
-        let placed = if replace {
-            tokio::fs::rename(&temp, path).await.map(|_| Put::Created)
-        } else {
-            // A hard link fails if the target exists: create-only, atomically.
-            match tokio::fs::hard_link(&temp, path).await {
-                Ok(()) => Ok(Put::Created),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(Put::AlreadyExists),
-                Err(e) => Err(e),
+    /// Writes through a temporary file that is then moved into place, so readers never see
+    /// half a file; `replace` decides whether an existing blob may be replaced.
+    async fn write(&self, path: PathBuf, bytes: Vec<u8>, replace: bool) -> Result<Put, BlobError> {
+        tokio::task::spawn_blocking(move || {
+            let dir = path.parent().expect("blob paths have a parent");
+            std::fs::create_dir_all(dir)?;
+            let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+            temp.write_all(&bytes)?;
+            temp.as_file().sync_data()?;
+            if replace {
+                temp.persist(&path).map_err(|e| e.error)?;
+                return Ok(Put::Created);
             }
-        };
-        let _ = tokio::fs::remove_file(&temp).await;
-        placed.map_err(io_error)
+            match temp.persist_noclobber(&path) {
+                Ok(_) => Ok(Put::Created),
+                Err(e) if e.error.kind() == ErrorKind::AlreadyExists => Ok(Put::AlreadyExists),
+                Err(e) => Err(e.error),
+            }
+        })
+        .await
+        .map_err(|e| BlobError::Backend(e.to_string()))?
+        .map_err(io_error)
     }
 }
 
 #[async_trait]
 impl BlobStore for FileBlobStore {
     async fn put_new(&self, name: &str, kind: BlobKind, bytes: Vec<u8>) -> Result<Put, BlobError> {
-        self.write(&self.path(name, kind)?, &bytes, false).await
+        self.write(self.path(name, kind)?, bytes, false).await
     }
 
     async fn put(&self, name: &str, kind: BlobKind, bytes: Vec<u8>) -> Result<(), BlobError> {
-        self.write(&self.path(name, kind)?, &bytes, true)
+        self.write(self.path(name, kind)?, bytes, true)
             .await
             .map(|_| ())
     }
