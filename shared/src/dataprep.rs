@@ -150,11 +150,11 @@ async fn attempt(backend: &Backend) -> Result<DataPrepReport, DataPrepError> {
         }
         None => {
             let through = backend.keys.seal(now).await?;
-            let keys = backend
-                .keys
-                .published_between(state.published_through, through, now)
-                .await?;
-            let plan = plan_chunks(&state, &keys, through, now, backend.config.region);
+            // A key published before the retention window has expired: never read further back.
+            let retention_start = now.saturating_sub(backend.config.retention());
+            let after = state.published_through.max(retention_start);
+            let keys = backend.keys.published_between(after, through, now).await?;
+            let plan = plan_chunks(&state, &keys, after, through, now, backend.config.region);
             if !plan.chunks.is_empty() {
                 let planned = Publication {
                     pending: Some(plan.clone()),
@@ -195,10 +195,11 @@ async fn attempt(backend: &Backend) -> Result<DataPrepReport, DataPrepError> {
     Ok(report)
 }
 
-/// Assigns chunk numbers to the keys read for `(state.published_through, through]`.
+/// Assigns chunk numbers to the keys read for `(after, through]`.
 fn plan_chunks(
     state: &Publication,
     keys: &[StoredKey],
+    after: UnixSeconds,
     through: UnixSeconds,
     now: UnixSeconds,
     own: RegionId,
@@ -217,7 +218,7 @@ fn plan_chunks(
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut padding_seed)
         .expect("the system random source works");
     Plan {
-        after: state.published_through,
+        after,
         through,
         created_at: now,
         padding_seed,
