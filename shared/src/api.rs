@@ -138,6 +138,9 @@ impl From<PublishError> for ApiError {
                 };
                 Self::new(StatusCode::UNAUTHORIZED, code, message)
             }
+            PublishError::Unauthorized(VerifyError::Certificate(refused)) => {
+                Self::new(StatusCode::UNAUTHORIZED, refused.code(), message)
+            }
             PublishError::Unauthorized(VerifyError::Store(e)) | PublishError::Store(e) => {
                 Self::internal(e)
             }

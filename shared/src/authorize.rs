@@ -8,6 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::key::ReportType;
 use crate::ports::{CodeClaim, CodeRecord, CodeRefused, CodeStore, StoreError, UnixSeconds};
 use crate::upload::{Upload, upload_digest};
 
@@ -20,6 +21,8 @@ pub enum VerifyError {
     RateLimited,
     #[error(transparent)]
     Store(StoreError),
+    #[error(transparent)]
+    Certificate(#[from] crate::certificate::CertificateError),
 }
 
 impl From<StoreError> for VerifyError {
@@ -36,6 +39,10 @@ impl From<StoreError> for VerifyError {
 pub struct Authorization {
     /// A single-use code to consume atomically with the keys, if the proof was one.
     pub claim: Option<CodeClaim>,
+    /// The diagnosis as the health authority certified it; overrides the upload's own.
+    pub report_type: Option<ReportType>,
+    /// Symptom onset as certified; overrides the upload's own.
+    pub symptom_onset_interval: Option<u32>,
 }
 
 /// The port that decides whether an upload is authorised by the health authority.
@@ -117,7 +124,10 @@ impl UploadVerifier for OneTimeCodes {
         };
         self.store.check_code(&claim, now).await?;
         self.store.forgive_attempt(client, window_start).await?;
-        Ok(Authorization { claim: Some(claim) })
+        Ok(Authorization {
+            claim: Some(claim),
+            ..Authorization::default()
+        })
     }
 }
 

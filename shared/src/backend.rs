@@ -99,8 +99,12 @@ impl Backend {
         client: &str,
     ) -> Result<PublishResponse, PublishError> {
         let now = self.clock.now();
-        let upload = PublishRequest::from_json(body)?.validate(self.config.region, now)?;
+        let mut upload = PublishRequest::from_json(body)?.validate(self.config.region, now)?;
         let authorization = self.verifier.verify(&upload, client, now).await?;
+        upload.certify(
+            authorization.report_type,
+            authorization.symptom_onset_interval,
+        );
         let keys = upload
             .keys
             .into_iter()

@@ -2,8 +2,10 @@
 //! where it runs.
 //!
 //! - Domain: [`key`] (Diagnosis Keys, regions), [`upload`] (the upload and its rules),
-//!   [`authorize`] (who may upload), [`export`] (the GAEN export file), [`feed`] (feeds and
-//!   their paths), [`dataprep`] (publishing chunks).
+//!   [`authorize`] (who may upload: one-time codes, and [`certificate`]s of health
+//!   authorities), [`export`] (the GAEN export file), [`feed`] (feeds and
+//!   their paths), [`dataprep`] (publishing chunks), [`phone`] (a simulated phone with the real
+//!   Exposure Notification cryptography).
 //! - Ports: [`ports`] (key store, code store, publication store, blob store, clock) and
 //!   [`signing`] (the signer).
 //! - Adapters: [`local`] (embedded storage and files, the default).
@@ -12,12 +14,14 @@
 pub mod api;
 pub mod authorize;
 pub mod backend;
+pub mod certificate;
 pub mod config;
 pub mod dataprep;
 pub mod export;
 pub mod feed;
 pub mod key;
 pub mod local;
+pub mod phone;
 pub mod ports;
 pub mod signing;
 pub mod upload;

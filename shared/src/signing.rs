@@ -141,6 +141,25 @@ impl VerificationKey {
         })
     }
 
+    /// A key from its uncompressed P-256 point (65 bytes, starting with 4).
+    pub fn from_point(point: &[u8], key_id: &str, key_version: &str) -> Result<Self, KeyError> {
+        let info = SignatureInfo::ecdsa_p256(key_id, key_version);
+        if point.len() != UNCOMPRESSED_POINT_LEN || point[0] != UNCOMPRESSED_POINT_TAG {
+            return Err(KeyError::NotP256PublicKey {
+                key: info.to_string(),
+            });
+        }
+        Ok(Self {
+            info,
+            point: point.to_vec(),
+        })
+    }
+
+    /// The uncompressed P-256 point (65 bytes).
+    pub(crate) fn point(&self) -> &[u8] {
+        &self.point
+    }
+
     /// The key as SubjectPublicKeyInfo PEM; [`VerificationKey::from_pem`] reads it back.
     pub fn to_pem(&self) -> String {
         let der = [&P256_SPKI_PREFIX[..], &self.point].concat();

@@ -170,26 +170,34 @@ impl PublishRequest {
         {
             return Err(UploadError::OnsetInFuture);
         }
-        let keys = validate_keys(&self.temporary_exposure_keys, now_interval)?
-            .into_iter()
-            .map(|mut key| {
-                key.report_type = report_type;
-                key.days_since_onset = self
-                    .symptom_onset_interval
-                    .and_then(|onset| days_since_onset(key.rolling_start, onset));
-                key
-            })
-            .collect();
+        let keys = validate_keys(&self.temporary_exposure_keys, now_interval)?;
         let hmac_key = self
             .hmac_key
             .map(|k| BASE64.decode(k).map_err(|_| UploadError::BadHmacKey))
             .transpose()?;
-        Ok(Upload {
+        let mut upload = Upload {
             keys,
             regions: parse_regions(&self.regions, own)?,
             verification_payload: self.verification_payload,
             hmac_key,
-        })
+        };
+        upload.certify(Some(report_type), self.symptom_onset_interval);
+        Ok(upload)
+    }
+}
+
+impl Upload {
+    /// Sets the diagnosis of every key: its report type, and its days since symptom onset.
+    /// `None` leaves what is there; a health authority's certificate overrides the upload.
+    pub fn certify(&mut self, report_type: Option<ReportType>, onset: Option<u32>) {
+        for key in &mut self.keys {
+            if let Some(report_type) = report_type {
+                key.report_type = report_type;
+            }
+            if let Some(onset) = onset {
+                key.days_since_onset = days_since_onset(key.rolling_start, onset);
+            }
+        }
     }
 }
 
@@ -298,13 +306,13 @@ fn check_intervals(keys: &[DiagnosisKey]) -> Result<(), UploadError> {
     }
     let mut previous: Option<&DiagnosisKey> = None;
     for key in by_start {
-        if let Some(prev) = previous.filter(|p| p.rolling_start != key.rolling_start) {
-            if prev.rolling_end() > key.rolling_start {
-                return Err(UploadError::OverlappingKeys(
-                    prev.rolling_start,
-                    key.rolling_start,
-                ));
-            }
+        if let Some(prev) = previous.filter(|p| p.rolling_start != key.rolling_start)
+            && prev.rolling_end() > key.rolling_start
+        {
+            return Err(UploadError::OverlappingKeys(
+                prev.rolling_start,
+                key.rolling_start,
+            ));
         }
         // Among keys with one start, the longest decides what may follow.
         if previous.is_none_or(|p| {

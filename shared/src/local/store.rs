@@ -217,12 +217,11 @@ impl KeyStore for LocalStore {
     async fn insert(&self, batch: NewKeys) -> Result<Inserted, StoreError> {
         self.write(move |txn| {
             let mut codes = txn.open_table(CODES).map_err(backend_error)?;
-            if let Some(claim) = &batch.claim {
-                if let Some(n) =
+            if let Some(claim) = &batch.claim
+                && let Some(n) =
                     check_claim(read_code(&codes, &claim.code_hash)?, claim, batch.now)?
-                {
-                    return Ok(Inserted::Replayed(n));
-                }
+            {
+                return Ok(Inserted::Replayed(n));
             }
             let seal = read_u64(&txn.open_table(META).map_err(backend_error)?, SEAL)?;
             let mut keys = txn.open_table(KEYS).map_err(backend_error)?;
