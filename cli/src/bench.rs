@@ -40,7 +40,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let own: RegionId = "CH".parse()?;
     let mut config = Config::new(own);
     config.padding_min = 0;
-    let backend = enfeed::local::open_backend(config, dir.path(), clock.clone())?;
+    let backend = enfeed::local::open_backend(config, dir.path(), clock.clone(), &[])?;
 
     let started = Instant::now();
     let others: Vec<RegionId> = ["DE", "FR", "IT", "AT", "LI"]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use enfeed::peers::PeersFile;
 use enfeed::ports::SystemClock;
 use enfeed::{Backend, Config};
 
@@ -32,13 +33,27 @@ struct Region {
     #[arg(long, env = "ENFEED_DATA", default_value = "enfeed-data")]
     data: PathBuf,
 
+    /// Peers file (TOML): the peer backends to pull keys from, and who may pull ours.
+    #[arg(long, env = "ENFEED_PEERS")]
+    peers: Option<PathBuf>,
+
     #[command(flatten)]
     config: Config,
 }
 
 impl Region {
+    /// The peers file, or no peers.
+    fn peers(&self) -> anyhow::Result<PeersFile> {
+        match &self.peers {
+            Some(path) => Ok(PeersFile::load(path)?),
+            None => Ok(PeersFile::default()),
+        }
+    }
+
+    /// The region's backend, pulling from the peers of its peers file.
     fn open(self) -> anyhow::Result<Backend> {
-        enfeed::local::open_backend(self.config, &self.data, Arc::new(SystemClock))
+        let peers = self.peers()?;
+        enfeed::local::open_backend(self.config, &self.data, Arc::new(SystemClock), &peers.peers)
             .with_context(|| format!("opening the region in {}", self.data.display()))
     }
 }
@@ -49,6 +64,11 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run data-prep once: publish new chunks, retire expired ones.
     Dataprep {
+        #[command(flatten)]
+        region: Region,
+    },
+    /// Pull the feeds of the peers in --peers once (those that are due).
+    Consume {
         #[command(flatten)]
         region: Region,
     },
@@ -103,6 +123,15 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => serve::run(args).await,
             Command::Dataprep { region } => {
                 let report = region.open()?.run_dataprep().await?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
+            Command::Consume { region } => {
+                anyhow::ensure!(
+                    region.peers.is_some(),
+                    "no peers to pull from: give --peers FILE"
+                );
+                let report = region.open()?.run_consumer().await;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(())
             }

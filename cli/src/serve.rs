@@ -1,7 +1,9 @@
-//! `enfeed serve`: the HTTP API on a TCP listener, with data-prep on a schedule.
+//! `enfeed serve`: the HTTP API on a TCP listener, optionally the backend feeds on a mutual-TLS
+//! listener, with data-prep and the consumer on schedules.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     region: Region,
 
-    /// Address for the HTTP API (uploads, feeds, admin).
+    /// Address for the HTTP API (uploads, public feed, admin).
     #[arg(long, env = "ENFEED_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
 
@@ -24,6 +26,27 @@ pub struct ServeArgs {
     /// in `<data>/admin-token`.
     #[arg(long, env = "ENFEED_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+
+    /// Address of the mutual-TLS listener for peer backends (needs the three TLS flags).
+    #[arg(long, env = "ENFEED_BACKEND_LISTEN", requires_all = ["tls_cert", "tls_key", "client_ca"])]
+    backend_listen: Option<SocketAddr>,
+
+    /// PEM certificate (chain) of the backend listener.
+    #[arg(long, env = "ENFEED_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the backend listener.
+    #[arg(long, env = "ENFEED_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+
+    /// PEM CA that peers' client certificates must chain to; the certificate's common name is
+    /// the peer's region.
+    #[arg(long, env = "ENFEED_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
+
+    /// Seconds between consumer runs (each peer is still polled no sooner than it asks).
+    #[arg(long, env = "ENFEED_CONSUMER_INTERVAL", default_value_t = 300)]
+    consumer_interval: u64,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -32,7 +55,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(token) => token,
         None => stored_admin_token(&token_file)?,
     };
+    let peers = args.region.peers()?;
+    let access = AccessPolicy {
+        admin_token,
+        a2a_consumers: peers.a2a_consumers.clone(),
+    };
     let backend = Arc::new(args.region.open()?);
+    let app = api::router(backend.clone(), access);
+
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -43,14 +73,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             token_file.display()
         );
     }
-    tokio::spawn(dataprep_schedule(backend.clone()));
-    let app = api::router(
-        backend,
-        AccessPolicy {
-            admin_token,
-            ..AccessPolicy::default()
-        },
-    );
+    if let (Some(address), Some(cert), Some(key), Some(ca)) = (
+        args.backend_listen,
+        &args.tls_cert,
+        &args.tls_key,
+        &args.client_ca,
+    ) {
+        let tls = enfeed::tls::server_config(cert, key, ca)?;
+        let backend_listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("listening on {address}"))?;
+        tracing::info!(backend_listen = %backend_listener.local_addr()?, "serving backend feeds over mutual TLS");
+        tokio::spawn(enfeed::tls::serve(backend_listener, tls, app.clone()));
+    }
+
+    let interval = backend.config.dataprep_interval;
+    tokio::spawn(every(interval, backend.clone(), |backend| async move {
+        if let Err(e) = backend.run_dataprep().await {
+            tracing::error!(error = %e, "scheduled data-prep failed");
+        }
+    }));
+    if backend.consumer.is_some() {
+        tokio::spawn(every(
+            args.consumer_interval,
+            backend.clone(),
+            |backend| async move {
+                backend.run_consumer().await;
+            },
+        ));
+    }
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -62,16 +113,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs data-prep now and then every configured interval; a failed run is logged and retried
-/// at the next tick.
-async fn dataprep_schedule(backend: Arc<Backend>) {
-    let mut ticks =
-        tokio::time::interval(Duration::from_secs(backend.config.dataprep_interval.max(1)));
+/// Runs `job` now and then every `seconds`.
+async fn every<F, Fut>(seconds: u64, backend: Arc<Backend>, job: F)
+where
+    F: Fn(Arc<Backend>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval(Duration::from_secs(seconds.max(1)));
     loop {
         ticks.tick().await;
-        if let Err(e) = backend.run_dataprep().await {
-            tracing::error!(error = %e, "scheduled data-prep failed");
-        }
+        job(backend.clone()).await;
     }
 }
 

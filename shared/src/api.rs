@@ -8,6 +8,7 @@
 //! | `GET /v1/verification-keys` | anyone | public keys that verify chunks |
 //! | `POST /v1/admin/codes` | health authority | issue a one-time code |
 //! | `POST /v1/admin/run/dataprep` | operator | run data-prep now |
+//! | `POST /v1/admin/run/consumer` | operator | pull peers' feeds now |
 //!
 //! Admin routes need `Authorization: Bearer <admin token>`. Backend feeds are served to a
 //! request that carries the admin token, or that a TLS listener marked with the [`Peer`]
@@ -70,6 +71,7 @@ pub fn router(backend: Arc<Backend>, access: AccessPolicy) -> Router {
         .route("/v1/verification-keys", get(verification_keys))
         .route("/v1/admin/codes", post(issue_code))
         .route("/v1/admin/run/dataprep", post(run_dataprep))
+        .route("/v1/admin/run/consumer", post(run_consumer))
         .route("/v1/keys", get(public_index))
         .route("/v1/keys/{n}", get(public_chunk))
         .route("/v1/{feed}/keys", get(backend_index))
@@ -218,6 +220,14 @@ async fn run_dataprep(
             .await
             .map_err(ApiError::internal)?,
     ))
+}
+
+async fn run_consumer(
+    State(app): State<App>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    require_admin(&app, &headers)?;
+    Ok(Json(app.backend.run_consumer().await))
 }
 
 async fn verification_keys(State(app): State<App>) -> impl IntoResponse {

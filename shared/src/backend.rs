@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::authorize::{IssuedCode, OneTimeCodes, UploadVerifier, VerifyError};
 use crate::config::Config;
+use crate::consumer::{Consumer, ConsumerReport};
 use crate::dataprep::{self, DataPrepError, DataPrepReport};
 use crate::ports::{
     BlobStore, Clock, CodeStore, Inserted, KeyStore, NewKeys, Origin, PublicationStore, Signer,
@@ -27,6 +28,8 @@ pub struct Backend {
     pub clock: Arc<dyn Clock>,
     /// Decides whether uploads are authorised; one-time codes unless replaced.
     pub verifier: Arc<dyn UploadVerifier>,
+    /// Pulls the feeds of peer backends, when any are configured.
+    pub consumer: Option<Arc<Consumer>>,
 }
 
 /// Anything that can store keys, codes and publication state: one adapter for all three.
@@ -88,6 +91,7 @@ impl Backend {
             signer,
             clock,
             config,
+            consumer: None,
         }
     }
 
@@ -143,6 +147,14 @@ impl Backend {
     /// Publishes what is new and retires what has expired.
     pub async fn run_dataprep(&self) -> Result<DataPrepReport, DataPrepError> {
         dataprep::run(self).await
+    }
+
+    /// Pulls what is new from every peer that is due; nothing without configured peers.
+    pub async fn run_consumer(&self) -> ConsumerReport {
+        match &self.consumer {
+            Some(consumer) => consumer.run(self).await,
+            None => ConsumerReport::default(),
+        }
     }
 
     /// The public keys that verify this region's chunks, newest first.

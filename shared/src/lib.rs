@@ -5,9 +5,11 @@
 //!   [`authorize`] (who may upload: one-time codes, and [`certificate`]s of health
 //!   authorities), [`export`] (the GAEN export file), [`feed`] (feeds and
 //!   their paths), [`dataprep`] (publishing chunks), [`phone`] (a simulated phone with the real
-//!   Exposure Notification cryptography).
-//! - Ports: [`ports`] (key store, code store, publication store, blob store, clock) and
-//!   [`signing`] (the signer).
+//!   Exposure Notification cryptography), [`consumer`] (pulling peers' feeds) with [`peers`] (its
+//!   configuration).
+//! - Ports: [`ports`] (key store, code store, publication store, consumer state, blob store,
+//!   clock, fetch) and
+//!   [`signing`] (the signer); [`tls`] holds the mutual-TLS listener and fetch adapter.
 //! - Adapters: [`local`] (embedded storage and files, the default).
 //! - Entry points share [`backend::Backend`] and the HTTP API in [`api`].
 
@@ -16,15 +18,19 @@ pub mod authorize;
 pub mod backend;
 pub mod certificate;
 pub mod config;
+pub mod consumer;
 pub mod dataprep;
 pub mod export;
 pub mod feed;
 pub mod key;
 pub mod local;
+pub mod peers;
 pub mod phone;
 pub mod ports;
 pub mod signing;
+pub mod tls;
 pub mod upload;
+pub mod world;
 
 pub use backend::Backend;
 pub use config::Config;

@@ -277,3 +277,38 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url} sent more than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    #[error("{url}: {reason}")]
+    Transport { url: String, reason: String },
+}
+
+/// Reads a URL: how the consumer reaches a peer's feed (over mutual TLS, in the adapter).
+#[async_trait]
+pub trait Fetch: Send + Sync {
+    /// The body of a successful GET, refused past `max_bytes`.
+    async fn get(&self, url: &str, max_bytes: usize) -> Result<Vec<u8>, FetchError>;
+}
+
+/// Where the consumer stands with one peer (paper, section 5.3).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerState {
+    /// The last batch taken from the peer: a chunk number, or an export file's name.
+    pub last_batch_id: Option<String>,
+    /// The peer's recommended next poll time; not polled before.
+    pub recommended_next_poll_time: UnixSeconds,
+}
+
+/// The consumer's state per peer.
+#[async_trait]
+pub trait ConsumerStateStore: Send + Sync {
+    async fn load_peer(&self, peer: RegionId) -> Result<PeerState, StoreError>;
+    async fn save_peer(&self, peer: RegionId, state: &PeerState) -> Result<(), StoreError>;
+}

@@ -244,7 +244,6 @@ fn validate_keys(
     if keys.len() > MAX_KEYS {
         return Err(UploadError::TooManyKeys(keys.len()));
     }
-    let oldest_end = now_interval.saturating_sub(MAX_KEY_AGE_DAYS * INTERVALS_PER_DAY);
     let mut seen = HashSet::with_capacity(keys.len());
     let mut valid = Vec::with_capacity(keys.len());
     for (index, k) in keys.iter().enumerate() {
@@ -262,21 +261,6 @@ fn validate_keys(
         if !seen.insert(key_data) {
             return Err(UploadError::DuplicateKey(index));
         }
-        if !(1..=INTERVALS_PER_DAY).contains(&k.rolling_period) {
-            return Err(UploadError::BadRollingPeriod {
-                index,
-                period: k.rolling_period,
-            });
-        }
-        if !(0..=8).contains(&k.transmission_risk) {
-            return Err(UploadError::BadTransmissionRisk {
-                index,
-                risk: k.transmission_risk,
-            });
-        }
-        if k.rolling_start_number > now_interval {
-            return Err(UploadError::KeyInFuture(index));
-        }
         let key = DiagnosisKey {
             key_data,
             rolling_start: k.rolling_start_number,
@@ -285,13 +269,54 @@ fn validate_keys(
             report_type: ReportType::Unknown,
             days_since_onset: None,
         };
-        if key.rolling_end() < oldest_end {
-            return Err(UploadError::KeyTooOld(index));
-        }
+        check_key(&key, now_interval).map_err(|problem| problem.at(index))?;
         valid.push(key);
     }
     check_intervals(&valid)?;
     Ok(valid)
+}
+
+/// Why one key breaks the rules, whoever sent it (a phone, or a peer backend's feed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyProblem {
+    #[error("rollingPeriod {0} is not 1 to {INTERVALS_PER_DAY}")]
+    BadRollingPeriod(u32),
+    #[error("transmissionRisk {0} is not 0 to 8")]
+    BadTransmissionRisk(i32),
+    #[error("the key starts in the future")]
+    InFuture,
+    #[error("the key ended more than {MAX_KEY_AGE_DAYS} days ago")]
+    TooOld,
+}
+
+impl KeyProblem {
+    /// The upload error for key number `index` of a request.
+    fn at(self, index: usize) -> UploadError {
+        match self {
+            Self::BadRollingPeriod(period) => UploadError::BadRollingPeriod { index, period },
+            Self::BadTransmissionRisk(risk) => UploadError::BadTransmissionRisk { index, risk },
+            Self::InFuture => UploadError::KeyInFuture(index),
+            Self::TooOld => UploadError::KeyTooOld(index),
+        }
+    }
+}
+
+/// The rules every single key must pass at interval `now_interval`.
+pub fn check_key(key: &DiagnosisKey, now_interval: u32) -> Result<(), KeyProblem> {
+    if !(1..=INTERVALS_PER_DAY).contains(&key.rolling_period) {
+        return Err(KeyProblem::BadRollingPeriod(key.rolling_period));
+    }
+    if !(0..=8).contains(&key.transmission_risk) {
+        return Err(KeyProblem::BadTransmissionRisk(key.transmission_risk));
+    }
+    if key.rolling_start > now_interval {
+        return Err(KeyProblem::InFuture);
+    }
+    let oldest_end = now_interval.saturating_sub(MAX_KEY_AGE_DAYS * INTERVALS_PER_DAY);
+    if key.rolling_end() < oldest_end {
+        return Err(KeyProblem::TooOld);
+    }
+    Ok(())
 }
 
 /// At most [`MAX_SAME_START`] keys per start interval, and keys with different starts must not

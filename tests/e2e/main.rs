@@ -3,4 +3,5 @@
 mod faults;
 mod feeds;
 mod retention;
+mod stories;
 mod upload;

@@ -69,7 +69,7 @@ impl TestRegion {
     async fn in_dir(config: Config, data: tempfile::TempDir) -> Self {
         let clock = Arc::new(ManualClock::new(NOW));
         let backend =
-            Arc::new(enfeed::local::open_backend(config, data.path(), clock.clone()).unwrap());
+            Arc::new(enfeed::local::open_backend(config, data.path(), clock.clone(), &[]).unwrap());
         let app = api::router(
             backend.clone(),
             AccessPolicy {

@@ -14,6 +14,8 @@ use std::sync::Arc;
 pub use files::FileBlobStore;
 pub use store::LocalStore;
 
+use crate::consumer::{Consumer, Producer, ProducerError};
+use crate::peers::PeerConfig;
 use crate::ports::{Clock, StoreError};
 use crate::signing::{KeyError, KeyFileSigner};
 use crate::{Backend, Config};
@@ -29,17 +31,29 @@ pub enum OpenError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Keys(#[from] KeyError),
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
 }
 
-/// Opens (creating on first start) a backend whose data lives in `data`.
+/// Opens (creating on first start) a backend whose data lives in `data`, pulling from `peers`.
 pub fn open_backend(
     config: Config,
     data: &Path,
     clock: Arc<dyn Clock>,
+    peers: &[PeerConfig],
 ) -> Result<Backend, OpenError> {
     std::fs::create_dir_all(data).map_err(|e| OpenError::DataDir(data.display().to_string(), e))?;
     let store = Arc::new(LocalStore::open(&data.join("enfeed.redb"))?);
     let signer = KeyFileSigner::open_or_create(&data.join(SIGNING_KEYS), &config.signing_key_id())?;
     let blobs = Arc::new(FileBlobStore::new(data.join("feeds")));
-    Ok(Backend::new(config, store, blobs, Arc::new(signer), clock))
+    let producers = peers
+        .iter()
+        .cloned()
+        .map(Producer::open)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut backend = Backend::new(config, store.clone(), blobs, Arc::new(signer), clock);
+    if !producers.is_empty() {
+        backend.consumer = Some(Arc::new(Consumer::new(producers, store)));
+    }
+    Ok(backend)
 }

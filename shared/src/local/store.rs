@@ -12,8 +12,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use crate::dataprep::Publication;
 use crate::key::{DiagnosisKey, KEY_LEN, RegionId, ReportType};
 use crate::ports::{
-    CodeClaim, CodeRecord, CodeRefused, CodeStore, Inserted, KeyCounts, KeyStore, NewKeys, Origin,
-    PublicationStore, StoreError, StoredKey, UnixSeconds,
+    CodeClaim, CodeRecord, CodeRefused, CodeStore, ConsumerStateStore, Inserted, KeyCounts,
+    KeyStore, NewKeys, Origin, PeerState, PublicationStore, StoreError, StoredKey, UnixSeconds,
 };
 
 type Tek = [u8; KEY_LEN];
@@ -28,6 +28,8 @@ const EXPIRY: TableDefinition<(u64, Tek), u64> = TableDefinition::new("expiry");
 const CODES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("codes");
 /// (client, window start) to attempts counted.
 const ATTEMPTS: TableDefinition<(&str, u64), u32> = TableDefinition::new("attempts");
+/// Consumer state per peer region, as JSON.
+const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
 /// Single values: the seal, and the publication state with its version.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -62,6 +64,7 @@ impl LocalStore {
             txn.open_table(CODES).map_err(backend_error)?;
             txn.open_table(ATTEMPTS).map_err(backend_error)?;
             txn.open_table(META).map_err(backend_error)?;
+            txn.open_table(PEERS).map_err(backend_error)?;
         }
         txn.commit().map_err(backend_error)?;
         Ok(Self { db: Arc::new(db) })
@@ -460,6 +463,33 @@ impl PublicationStore for LocalStore {
             let mut row = (version + 1).to_be_bytes().to_vec();
             row.extend_from_slice(&json);
             meta.insert(PUBLICATION, row.as_slice())
+                .map_err(backend_error)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ConsumerStateStore for LocalStore {
+    async fn load_peer(&self, peer: RegionId) -> Result<PeerState, StoreError> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend_error)?;
+            let peers = txn.open_table(PEERS).map_err(backend_error)?;
+            match peers.get(peer.as_str()).map_err(backend_error)? {
+                None => Ok(PeerState::default()),
+                Some(v) => serde_json::from_slice(v.value()).map_err(backend_error),
+            }
+        })
+        .await
+    }
+
+    async fn save_peer(&self, peer: RegionId, state: &PeerState) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(state).map_err(backend_error)?;
+        self.write(move |txn| {
+            let mut peers = txn.open_table(PEERS).map_err(backend_error)?;
+            peers
+                .insert(peer.as_str(), json.as_slice())
                 .map_err(backend_error)?;
             Ok(())
         })

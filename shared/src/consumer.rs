@@ -1,0 +1,335 @@
+//! The consumer (paper, section 5.3): pulls the feeds of peer backends (producers) and stores
+//! their keys as `remote`, from where they reach this region's phones through the public feed
+//! only.
+//!
+//! For each producer, a pull does the following:
+//! 1. It reads the producer's index.
+//! 2. It takes every batch after `lastBatchID`, in order. A batch is a chunk number for an
+//!    enfeed producer, or a file name for a `gaen-index` one.
+//! 3. It checks each file against the producer's verification keys, and every key in it against
+//!    the upload rules.
+//! 4. It stores the keys, deduplicated by key data, then moves `lastBatchID` past the batch.
+//!    A pull that dies between those two steps repeats the batch, and deduplication makes that
+//!    harmless.
+//! 5. A batch that fails a check stops the pull of that producer. The keys already stored and
+//!    the other producers are not affected. The next run tries that batch again.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::Backend;
+use crate::export::{ExportError, ExportLimits, read_export};
+use crate::feed::{Feed, FeedIndex};
+use crate::key::{RegionId, interval_of};
+use crate::peers::{FeedFormat, PeerConfig, Replication};
+use crate::ports::{
+    ConsumerStateStore, Fetch, FetchError, Inserted, NewKeys, Origin, PeerState, StoreError,
+    StoredKey, UnixSeconds,
+};
+use crate::signing::{KeyError, VerificationKey};
+use crate::tls::{HttpsFetch, TlsError};
+use crate::upload::{KeyProblem, check_key};
+
+/// Largest index accepted from a producer.
+const MAX_INDEX_BYTES: usize = 1 << 20;
+/// A producer may ask to be polled again at most this far ahead.
+const MAX_POLL_DELAY: u64 = 86_400;
+
+/// A peer backend this region pulls from: its configuration, its verification keys, and the
+/// client that reaches it.
+pub struct Producer {
+    pub config: PeerConfig,
+    keys: Vec<VerificationKey>,
+    fetch: Arc<dyn Fetch>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    #[error("peer {0}: cannot read verification key {1}: {2}")]
+    Key(RegionId, String, std::io::Error),
+    #[error("peer {0}: {1}")]
+    BadKey(RegionId, KeyError),
+    #[error("peer {0}: {1}")]
+    Tls(RegionId, TlsError),
+}
+
+impl Producer {
+    /// A producer as configured: its PEM keys read, an HTTPS client with the TLS identity.
+    pub fn open(config: PeerConfig) -> Result<Self, ProducerError> {
+        let region = config.region;
+        let keys = config
+            .verification_keys
+            .iter()
+            .map(|path| {
+                let pem = std::fs::read_to_string(path)
+                    .map_err(|e| ProducerError::Key(region, path.display().to_string(), e))?;
+                let version = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                VerificationKey::from_pem(&pem, region.as_str(), &version)
+                    .map_err(|e| ProducerError::BadKey(region, e))
+            })
+            .collect::<Result<_, _>>()?;
+        let identity = config
+            .client_cert
+            .as_deref()
+            .zip(config.client_key.as_deref());
+        let fetch = HttpsFetch::new(identity, config.server_ca.as_deref())
+            .map_err(|e| ProducerError::Tls(region, e))?;
+        Ok(Self::new(config, keys, Arc::new(fetch)))
+    }
+
+    pub fn new(config: PeerConfig, keys: Vec<VerificationKey>, fetch: Arc<dyn Fetch>) -> Self {
+        Self {
+            config,
+            keys,
+            fetch,
+        }
+    }
+}
+
+/// Why a pull from one producer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("the index is not valid: {0}")]
+    BadIndex(String),
+    #[error("the feed is of region {found}, not {expected}")]
+    WrongRegion { expected: RegionId, found: String },
+    #[error("chunk numbers went backwards: the newest is {newest}, but {last} was taken already")]
+    WentBackwards { last: u32, newest: u32 },
+    #[error("batch {batch}: {error}")]
+    File { batch: String, error: ExportError },
+    #[error("batch {batch}: a key breaks the rules: {problem}")]
+    InvalidKey { batch: String, problem: KeyProblem },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a consumer run did, per producer.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerReport {
+    pub peers: Vec<PeerReport>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerReport {
+    pub region: String,
+    /// Not polled: the producer asked not to be polled before this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<UnixSeconds>,
+    /// Batches taken.
+    pub batches: u32,
+    /// Keys new to this backend.
+    pub imported: u64,
+    /// Keys too old to matter any more, left out.
+    pub stale: u64,
+    /// Why the pull stopped early, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Pulls every configured producer.
+pub struct Consumer {
+    producers: Vec<Producer>,
+    state: Arc<dyn ConsumerStateStore>,
+}
+
+impl Consumer {
+    pub fn new(producers: Vec<Producer>, state: Arc<dyn ConsumerStateStore>) -> Self {
+        Self { producers, state }
+    }
+
+    /// Pulls every producer that is due. A producer that fails is logged and reported; the
+    /// others are pulled all the same.
+    pub async fn run(&self, backend: &Backend) -> ConsumerReport {
+        let mut report = ConsumerReport::default();
+        for producer in &self.producers {
+            let mut peer = PeerReport {
+                region: producer.config.region.to_string(),
+                ..PeerReport::default()
+            };
+            if let Err(error) = self.pull(backend, producer, &mut peer).await {
+                tracing::warn!(peer = %producer.config.region, %error, "pull from peer stopped");
+                peer.error = Some(error.to_string());
+            }
+            report.peers.push(peer);
+        }
+        report
+    }
+
+    async fn pull(
+        &self,
+        backend: &Backend,
+        producer: &Producer,
+        report: &mut PeerReport,
+    ) -> Result<(), PullError> {
+        let now = backend.clock.now();
+        let region = producer.config.region;
+        let mut state = self.state.load_peer(region).await?;
+        if now < state.recommended_next_poll_time {
+            report.not_before = Some(state.recommended_next_poll_time);
+            return Ok(());
+        }
+        let (batches, next_poll) = match producer.config.format {
+            FeedFormat::Enfeed => enfeed_batches(backend, producer, &state).await?,
+            FeedFormat::GaenIndex => gaen_index_batches(producer, &state).await?,
+        };
+        for (batch, path) in batches {
+            let bytes = producer
+                .fetch
+                .get(
+                    &producer.config.url_of(&path),
+                    ExportLimits::default().max_zip_bytes,
+                )
+                .await?;
+            let keys = checked_keys(producer, &batch, &bytes, now, report)?;
+            let count = keys.len();
+            let inserted = backend
+                .keys
+                .insert(NewKeys {
+                    keys: remote_keys(backend, keys, now),
+                    claim: None,
+                    now,
+                })
+                .await?;
+            let (Inserted::Stored(new) | Inserted::Replayed(new)) = inserted;
+            report.imported += u64::from(new);
+            report.batches += 1;
+            tracing::info!(peer = %region, %batch, keys = count, new, "batch imported");
+            state.last_batch_id = Some(batch);
+            self.state.save_peer(region, &state).await?;
+        }
+        state.recommended_next_poll_time = next_poll.clamp(now, now + MAX_POLL_DELAY);
+        self.state.save_peer(region, &state).await?;
+        Ok(())
+    }
+}
+
+/// The batches of an enfeed producer after the last one taken, with the paths of their chunks,
+/// and when to poll next.
+async fn enfeed_batches(
+    backend: &Backend,
+    producer: &Producer,
+    state: &PeerState,
+) -> Result<(Vec<(String, String)>, UnixSeconds), PullError> {
+    let feed = match producer.config.replication {
+        Replication::A2a => Feed::AllToAll,
+        Replication::Partial => Feed::Region(backend.config.region),
+    };
+    let body = producer
+        .fetch
+        .get(&producer.config.url_of(&feed.index_path()), MAX_INDEX_BYTES)
+        .await?;
+    let index: FeedIndex =
+        serde_json::from_slice(&body).map_err(|e| PullError::BadIndex(e.to_string()))?;
+    if index.region != producer.config.region {
+        return Err(PullError::WrongRegion {
+            expected: producer.config.region,
+            found: index.region.to_string(),
+        });
+    }
+    let last: u32 = state
+        .last_batch_id
+        .as_deref()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or(0);
+    let newest = index.chunks.iter().copied().max().unwrap_or(0);
+    if newest < last {
+        return Err(PullError::WentBackwards { last, newest });
+    }
+    let mut numbers: Vec<u32> = index.chunks.into_iter().filter(|n| *n > last).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    let batches = numbers
+        .into_iter()
+        .map(|n| (n.to_string(), feed.chunk_path(n)))
+        .collect();
+    Ok((batches, index.recommended_next_poll_time))
+}
+
+/// The files listed in a Google-style `index.txt` after the last one taken. Their names start
+/// with the time they cover, so name order is time order. There is no poll hint.
+async fn gaen_index_batches(
+    producer: &Producer,
+    state: &PeerState,
+) -> Result<(Vec<(String, String)>, UnixSeconds), PullError> {
+    let body = producer
+        .fetch
+        .get(&producer.config.url_of("index.txt"), MAX_INDEX_BYTES)
+        .await?;
+    let text = String::from_utf8(body)
+        .map_err(|_| PullError::BadIndex("index.txt is not UTF-8".into()))?;
+    let mut names: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let last = state.last_batch_id.as_deref().unwrap_or("");
+    let batches = names
+        .into_iter()
+        .filter(|name| *name > last)
+        .map(|n| (n.to_string(), n.to_string()))
+        .collect();
+    Ok((batches, 0))
+}
+
+/// The keys of one batch, once its file is verified and each key passes the rules; keys that
+/// are merely too old are left out (and counted), any other broken key refuses the batch.
+fn checked_keys(
+    producer: &Producer,
+    batch: &str,
+    bytes: &[u8],
+    now: UnixSeconds,
+    report: &mut PeerReport,
+) -> Result<Vec<crate::key::DiagnosisKey>, PullError> {
+    let file_error = |error| PullError::File {
+        batch: batch.to_string(),
+        error,
+    };
+    let file = read_export(bytes, &ExportLimits::default()).map_err(file_error)?;
+    file.verify(&producer.keys).map_err(file_error)?;
+    if file.header.region != producer.config.region.as_str() {
+        return Err(PullError::WrongRegion {
+            expected: producer.config.region,
+            found: file.header.region,
+        });
+    }
+    let mut keys = Vec::with_capacity(file.keys.len());
+    for key in file.keys {
+        match check_key(&key, interval_of(now)) {
+            Ok(()) => keys.push(key),
+            Err(KeyProblem::TooOld) => report.stale += 1,
+            Err(problem) => {
+                return Err(PullError::InvalidKey {
+                    batch: batch.to_string(),
+                    problem,
+                });
+            }
+        }
+    }
+    Ok(keys)
+}
+
+fn remote_keys(
+    backend: &Backend,
+    keys: Vec<crate::key::DiagnosisKey>,
+    now: UnixSeconds,
+) -> Vec<StoredKey> {
+    keys.into_iter()
+        .map(|key| StoredKey {
+            key,
+            origin: Origin::Remote,
+            regions: Vec::new(),
+            publish_at: now,
+            expires_at: now + backend.config.retention(),
+        })
+        .collect()
+}

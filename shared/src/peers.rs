@@ -1,0 +1,229 @@
+//! The peers file (TOML): the producers this region's consumer pulls keys from, with the
+//! configuration of the paper's section 5.3, and the regions that may pull this region's
+//! all-to-all feed. Paths in the file are relative to the file.
+//!
+//! ```toml
+//! a2a_consumers = ["AT"]          # backends that may read /v1/a2a/keys
+//!
+//! [[peer]]
+//! region = "DE"                   # the producer's region
+//! url = "https://de.example:8443" # its base URL
+//! replication = "partial"         # "a2a": pull /v1/a2a/keys; "partial": /v1/<own region>/keys
+//! format = "enfeed"               # or "gaen-index": an index.txt listing export zips
+//! verification_keys = ["de.pem"]  # PEM public keys that sign its files (any of them)
+//! client_cert = "ch-client.pem"   # this backend's TLS identity towards the peer
+//! client_key = "ch-client.key"
+//! server_ca = "de-ca.pem"         # trust anchor for the peer's server certificate
+//! ```
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::key::RegionId;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeersFile {
+    /// Regions whose backends may read the all-to-all feed.
+    #[serde(default)]
+    pub a2a_consumers: Vec<RegionId>,
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<PeerConfig>,
+}
+
+/// One producer to pull from.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub region: RegionId,
+    pub url: String,
+    pub replication: Replication,
+    #[serde(default)]
+    pub format: FeedFormat,
+    pub verification_keys: Vec<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub server_ca: Option<PathBuf>,
+}
+
+/// Which of the producer's feeds to pull.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Replication {
+    /// All of the producer's local keys: `/v1/a2a/keys`.
+    A2a,
+    /// The keys whose uploaders declared this region: `/v1/<own region>/keys`.
+    Partial,
+}
+
+/// How the producer lays out its files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FeedFormat {
+    /// enfeed's numbered chunks with a JSON index.
+    #[default]
+    Enfeed,
+    /// Google's reference server: `index.txt` lists export zips by path.
+    GaenIndex,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeersError {
+    #[error("cannot read {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("{0} is not a valid peers file: {1}")]
+    Parse(String, toml::de::Error),
+    #[error("peer {0} appears twice")]
+    Duplicate(RegionId),
+    #[error("peer {region}: {problem}")]
+    Invalid { region: RegionId, problem: String },
+}
+
+impl PeersFile {
+    /// Reads and checks a peers file, resolving its paths against the file's folder.
+    pub fn load(path: &Path) -> Result<Self, PeersError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| PeersError::Read(path.display().to_string(), e))?;
+        let mut file: PeersFile =
+            toml::from_str(&text).map_err(|e| PeersError::Parse(path.display().to_string(), e))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut seen = HashSet::new();
+        for peer in &mut file.peers {
+            if !seen.insert(peer.region) {
+                return Err(PeersError::Duplicate(peer.region));
+            }
+            peer.check()?;
+            peer.resolve_paths(base);
+        }
+        Ok(file)
+    }
+}
+
+impl PeerConfig {
+    fn check(&self) -> Result<(), PeersError> {
+        let invalid = |problem: &str| PeersError::Invalid {
+            region: self.region,
+            problem: problem.to_string(),
+        };
+        if !(self.url.starts_with("https://") || self.url.starts_with("http://")) {
+            return Err(invalid(
+                "url must start with https:// (or http:// for a test)",
+            ));
+        }
+        if self.verification_keys.is_empty() {
+            return Err(invalid("verification_keys needs at least one public key"));
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            return Err(invalid("client_cert and client_key go together"));
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let paths = self
+            .verification_keys
+            .iter_mut()
+            .chain(&mut self.client_cert)
+            .chain(&mut self.client_key);
+        for path in paths.chain(&mut self.server_ca) {
+            *path = base.join(&*path);
+        }
+    }
+
+    /// The URL of the file at `path` below the peer's base URL.
+    pub fn url_of(&self, path: &str) -> String {
+        format!(
+            "{}/{}",
+            self.url.trim_end_matches('/'),
+            path.trim_start_matches('/')
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<PeersFile, PeersError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peers.toml");
+        std::fs::write(&path, text).unwrap();
+        PeersFile::load(&path)
+    }
+
+    #[test]
+    fn reads_the_papers_configuration() {
+        let file = load(
+            r#"
+            a2a_consumers = ["AT"]
+            [[peer]]
+            region = "DE"
+            url = "https://de.example:8443/"
+            replication = "partial"
+            verification_keys = ["keys/de.pem"]
+            client_cert = "c.pem"
+            client_key = "c.key"
+            server_ca = "ca.pem"
+            [[peer]]
+            region = "US"
+            url = "http://127.0.0.1:9000"
+            replication = "a2a"
+            format = "gaen-index"
+            verification_keys = ["/abs/us.pem"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(file.a2a_consumers, vec!["AT".parse().unwrap()]);
+        let de = &file.peers[0];
+        assert_eq!(
+            (de.replication, de.format),
+            (Replication::Partial, FeedFormat::Enfeed)
+        );
+        assert!(
+            de.verification_keys[0].ends_with("keys/de.pem")
+                && de.verification_keys[0].is_absolute()
+        );
+        assert_eq!(
+            de.url_of("v1/CH/keys"),
+            "https://de.example:8443/v1/CH/keys"
+        );
+        assert_eq!(file.peers[1].format, FeedFormat::GaenIndex);
+        assert_eq!(
+            file.peers[1].verification_keys[0],
+            PathBuf::from("/abs/us.pem")
+        );
+    }
+
+    #[test]
+    fn refuses_what_cannot_work() {
+        let peer = |extra: &str| {
+            format!(
+                "[[peer]]\nregion = \"DE\"\nurl = \"https://x\"\nreplication = \"a2a\"\n{extra}"
+            )
+        };
+        let keys = "verification_keys = [\"k.pem\"]\n";
+        assert!(matches!(load(&peer("")), Err(PeersError::Parse(..))));
+        assert!(matches!(
+            load(&peer("verification_keys = []")),
+            Err(PeersError::Invalid { .. })
+        ));
+        assert!(matches!(
+            load(&peer(&format!("{keys}client_cert = \"c\""))),
+            Err(PeersError::Invalid { .. })
+        ));
+        assert!(matches!(
+            load(&format!("{}{}", peer(keys), peer(keys))),
+            Err(PeersError::Duplicate(_))
+        ));
+        assert!(matches!(
+            load(&peer(&format!("{keys}colour = 1"))),
+            Err(PeersError::Parse(..))
+        ));
+        assert!(matches!(
+            load("[[peer]]\nregion = \"de\""),
+            Err(PeersError::Parse(..))
+        ));
+    }
+}
