@@ -3,5 +3,6 @@
 mod faults;
 mod feeds;
 mod retention;
+mod replication;
 mod stories;
 mod upload;
