@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use enfeed::certificate::IssuersFile;
 use enfeed::peers::PeersFile;
 use enfeed::ports::SystemClock;
 use enfeed::{Backend, Config};
@@ -37,6 +38,11 @@ struct Region {
     #[arg(long, env = "ENFEED_PEERS")]
     peers: Option<PathBuf>,
 
+    /// Trusted issuers file (TOML): health authorities whose verification certificates
+    /// authorise uploads, besides this region's one-time codes.
+    #[arg(long, env = "ENFEED_ISSUERS")]
+    issuers: Option<PathBuf>,
+
     #[command(flatten)]
     config: Config,
 }
@@ -53,8 +59,17 @@ impl Region {
     /// The region's backend, pulling from the peers of its peers file.
     fn open(self) -> anyhow::Result<Backend> {
         let peers = self.peers()?;
-        enfeed::local::open_backend(self.config, &self.data, Arc::new(SystemClock), &peers.peers)
-            .with_context(|| format!("opening the region in {}", self.data.display()))
+        let mut backend = enfeed::local::open_backend(
+            self.config,
+            &self.data,
+            Arc::new(SystemClock),
+            &peers.peers,
+        )
+        .with_context(|| format!("opening the region in {}", self.data.display()))?;
+        if let Some(path) = &self.issuers {
+            backend.trust(IssuersFile::load(path)?.issuers)?;
+        }
+        Ok(backend)
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::authorize::{IssuedCode, OneTimeCodes, UploadVerifier, VerifyError};
+use crate::certificate::{CertificateConfigError, CertificateVerifier, TrustedIssuer};
 use crate::config::Config;
 use crate::consumer::{Consumer, ConsumerReport};
 use crate::dataprep::{self, DataPrepError, DataPrepReport};
@@ -93,6 +94,13 @@ impl Backend {
             config,
             consumer: None,
         }
+    }
+
+    /// Accepts verification certificates of `issuers` besides one-time codes.
+    pub fn trust(&mut self, issuers: Vec<TrustedIssuer>) -> Result<(), CertificateConfigError> {
+        let certificates = CertificateVerifier::new(issuers)?;
+        self.verifier = Arc::new(certificates.or_else(Arc::new(self.codes.clone())));
+        Ok(())
     }
 
     /// Takes an upload (`POST /v1/publish`): parses, validates, verifies, and stores it, all or

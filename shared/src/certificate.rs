@@ -56,6 +56,31 @@ pub struct IssuerKey {
     pub public_key_pem: String,
 }
 
+/// The trusted issuers file (TOML), one `[[issuer]]` per health authority:
+///
+/// ```toml
+/// [[issuer]]
+/// issuer = "health.example"       # the certificates' `iss`
+/// audience = "enfeed.example"     # their `aud`
+/// keys = [{ kid = "v1", public_key_pem = """-----BEGIN PUBLIC KEY----- ... -----END PUBLIC KEY-----""" }]
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuersFile {
+    #[serde(default, rename = "issuer")]
+    pub issuers: Vec<TrustedIssuer>,
+}
+
+impl IssuersFile {
+    pub fn load(path: &std::path::Path) -> Result<Self, CertificateConfigError> {
+        let unreadable = |e: &dyn std::fmt::Display| {
+            CertificateConfigError::File(format!("{}: {e}", path.display()))
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| unreadable(&e))?;
+        toml::from_str(&text).map_err(|e| unreadable(&e))
+    }
+}
+
 /// A misconfigured issuer or signing key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CertificateConfigError {
@@ -70,6 +95,8 @@ pub enum CertificateConfigError {
     NotP256PublicKey { issuer: String, kid: String },
     #[error("the signing key is not a PKCS#8 ECDSA P-256 private key: {0}")]
     NotP256PrivateKey(String),
+    #[error("trusted issuers file {0}")]
+    File(String),
 }
 
 /// Why a certificate does not authorise an upload. Each variant has a stable
@@ -588,6 +615,25 @@ mod tests {
 
     fn refusal(verifier: &CertificateVerifier, upload: &Upload) -> CertificateError {
         verifier.check(upload, NOW).unwrap_err()
+    }
+
+    #[test]
+    fn the_issuers_file_names_each_authority_and_its_keys() {
+        let trusted = health_authority().trusted();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("issuers.toml");
+        let key = &trusted.keys[0];
+        let text = format!(
+            "[[issuer]]\nissuer = {:?}\naudience = {:?}\nkeys = [{{ kid = {:?}, public_key_pem = \"\"\"{}\"\"\" }}]\n",
+            trusted.issuer, trusted.audience, key.kid, key.public_key_pem
+        );
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(IssuersFile::load(&path).unwrap().issuers, vec![trusted]);
+        std::fs::write(&path, "[[issuer]]\nissuer = 1").unwrap();
+        assert!(matches!(
+            IssuersFile::load(&path),
+            Err(CertificateConfigError::File(_))
+        ));
     }
 
     #[test]

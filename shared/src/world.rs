@@ -18,7 +18,7 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use serde_json::{Value, json};
 
 use crate::api::{self, AccessPolicy};
-use crate::certificate::{CertificateVerifier, TrustedIssuer};
+use crate::certificate::TrustedIssuer;
 use crate::config::Config;
 use crate::export::{ExportLimits, read_export};
 use crate::feed::{Feed, FeedIndex};
@@ -259,9 +259,9 @@ impl World {
             let mut backend =
                 local::open_backend(config, &data, clock.clone(), &peers).map_err(fail)?;
             if !region.trusted_issuers.is_empty() {
-                let verifier =
-                    CertificateVerifier::new(region.trusted_issuers.clone()).map_err(fail)?;
-                backend.verifier = Arc::new(verifier.or_else(Arc::new(backend.codes.clone())));
+                backend
+                    .trust(region.trusted_issuers.clone())
+                    .map_err(fail)?;
             }
             let backend = Arc::new(backend);
             let admin_token = crate::authorize::random_token();
