@@ -7,7 +7,7 @@ LISTEN ?= 127.0.0.1:8080
 DATA   ?= enfeed-data
 CARGO  ?= cargo
 
-.PHONY: run test bench lint
+.PHONY: run test bench demo lint
 
 ## Serve one region: uploads, admin, feeds, scheduled data-prep (Ctrl-C stops it).
 run:
@@ -16,6 +16,10 @@ run:
 ## Build and run every test.
 test:
 	$(CARGO) test --workspace --all-targets --locked
+
+## A small live world: regions over mutual TLS, phones, travel, infections; who was notified.
+demo:
+	$(CARGO) run --release -p enfeed-cli -- simulate
 
 ## Data-prep throughput for one million keys (see docs/performance.md).
 bench:

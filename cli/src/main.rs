@@ -4,6 +4,7 @@
 mod bench;
 mod inspect;
 mod serve;
+mod simulate;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -101,6 +102,9 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Measure data-prep on generated keys.
     Bench(bench::BenchArgs),
+    /// Run a small live world of regions and phones on this machine, and report who was
+    /// notified and what each phone downloaded.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Subcommand)]
@@ -168,6 +172,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Inspect(args) => inspect::run(args),
             Command::Bench(args) => bench::run(args).await,
+            Command::Simulate(args) => simulate::run(args).await,
         }
     })
 }

@@ -170,3 +170,19 @@ async fn serve_answers_over_http_with_a_generated_admin_token() {
     );
     drop(server);
 }
+
+#[test]
+fn simulate_runs_a_small_world_and_notifies_every_contact() {
+    let (ok, out, err) = run(enfeed().args([
+        "simulate",
+        "--phones",
+        "6",
+        "--days",
+        "3",
+        "--infections",
+        "20",
+    ]));
+    assert!(ok, "{err}");
+    assert!(out.contains("missed: 0"), "{out}");
+    assert!(out.contains("notified phones"), "{out}");
+}
