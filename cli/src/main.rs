@@ -13,6 +13,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use enfeed::certificate::IssuersFile;
+use enfeed::consumer::Poll;
 use enfeed::peers::PeersFile;
 use enfeed::ports::SystemClock;
 use enfeed::{Backend, Config};
@@ -150,7 +151,7 @@ fn main() -> anyhow::Result<()> {
                     region.peers.is_some(),
                     "no peers to pull from: give --peers FILE"
                 );
-                let report = region.open()?.run_consumer().await;
+                let report = region.open()?.run_consumer(Poll::Now).await;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(())
             }

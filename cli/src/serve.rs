@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use enfeed::Backend;
 use enfeed::api::{self, AccessPolicy};
+use enfeed::consumer::Poll;
 
 use crate::Region;
 
@@ -98,7 +99,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             args.consumer_interval,
             backend.clone(),
             |backend| async move {
-                backend.run_consumer().await;
+                backend.run_consumer(Poll::WhenDue).await;
             },
         ));
     }

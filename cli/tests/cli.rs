@@ -186,3 +186,185 @@ fn simulate_runs_a_small_world_and_notifies_every_contact() {
     assert!(out.contains("missed: 0"), "{out}");
     assert!(out.contains("notified phones"), "{out}");
 }
+
+/// Starts `enfeed serve` with `args`, waiting until it logs `ready`.
+fn serve(args: &[String], ready: &str) -> Server {
+    let mut child = enfeed()
+        .arg("serve")
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let server = Server(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ready = ready.to_string();
+    std::thread::spawn(move || {
+        let mut lines = stderr.lines().map_while(Result::ok);
+        let _ = tx.send(lines.by_ref().any(|line| line.contains(&ready)));
+        lines.for_each(drop);
+    });
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or(false),
+        "enfeed serve did not start"
+    );
+    server
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Three `enfeed serve` processes pulling each other's per-region feeds over mutual TLS: keys
+/// uploaded in BE for AT reach AT's phones, and only AT's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_serve_processes_replicate_over_mutual_tls() {
+    use base64::Engine as _;
+    let root = tempfile::tempdir().unwrap();
+    let pki = enfeed::world::BackendCa::new(&root.path().join("pki")).unwrap();
+    let regions = ["AT", "BE", "CZ"];
+    let ports: Vec<(u16, u16)> = regions.iter().map(|_| (free_port(), free_port())).collect();
+    for region in regions {
+        let keys = root.path().join(region).join(enfeed::local::SIGNING_KEYS);
+        let signer = enfeed::signing::KeyFileSigner::open_or_create(&keys, region).unwrap();
+        std::fs::write(
+            root.path().join(format!("{region}.pem")),
+            signer.verification_keys()[0].to_pem(),
+        )
+        .unwrap();
+    }
+    let mut servers = Vec::new();
+    for (i, region) in regions.iter().enumerate() {
+        let (server_cert, server_key) = pki
+            .issue(&format!("{region}-server"), "localhost", true)
+            .unwrap();
+        let (client_cert, client_key) = pki
+            .issue(&format!("{region}-client"), region, false)
+            .unwrap();
+        let mut peers = String::new();
+        for (j, producer) in regions.iter().enumerate().filter(|(j, _)| *j != i) {
+            peers.push_str(&format!(
+                "[[peer]]\nregion = \"{producer}\"\nurl = \"https://127.0.0.1:{}\"\nreplication = \"partial\"\n\
+                 verification_keys = [\"{producer}.pem\"]\nclient_cert = {client_cert:?}\nclient_key = {client_key:?}\n\
+                 server_ca = {:?}\n",
+                ports[j].1,
+                pki.ca_pem()
+            ));
+        }
+        let peers_file = root.path().join(format!("{region}-peers.toml"));
+        std::fs::write(&peers_file, peers).unwrap();
+        let path = |p: &Path| p.display().to_string();
+        let args: Vec<String> = vec![
+            "--region".into(),
+            region.to_string(),
+            "--data".into(),
+            path(&root.path().join(region)),
+            "--listen".into(),
+            format!("127.0.0.1:{}", ports[i].0),
+            "--backend-listen".into(),
+            format!("127.0.0.1:{}", ports[i].1),
+            "--tls-cert".into(),
+            path(&server_cert),
+            "--tls-key".into(),
+            path(&server_key),
+            "--client-ca".into(),
+            path(&pki.ca_pem()),
+            "--peers".into(),
+            path(&peers_file),
+            "--admin-token".into(),
+            "secret".into(),
+            "--padding-min".into(),
+            "0".into(),
+        ];
+        servers.push(serve(&args, "serving backend feeds over mutual TLS"));
+    }
+    let http = reqwest::Client::new();
+    let url = |i: usize, path: &str| format!("http://127.0.0.1:{}/{path}", ports[i].0);
+    let admin = async |i: usize, path: &str| {
+        let response = http
+            .post(url(i, path))
+            .bearer_auth("secret")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json::<serde_json::Value>().await.unwrap()
+    };
+
+    // Bob uploads at home in BE, declaring BE and AT.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let yesterday = (now / 600 / 144 - 1) * 144;
+    let key = base64::engine::general_purpose::STANDARD.encode([42u8; 16]);
+    let code = admin(1, "v1/admin/codes").await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = serde_json::json!({
+        "temporaryExposureKeys": [{"key": key, "rollingStartNumber": yesterday, "rollingPeriod": 144}],
+        "regions": ["BE", "AT"],
+        "verificationPayload": code,
+    });
+    let response = http
+        .post(url(1, "v1/publish"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    admin(1, "v1/admin/run/dataprep").await;
+    for i in [0, 2] {
+        let report = admin(i, "v1/admin/run/consumer").await;
+        assert!(
+            report["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["error"].is_null()),
+            "{report}"
+        );
+        admin(i, "v1/admin/run/dataprep").await;
+    }
+    let public_keys = async |i: usize| {
+        let index: serde_json::Value = http
+            .get(url(i, "v1/keys"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut keys = Vec::new();
+        for n in index["chunks"].as_array().unwrap() {
+            let zip = http
+                .get(url(i, &format!("v1/keys/{n}")))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            let file = enfeed::export::read_export(&zip, &Default::default()).unwrap();
+            keys.extend(file.keys.into_iter().map(|k| k.key_data));
+        }
+        keys
+    };
+    assert_eq!(
+        public_keys(0).await,
+        vec![[42u8; 16]],
+        "AT's phones get Bob's key"
+    );
+    assert!(public_keys(2).await.is_empty(), "CZ was not declared");
+    drop(servers);
+}

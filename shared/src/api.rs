@@ -28,6 +28,7 @@ use serde::Serialize;
 use crate::Backend;
 use crate::authorize::VerifyError;
 use crate::backend::PublishError;
+use crate::consumer::Poll;
 use crate::feed::{Feed, FeedIndex};
 use crate::key::RegionId;
 use crate::ports::{Blob, BlobKind, CodeRefused};
@@ -227,7 +228,7 @@ async fn run_consumer(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&app, &headers)?;
-    Ok(Json(app.backend.run_consumer().await))
+    Ok(Json(app.backend.run_consumer(Poll::Now).await))
 }
 
 async fn verification_keys(State(app): State<App>) -> impl IntoResponse {

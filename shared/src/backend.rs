@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::authorize::{IssuedCode, OneTimeCodes, UploadVerifier, VerifyError};
 use crate::certificate::{CertificateConfigError, CertificateVerifier, TrustedIssuer};
 use crate::config::Config;
-use crate::consumer::{Consumer, ConsumerReport};
+use crate::consumer::{Consumer, ConsumerReport, Poll};
 use crate::dataprep::{self, DataPrepError, DataPrepReport};
 use crate::ports::{
     BlobStore, Clock, CodeStore, Inserted, KeyStore, NewKeys, Origin, PublicationStore, Signer,
@@ -157,10 +157,11 @@ impl Backend {
         dataprep::run(self).await
     }
 
-    /// Pulls what is new from every peer that is due; nothing without configured peers.
-    pub async fn run_consumer(&self) -> ConsumerReport {
+    /// Pulls what is new from the peers (those due, or all with [`Poll::Now`]); nothing
+    /// without configured peers.
+    pub async fn run_consumer(&self, poll: Poll) -> ConsumerReport {
         match &self.consumer {
-            Some(consumer) => consumer.run(self).await,
+            Some(consumer) => consumer.run(self, poll).await,
             None => ConsumerReport::default(),
         }
     }

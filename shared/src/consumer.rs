@@ -134,6 +134,15 @@ pub struct PeerReport {
     pub error: Option<String>,
 }
 
+/// Whether a run respects the producers' recommended next poll times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// A scheduled run: a producer is polled no sooner than it asked.
+    WhenDue,
+    /// An operator's run: every producer is polled now.
+    Now,
+}
+
 /// Pulls every configured producer.
 pub struct Consumer {
     producers: Vec<Producer>,
@@ -145,16 +154,16 @@ impl Consumer {
         Self { producers, state }
     }
 
-    /// Pulls every producer that is due. A producer that fails is logged and reported; the
-    /// others are pulled all the same.
-    pub async fn run(&self, backend: &Backend) -> ConsumerReport {
+    /// Pulls every producer that is due, or every producer when `poll` is [`Poll::Now`]. A
+    /// producer that fails is logged and reported; the others are pulled all the same.
+    pub async fn run(&self, backend: &Backend, poll: Poll) -> ConsumerReport {
         let mut report = ConsumerReport::default();
         for producer in &self.producers {
             let mut peer = PeerReport {
                 region: producer.config.region.to_string(),
                 ..PeerReport::default()
             };
-            if let Err(error) = self.pull(backend, producer, &mut peer).await {
+            if let Err(error) = self.pull(backend, producer, poll, &mut peer).await {
                 tracing::warn!(peer = %producer.config.region, %error, "pull from peer stopped");
                 peer.error = Some(error.to_string());
             }
@@ -167,12 +176,13 @@ impl Consumer {
         &self,
         backend: &Backend,
         producer: &Producer,
+        poll: Poll,
         report: &mut PeerReport,
     ) -> Result<(), PullError> {
         let now = backend.clock.now();
         let region = producer.config.region;
         let mut state = self.state.load_peer(region).await?;
-        if now < state.recommended_next_poll_time {
+        if poll == Poll::WhenDue && now < state.recommended_next_poll_time {
             report.not_before = Some(state.recommended_next_poll_time);
             return Ok(());
         }

@@ -149,7 +149,12 @@ async fn attempt(backend: &Backend) -> Result<DataPrepReport, DataPrepError> {
             (plan.clone(), keys)
         }
         None => {
-            let through = backend.keys.seal(now).await?;
+            // Each run seals past the previous one, even within one second, so that a key stored
+            // just after the previous run (and so just past its seal) is never left waiting.
+            let through = backend
+                .keys
+                .seal(now.max(state.published_through + 1))
+                .await?;
             // A key published before the retention window has expired: never read further back.
             let retention_start = now.saturating_sub(backend.config.retention());
             let after = state.published_through.max(retention_start);

@@ -10,11 +10,14 @@
 //! - Ports: [`ports`] (key store, code store, publication store, consumer state, blob store,
 //!   clock, fetch) and
 //!   [`signing`] (the signer); [`tls`] holds the mutual-TLS listener and fetch adapter.
-//! - Adapters: [`local`] (embedded storage and files, the default).
+//! - Adapters: [`local`] (embedded storage and files, the default) and, with the `aws` feature,
+//!   `aws` (DynamoDB, S3, SSM and the Lambda handlers of the serverless deployment).
 //! - Entry points share [`backend::Backend`] and the HTTP API in [`api`].
 
 pub mod api;
 pub mod authorize;
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod backend;
 pub mod certificate;
 pub mod config;

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use crate::api::{self, AccessPolicy};
 use crate::certificate::TrustedIssuer;
 use crate::config::Config;
+use crate::consumer::Poll;
 use crate::export::{ExportLimits, read_export};
 use crate::feed::{Feed, FeedIndex};
 use crate::key::{DiagnosisKey, RegionId};
@@ -383,7 +384,7 @@ impl World {
             node.backend.run_dataprep().await.map_err(fail)?;
         }
         for node in self.nodes.values() {
-            let report = node.backend.run_consumer().await;
+            let report = node.backend.run_consumer(Poll::Now).await;
             if let Some(error) = report.peers.iter().find_map(|p| p.error.clone()) {
                 return Err(fail(format!("{}: {error}", node.backend.config.region)));
             }

@@ -1,5 +1,6 @@
 //! End-to-end tests of one region, over real HTTP on loopback ports.
 
+mod aws;
 mod faults;
 mod feeds;
 mod retention;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use axum::http::{StatusCode, Uri};
-use enfeed::consumer::{Consumer, Producer};
+use enfeed::consumer::{Consumer, Poll, Producer};
 use enfeed::export::{ExportHeader, write_export};
 use enfeed::feed::{Feed, FeedIndex};
 use enfeed::key::{DiagnosisKey, RegionId, ReportType};
@@ -197,7 +197,7 @@ async fn lying_or_broken_peers_are_refused_and_the_others_still_pulled() {
     for (case, chunk, reason) in cases {
         liar.serve_index(&[1], NOW);
         liar.serve("v1/CH/keys/1", chunk);
-        let report = run.run(&ch.backend).await;
+        let report = run.run(&ch.backend, Poll::WhenDue).await;
         let (de, fr) = (&report.peers[0], &report.peers[1]);
         assert!(de.error.is_none(), "{case}: the good peer failed: {de:?}");
         let error = fr
@@ -226,10 +226,14 @@ async fn lying_or_broken_peers_are_refused_and_the_others_still_pulled() {
     liar.serve_index(&[1, 2], NOW);
     liar.serve_chunk(1, &keys(100, 2)).await;
     liar.serve_chunk(2, &keys(110, 2)).await;
-    assert!(run.run(&ch.backend).await.peers[1].error.is_none());
+    assert!(
+        run.run(&ch.backend, Poll::WhenDue).await.peers[1]
+            .error
+            .is_none()
+    );
     assert_eq!(remote_keys(&ch).await, 9);
     liar.serve_index(&[1], NOW);
-    let report = run.run(&ch.backend).await;
+    let report = run.run(&ch.backend, Poll::WhenDue).await;
     assert!(
         report.peers[1]
             .error
@@ -298,7 +302,7 @@ async fn a_consumer_killed_mid_pull_resumes_without_losing_or_duplicating_keys()
         fail_at: 3,
     });
     let report = consumer(vec![de.producer(dying.clone())], state.clone())
-        .run(&ch.backend)
+        .run(&ch.backend, Poll::WhenDue)
         .await;
     assert!(report.peers[0].error.is_some());
     assert_eq!(remote_keys(&ch).await, 4);
@@ -317,13 +321,13 @@ async fn a_consumer_killed_mid_pull_resumes_without_losing_or_duplicating_keys()
         forgotten: AtomicUsize::new(0),
     });
     let report = consumer(vec![de.producer(plain_http())], forgetful)
-        .run(&ch.backend)
+        .run(&ch.backend, Poll::WhenDue)
         .await;
     assert!(report.peers[0].error.is_some());
     assert_eq!(remote_keys(&ch).await, 8);
     // The next run takes chunk 2 again (nothing new in it) and chunk 3.
     let report = consumer(vec![de.producer(plain_http())], state.clone())
-        .run(&ch.backend)
+        .run(&ch.backend, Poll::WhenDue)
         .await;
     assert!(report.peers[0].error.is_none(), "{report:?}");
     assert_eq!((report.peers[0].batches, report.peers[0].imported), (2, 4));
@@ -346,15 +350,21 @@ async fn the_recommended_next_poll_time_is_honoured() {
     de.serve_chunk(1, &keys(1, 2)).await;
     let (state, _dir) = state_store();
     let run = consumer(vec![de.producer(plain_http())], state);
-    assert_eq!(run.run(&ch.backend).await.peers[0].batches, 1);
+    assert_eq!(
+        run.run(&ch.backend, Poll::WhenDue).await.peers[0].batches,
+        1
+    );
     de.serve_index(&[1, 2], NOW + 7200);
     de.serve_chunk(2, &keys(9, 2)).await;
     assert_eq!(
-        run.run(&ch.backend).await.peers[0].not_before,
+        run.run(&ch.backend, Poll::WhenDue).await.peers[0].not_before,
         Some(NOW + 3600)
     );
     ch.clock.set(NOW + 3600);
-    assert_eq!(run.run(&ch.backend).await.peers[0].batches, 1);
+    assert_eq!(
+        run.run(&ch.backend, Poll::WhenDue).await.peers[0].batches,
+        1
+    );
     assert_eq!(remote_keys(&ch).await, 4);
 }
 
@@ -378,7 +388,7 @@ async fn googles_export_is_imported_through_a_gaen_index_peer() {
     let (state, _dir) = state_store();
     let producer = Producer::new(us.config(FeedFormat::GaenIndex), vec![key], plain_http());
     let run = consumer(vec![producer], state.clone());
-    let report = run.run(&ch.backend).await;
+    let report = run.run(&ch.backend, Poll::WhenDue).await;
     assert!(report.peers[0].error.is_none(), "{report:?}");
     assert_eq!((report.peers[0].batches, report.peers[0].imported), (1, 2));
     assert_eq!(
@@ -391,7 +401,7 @@ async fn googles_export_is_imported_through_a_gaen_index_peer() {
         Some(name)
     );
     assert_eq!(
-        run.run(&ch.backend).await.peers[0].batches,
+        run.run(&ch.backend, Poll::WhenDue).await.peers[0].batches,
         0,
         "a file is taken once"
     );

@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: regions served on loopback ports with a clock the test
 //! moves, an HTTP client for them, and generators of valid uploads.
 
+pub mod moto;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,2 +1,19 @@
-//! Lambda entry point that issues one-time codes. Wired to the core by the serverless deployment.
-fn main() {}
+//! Lambda function `codes`: `POST /v1/admin/codes` on the HTTP API, authorised by IAM (SigV4),
+//! issues a one-time code for a person who tested positive.
+
+use std::sync::Arc;
+
+use enfeed::aws::{self, lambda};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    aws::init_logging();
+    let (backend, _) = aws::backend_from_env().await?;
+    let backend = Arc::new(backend);
+    lambda_http::run(lambda_http::service_fn(move |request| {
+        let backend = backend.clone();
+        async move { lambda::issue_code(&backend, request).await }
+    }))
+    .await
+    .map_err(|e| anyhow::anyhow!(e))
+}

@@ -1,3 +1,24 @@
-//! Lambda entry point for the scheduled consumer of peer feeds. Wired to the core by the
-//! serverless deployment.
-fn main() {}
+//! Lambda function `consumer`: on its EventBridge schedule, pulls the feeds of the producers in
+//! the peers file (`ENFEED_PEERS_FILE`) that are due, stores their keys as remote keys, and
+//! keeps its place per peer in the consumer state table (`ENFEED_CONSUMER_TABLE`). Without a
+//! peers file it reports that no peers are configured.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use enfeed::aws::{self, lambda};
+use lambda_runtime::{LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    aws::init_logging();
+    let (backend, _) = aws::backend_from_env().await?;
+    let backend = Arc::new(backend);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<EventBridgeEvent>| {
+        let backend = backend.clone();
+        async move { Ok::<_, Infallible>(lambda::run_consumer(&backend, event.payload).await) }
+    }))
+    .await
+    .map_err(|e| anyhow::anyhow!(e))
+}

@@ -1,2 +1,26 @@
-//! Lambda entry point for scheduled data-prep. Wired to the core by the serverless deployment.
-fn main() {}
+//! Lambda function `dataprep`: on every EventBridge schedule, publishes what is new as signed
+//! chunks and indexes in the bucket and retires what has expired. Safe to run twice at once and
+//! to re-run after a failure.
+
+use std::sync::Arc;
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use enfeed::aws::{self, lambda};
+use lambda_runtime::{LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    aws::init_logging();
+    let (backend, _) = aws::backend_from_env().await?;
+    let backend = Arc::new(backend);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<EventBridgeEvent>| {
+        let backend = backend.clone();
+        async move {
+            lambda::run_dataprep(&backend, event.payload)
+                .await
+                .map_err(lambda_runtime::Error::from)
+        }
+    }))
+    .await
+    .map_err(|e| anyhow::anyhow!(e))
+}

@@ -1,0 +1,204 @@
+//! The serverless adapters (cargo feature `aws`): the ports on DynamoDB ([`DynamoStore`]), S3
+//! ([`S3BlobStore`]) and SSM Parameter Store ([`load_signer`]), the consumer's state table
+//! ([`ConsumerState`]), the Lambda handlers ([`lambda`]), and the wiring every function shares:
+//! settings from environment variables, the SDK configuration, and [`backend_from_env`].
+//!
+//! Every function reads the core's settings ([`crate::Config`], `ENFEED_REGION`, ...) and
+//! [`Settings`] from its environment; `docs/deploy.md` lists them all.
+
+mod consumer;
+mod dynamo;
+pub mod lambda;
+mod s3;
+mod secrets;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use clap::Parser as _;
+
+pub use consumer::DynamoConsumerState;
+pub use dynamo::{
+    BUCKET_SECONDS, DynamoStore, EXPIRY_INDEX, EXPIRY_SHARDS, MAX_KEYS_PER_TRANSACTION,
+    TTL_ATTRIBUTE, parse_key_hex,
+};
+pub use s3::{CHUNK_TAG, S3BlobStore};
+pub use secrets::{NoSigningKeys, SigningKeysError, load_signer};
+
+use crate::consumer::{Consumer, Producer, ProducerError};
+use crate::key::RegionId;
+use crate::peers::{PeersError, PeersFile};
+use crate::ports::{Clock, Signer, SystemClock};
+use crate::{Backend, Config};
+
+/// The serverless settings, besides the core's [`Config`].
+#[derive(Clone, Debug, clap::Args)]
+pub struct Settings {
+    /// The DynamoDB table of keys, codes and publication state.
+    #[arg(long, env = "ENFEED_TABLE")]
+    pub table: String,
+
+    /// The S3 bucket that holds the published chunks and indexes.
+    #[arg(long, env = "ENFEED_BUCKET")]
+    pub bucket: String,
+
+    /// SSM parameter path of the signing keys (`<path>/v1`, `<path>/v2`, ...: SecureString
+    /// PKCS#8 P-256 PEMs). Functions that never sign run without it.
+    #[arg(long, env = "ENFEED_SIGNING_KEYS_PATH")]
+    pub signing_keys_path: Option<String>,
+
+    /// The consumer's state table (consumer function only).
+    #[arg(long, env = "ENFEED_CONSUMER_TABLE")]
+    pub consumer_table: Option<String>,
+
+    /// Regions whose backends may read the all-to-all feed (comma-separated; feed gateway).
+    #[arg(long, env = "ENFEED_A2A_CONSUMERS", value_delimiter = ',')]
+    pub a2a_consumers: Vec<RegionId>,
+
+    /// The peers file (TOML, see [`crate::peers`]) of the producers the consumer pulls
+    /// (consumer function, with [`Settings::consumer_table`]); its `a2a_consumers` add to
+    /// `ENFEED_A2A_CONSUMERS`.
+    #[arg(long, env = "ENFEED_PEERS_FILE")]
+    pub peers_file: Option<PathBuf>,
+
+    /// Address S3 by path (`endpoint/bucket/key`) instead of virtual host: for S3-compatible
+    /// endpoints other than AWS.
+    #[arg(long, env = "ENFEED_S3_PATH_STYLE", default_value_t = false)]
+    pub s3_path_style: bool,
+}
+
+/// Everything a function reads from its environment.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "enfeed-function")]
+pub struct FunctionEnv {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+impl FunctionEnv {
+    /// Reads the environment (no command line: Lambda passes none).
+    pub fn from_env() -> Result<Self, AwsError> {
+        Self::try_parse_from(["enfeed-function"]).map_err(|e| AwsError::Settings(e.to_string()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    #[error("bad settings in the environment: {0}")]
+    Settings(String),
+    #[error(transparent)]
+    SigningKeys(#[from] SigningKeysError),
+    #[error(transparent)]
+    Peers(#[from] PeersError),
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
+}
+
+/// The HTTP client of every AWS SDK client: hyper with rustls on ring, so that no C crypto
+/// library is built.
+pub fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
+/// The SDK configuration of a function: region and credentials from the Lambda environment
+/// (`AWS_REGION`, the execution role), endpoints overridable with `AWS_ENDPOINT_URL`.
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client())
+        .load()
+        .await
+}
+
+pub fn dynamodb_client(sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(sdk)
+}
+
+pub fn s3_client(sdk: &SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(path_style)
+            .build(),
+    )
+}
+
+/// A backend on DynamoDB and S3, signing with the keys under the configured SSM path (or
+/// with none, for functions that do not sign), pulling the peers of the peers file with its
+/// place kept in the consumer table (when both are configured).
+pub async fn backend(
+    config: Config,
+    settings: &Settings,
+    sdk: &SdkConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<Backend, AwsError> {
+    let store = Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        &settings.table,
+        config.retention(),
+    ));
+    let blobs = Arc::new(S3BlobStore::new(
+        s3_client(sdk, settings.s3_path_style),
+        &settings.bucket,
+    ));
+    let signer: Arc<dyn Signer> = match &settings.signing_keys_path {
+        Some(path) => Arc::new(
+            load_signer(
+                &aws_sdk_ssm::Client::new(sdk),
+                path,
+                &config.signing_key_id(),
+            )
+            .await?,
+        ),
+        None => Arc::new(NoSigningKeys),
+    };
+    let mut backend = Backend::new(config, store, blobs, signer, clock);
+    if let (Some(table), Some(path)) = (&settings.consumer_table, &settings.peers_file) {
+        let producers = PeersFile::load(path)?
+            .peers
+            .into_iter()
+            .map(Producer::open)
+            .collect::<Result<Vec<_>, _>>()?;
+        let state = DynamoConsumerState::new(aws_sdk_dynamodb::Client::new(sdk), table);
+        backend.consumer = Some(Arc::new(Consumer::new(producers, Arc::new(state))));
+    }
+    Ok(backend)
+}
+
+/// The regions that may read the all-to-all feed: `ENFEED_A2A_CONSUMERS` and the peers
+/// file's `a2a_consumers`.
+pub fn a2a_consumers(settings: &Settings) -> Result<Vec<RegionId>, AwsError> {
+    let mut regions = settings.a2a_consumers.clone();
+    if let Some(path) = &settings.peers_file {
+        regions.extend(PeersFile::load(path)?.a2a_consumers);
+    }
+    regions.sort();
+    regions.dedup();
+    Ok(regions)
+}
+
+/// A function's backend, all from its environment, on the system clock.
+pub async fn backend_from_env() -> Result<(Backend, Settings), AwsError> {
+    let env = FunctionEnv::from_env()?;
+    let sdk = sdk_config().await;
+    let backend = backend(env.config, &env.settings, &sdk, Arc::new(SystemClock)).await?;
+    Ok((backend, env.settings))
+}
+
+/// Logs as JSON lines, which CloudWatch Logs indexes; the filter comes from `ENFEED_LOG`
+/// (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ENFEED_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_ansi(false)
+        .without_time() // CloudWatch stamps every line
+        .init();
+}

@@ -1,0 +1,187 @@
+//! [`S3BlobStore`]: published chunks and indexes as objects of an S3 bucket, named exactly by
+//! their feed paths (`v1/keys/7`, `v1/keys`), so CloudFront serves the bucket under the same
+//! paths as the HTTP API. Chunks are written with `If-None-Match: *` and never overwritten, and
+//! carry the tag `enfeed-kind=chunk` that the bucket's lifecycle rule expires them by.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_s3::primitives::ByteStream;
+
+use crate::feed::Feed;
+use crate::ports::{Blob, BlobError, BlobKind, BlobStore, Put};
+
+/// The object tag of chunks (the lifecycle rule's filter).
+pub const CHUNK_TAG: &str = "enfeed-kind=chunk";
+
+/// How often a create-only put is retried while S3 reports a concurrent conditional write.
+const CONFLICT_RETRIES: u32 = 5;
+
+/// The S3 adapter of [`BlobStore`].
+#[derive(Clone, Debug)]
+pub struct S3BlobStore {
+    client: Client,
+    bucket: String,
+}
+
+fn sdk_error<E: std::error::Error>(e: E) -> BlobError {
+    BlobError::Backend(DisplayErrorContext(e).to_string())
+}
+
+/// Checks that `name` is a feed path (an index) or a feed path plus a chunk number.
+fn check_name(name: &str) -> Result<(), BlobError> {
+    let bad = || BlobError::BadName(name.to_string());
+    if name.starts_with('/') || name.ends_with('/') || name.contains("//") {
+        return Err(bad());
+    }
+    if name.parse::<Feed>().is_ok() {
+        return Ok(());
+    }
+    let (feed, number) = name.rsplit_once('/').ok_or_else(bad)?;
+    let canonical = number
+        .parse::<u32>()
+        .is_ok_and(|n| n > 0 && n.to_string() == number);
+    if canonical && feed.parse::<Feed>().is_ok() {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+impl S3BlobStore {
+    pub fn new(client: Client, bucket: impl Into<String>) -> Self {
+        Self {
+            client,
+            bucket: bucket.into(),
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn put_request(
+        &self,
+        name: &str,
+        kind: BlobKind,
+        bytes: Vec<u8>,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(name)
+            .content_type(kind.content_type())
+            .cache_control(kind.cache_control())
+            .body(ByteStream::from(bytes));
+        match kind {
+            BlobKind::Chunk => request.tagging(CHUNK_TAG),
+            BlobKind::Index => request,
+        }
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3BlobStore {
+    async fn put_new(&self, name: &str, kind: BlobKind, bytes: Vec<u8>) -> Result<Put, BlobError> {
+        check_name(name)?;
+        let mut attempt = 0;
+        loop {
+            let outcome = self
+                .put_request(name, kind, bytes.clone())
+                .if_none_match("*")
+                .send()
+                .await;
+            let e = match outcome {
+                Ok(_) => return Ok(Put::Created),
+                Err(e) => e,
+            };
+            let status = e.raw_response().map(|r| r.status().as_u16());
+            match (status, e.code()) {
+                (Some(412), _) | (_, Some("PreconditionFailed")) => return Ok(Put::AlreadyExists),
+                // Another conditional write of the same name is in flight: one of them wins,
+                // and the retry tells which.
+                (Some(409), _) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
+                _ => return Err(sdk_error(e)),
+            }
+        }
+    }
+
+    async fn put(&self, name: &str, kind: BlobKind, bytes: Vec<u8>) -> Result<(), BlobError> {
+        check_name(name)?;
+        self.put_request(name, kind, bytes)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(())
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<Blob>, BlobError> {
+        check_name(name)?;
+        let object = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(name)
+            .send()
+            .await
+        {
+            Ok(object) => object,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(sdk_error(e)),
+        };
+        let kind = if object.content_type() == Some(BlobKind::Chunk.content_type()) {
+            BlobKind::Chunk
+        } else {
+            BlobKind::Index
+        };
+        let bytes = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| BlobError::Backend(e.to_string()))?
+            .into_bytes()
+            .to_vec();
+        Ok(Some(Blob { kind, bytes }))
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), BlobError> {
+        check_name(name)?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(name)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_feed_paths_or_chunks_of_them() {
+        for good in ["v1/keys", "v1/keys/1", "v1/a2a/keys/12", "v1/DE/keys"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "v1/keys/0",
+            "v1/keys/01",
+            "v1/x/keys/1",
+            "../v1/keys/1",
+            "/v1/keys/1",
+            "v1/keys/",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The serverless deployment against a moto server: the DynamoDB, S3 and SSM adapters, the
+//! Lambda handlers fed the events API Gateway and EventBridge send, and data-prep runs that
+//! race or die halfway. Each test has its own moto server; nothing leaves the machine.
+
+mod adapters;
+mod functions;
+mod races;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
+    VersioningConfiguration,
+};
+use aws_sdk_ssm::types::ParameterType;
+use enfeed::aws::{DynamoConsumerState, DynamoStore, Settings};
+use enfeed::export::{ExportFile, ExportLimits, read_export};
+use enfeed::feed::{Feed, FeedIndex};
+use enfeed::ports::ManualClock;
+use enfeed::signing::{KeyFileSigner, Signer as _, VerificationKey};
+use enfeed::{Backend, Config};
+use enfeed_tests::NOW;
+use enfeed_tests::moto::{AWS_REGION, Moto};
+use serde_json::{Value, json};
+
+pub const TABLE: &str = "enfeed-ch";
+pub const CONSUMER_TABLE: &str = "enfeed-ch-consumer";
+pub const BUCKET: &str = "enfeed-ch-feeds";
+pub const KEYS_PATH: &str = "/enfeed/CH/signing-keys";
+
+/// One region's AWS resources on a moto server of its own, as `template.yaml` creates them,
+/// with a signing key in SSM.
+pub struct Cloud {
+    pub sdk: SdkConfig,
+    pub dynamo: aws_sdk_dynamodb::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub clock: Arc<ManualClock>,
+    pub settings: Settings,
+    /// The signing key's PEM, as stored in SSM.
+    pub signing_pem: String,
+    /// Stopped when the test ends.
+    _moto: Moto,
+}
+
+impl Cloud {
+    pub async fn start() -> Self {
+        let moto = Moto::start().await;
+        let sdk = moto.sdk_config().await;
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let s3 = enfeed::aws::s3_client(&sdk, true);
+        let ssm = aws_sdk_ssm::Client::new(&sdk);
+        DynamoStore::create_table(&dynamo, TABLE).await.unwrap();
+        DynamoConsumerState::create_table(&dynamo, CONSUMER_TABLE)
+            .await
+            .unwrap();
+        s3.create_bucket()
+            .bucket(BUCKET)
+            .create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(AWS_REGION))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        // Versioning makes any rewrite of a chunk visible as a second version.
+        s3.put_bucket_versioning()
+            .bucket(BUCKET)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        KeyFileSigner::open_or_create(keys.path(), "CH").unwrap();
+        let signing_pem = std::fs::read_to_string(keys.path().join("v1.pem")).unwrap();
+        ssm.put_parameter()
+            .name(format!("{KEYS_PATH}/v1"))
+            .value(&signing_pem)
+            .r#type(ParameterType::SecureString)
+            .send()
+            .await
+            .unwrap();
+        Self {
+            dynamo,
+            s3,
+            ssm,
+            clock: Arc::new(ManualClock::new(NOW)),
+            settings: Settings {
+                table: TABLE.into(),
+                bucket: BUCKET.into(),
+                signing_keys_path: Some(KEYS_PATH.into()),
+                consumer_table: Some(CONSUMER_TABLE.into()),
+                a2a_consumers: vec!["AT".parse().unwrap()],
+                peers_file: None,
+                s3_path_style: true,
+            },
+            sdk,
+            signing_pem,
+            _moto: moto,
+        }
+    }
+
+    /// The region's settings: padding off, so tests see exactly the keys they uploaded.
+    pub fn config(&self) -> Config {
+        let mut config = Config::new("CH".parse().unwrap());
+        config.padding_min = 0;
+        config
+    }
+
+    /// A backend as a freshly started function builds it: its own SDK clients, its signing
+    /// keys loaded from SSM.
+    pub async fn backend(&self) -> Backend {
+        enfeed::aws::backend(self.config(), &self.settings, &self.sdk, self.clock.clone())
+            .await
+            .unwrap()
+    }
+
+    /// The public key of the signing key, derived here from the PEM rather than asked of the
+    /// backend.
+    pub fn verification_keys(&self) -> Vec<VerificationKey> {
+        KeyFileSigner::from_pems("CH", &[("v1".into(), self.signing_pem.clone())])
+            .unwrap()
+            .verification_keys()
+    }
+
+    /// An object of the bucket: its bytes, Content-Type and Cache-Control.
+    pub async fn object(&self, key: &str) -> Option<(Vec<u8>, String, String)> {
+        let object = match self.s3.get_object().bucket(BUCKET).key(key).send().await {
+            Ok(object) => object,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return None,
+            Err(e) => panic!("{e:?}"),
+        };
+        let content_type = object.content_type().unwrap_or_default().to_string();
+        let cache_control = object.cache_control().unwrap_or_default().to_string();
+        let bytes = object.body.collect().await.unwrap().into_bytes().to_vec();
+        Some((bytes, content_type, cache_control))
+    }
+
+    /// A feed as a phone or peer reads it from the bucket: the index, then every chunk in it,
+    /// each checked as a GAEN export and verified with the signing key.
+    pub async fn feed_files(&self, feed: Feed) -> (FeedIndex, Vec<ExportFile>) {
+        let (index, content_type, cache_control) = self
+            .object(&feed.index_path())
+            .await
+            .unwrap_or_else(|| panic!("{feed} has no index"));
+        assert_eq!(content_type, "application/json");
+        assert_eq!(cache_control, "no-cache, max-age=0");
+        let index: FeedIndex = serde_json::from_slice(&index).unwrap();
+        let keys = self.verification_keys();
+        let mut files = Vec::new();
+        for n in &index.chunks {
+            let (zip, content_type, cache_control) =
+                self.object(&feed.chunk_path(*n)).await.unwrap();
+            assert_eq!(content_type, "application/zip");
+            assert!(cache_control.contains("max-age=86400"), "{cache_control}");
+            let file = read_export(&zip, &ExportLimits::default()).unwrap();
+            file.verify(&keys).unwrap();
+            assert_eq!(file.header.region, "CH");
+            files.push(file);
+        }
+        (index, files)
+    }
+
+    /// How often each key (base64) appears in the chunks of a feed.
+    pub async fn key_counts(&self, feed: Feed) -> BTreeMap<String, usize> {
+        use base64::Engine as _;
+        let mut counts = BTreeMap::new();
+        for file in self.feed_files(feed).await.1 {
+            for key in file.keys {
+                let key = base64::engine::general_purpose::STANDARD.encode(key.key_data);
+                *counts.entry(key).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
+    /// How many versions each chunk object has: 1 unless it was rewritten.
+    pub async fn chunk_versions(&self) -> BTreeMap<String, usize> {
+        let listed = self
+            .s3
+            .list_object_versions()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap();
+        assert!(!listed.is_truncated().unwrap_or(false));
+        let mut versions = BTreeMap::new();
+        for version in listed.versions() {
+            let key = version.key().unwrap();
+            let is_chunk = key.rsplit('/').next().unwrap().parse::<u32>().is_ok();
+            if is_chunk {
+                *versions.entry(key.to_string()).or_insert(0) += 1;
+            }
+        }
+        versions
+    }
+}
+
+/// An API Gateway HTTP API (payload format 2.0) event, as API Gateway hands it to Lambda.
+pub fn api_event(method: &str, path: &str, body: Option<&Value>, source_ip: &str) -> Value {
+    let mut headers = json!({
+        "accept": "*/*",
+        "host": "a1b2c3d4e5.execute-api.eu-central-2.amazonaws.com",
+        "user-agent": "enfeed-tests",
+        "x-amzn-trace-id": "Root=1-5e6722a7-cc56xmpl46db7ae02d4da47e",
+        "x-forwarded-for": source_ip,
+        "x-forwarded-port": "443",
+        "x-forwarded-proto": "https",
+    });
+    let body = body.map(|b| {
+        let text = b.to_string();
+        headers["content-type"] = json!("application/json");
+        headers["content-length"] = json!(text.len().to_string());
+        text
+    });
+    let mut event = json!({
+        "version": "2.0",
+        "routeKey": format!("{method} {}", route_of(path)),
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "a1b2c3d4e5",
+            "domainName": "a1b2c3d4e5.execute-api.eu-central-2.amazonaws.com",
+            "domainPrefix": "a1b2c3d4e5",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": "enfeed-tests"
+            },
+            "requestId": "JKJaXmPLvHcESHA=",
+            "routeKey": format!("{method} {}", route_of(path)),
+            "stage": "$default",
+            "time": "15/Jun/2025:12:00:00 +0000",
+            "timeEpoch": NOW * 1000
+        },
+        "isBase64Encoded": false
+    });
+    if let Some(body) = body {
+        event["body"] = json!(body);
+    }
+    event
+}
+
+/// The route a path matches in `template.yaml`.
+fn route_of(path: &str) -> String {
+    match path.split('/').collect::<Vec<_>>().as_slice() {
+        ["", "v1", _, "keys"] if !path.starts_with("/v1/keys") => "/v1/{feed}/keys".into(),
+        ["", "v1", _, "keys", _] => "/v1/{feed}/keys/{n}".into(),
+        _ => path.into(),
+    }
+}
+
+/// The same event after API Gateway's IAM authoriser let `user` through.
+pub fn with_iam_caller(mut event: Value, user: &str) -> Value {
+    event["requestContext"]["authorizer"] = json!({
+        "iam": {
+            "accessKey": "AKIAIOSFODNN7EXAMPLE",
+            "accountId": "123456789012",
+            "callerId": "AIDACKCEVSQ6C2EXAMPLE",
+            "cognitoIdentity": null,
+            "principalOrgId": null,
+            "userArn": format!("arn:aws:iam::123456789012:user/{user}"),
+            "userId": "AIDACKCEVSQ6C2EXAMPLE"
+        }
+    });
+    event
+}
+
+/// The same event arriving on the mutual-TLS custom domain with a client certificate.
+pub fn with_client_cert(mut event: Value, subject: &str) -> Value {
+    event["requestContext"]["domainName"] = json!("peers.enfeed.example");
+    event["requestContext"]["authentication"] = json!({
+        "clientCert": {
+            "clientCertPem": "-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----",
+            "issuerDN": "CN=enfeed peers CA,O=CH health authority",
+            "serialNumber": "a1:a1:a1:a1",
+            "subjectDN": subject,
+            "validity": {
+                "notAfter": "Aug  5 00:28:21 2120 GMT",
+                "notBefore": "Aug 29 00:28:21 2020 GMT"
+            }
+        }
+    });
+    event
+}
+
+/// Turns an event into the request `lambda_http` gives a handler.
+pub fn lambda_request(event: Value) -> lambda_http::Request {
+    let event: lambda_http::request::LambdaRequest =
+        serde_json::from_value(event).expect("an API Gateway event lambda_http reads");
+    event.into()
+}
+
+/// An EventBridge scheduled event, as a schedule rule delivers it.
+pub fn scheduled_event(rule: &str) -> aws_lambda_events::eventbridge::EventBridgeEvent {
+    serde_json::from_value(json!({
+        "version": "0",
+        "id": "89d1a02d-5ec7-412e-82f5-13505f849b41",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2025-06-15T12:00:00Z",
+        "region": AWS_REGION,
+        "resources": [format!("arn:aws:events:{AWS_REGION}:123456789012:rule/{rule}")],
+        "detail": {}
+    }))
+    .expect("an EventBridge event")
+}
+
+/// The body of a response from a handler, as JSON.
+pub fn json_body(response: &lambda_http::Response<lambda_http::Body>) -> Value {
+    serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null)
+}

@@ -1,0 +1,162 @@
+//! Data-prep on DynamoDB and S3 when EventBridge delivers a schedule twice at once, and when a
+//! run dies halfway: every key is published exactly once, no chunk number is used twice, and
+//! no chunk object is ever rewritten (the bucket is versioned, so a rewrite would show).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use enfeed::Backend;
+use enfeed::aws::lambda;
+use enfeed::feed::Feed;
+use enfeed::ports::{Blob, BlobError, BlobKind, BlobStore, Clock as _, Put};
+use enfeed_tests::{person_keys_at, upload_body};
+
+use super::{Cloud, api_event, lambda_request, scheduled_event, with_iam_caller};
+
+/// Uploads `count` days of keys of `person` through the functions.
+async fn upload(cloud: &Cloud, person: u8, count: u32, regions: &[&str]) {
+    let backend = Arc::new(cloud.backend().await);
+    let event = with_iam_caller(
+        api_event("POST", "/v1/admin/codes", None, "203.0.113.9"),
+        "ha",
+    );
+    let response = lambda::issue_code(&backend, lambda_request(event))
+        .await
+        .unwrap();
+    let code: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    let keys = person_keys_at(cloud.clock.now(), person, count);
+    let body = upload_body(&keys, regions, code["code"].as_str().unwrap());
+    let event = api_event("POST", "/v1/publish", Some(&body), "198.51.100.7");
+    let app = lambda::http_app(backend, Vec::new());
+    let response = lambda::serve_http(app, lambda_request(event))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// Asserts that each feed has `expected` keys, each in exactly one chunk, chunk numbers
+/// 1..=n without gaps, and that no chunk object has more than one version.
+async fn assert_published_once(cloud: &Cloud, expected: usize) {
+    for feed in [
+        Feed::Public,
+        Feed::AllToAll,
+        Feed::Region("DE".parse().unwrap()),
+    ] {
+        let counts = cloud.key_counts(feed).await;
+        assert_eq!(counts.len(), expected, "{feed}: {counts:?}");
+        assert!(
+            counts.values().all(|n| *n == 1),
+            "{feed} repeats keys: {counts:?}"
+        );
+        let chunks = cloud.feed_files(feed).await.0.chunks;
+        assert_eq!(
+            chunks,
+            (1..=chunks.len() as u32).collect::<Vec<_>>(),
+            "{feed}"
+        );
+    }
+    let versions = cloud.chunk_versions().await;
+    assert!(!versions.is_empty());
+    let rewritten: BTreeMap<_, _> = versions.iter().filter(|(_, v)| **v > 1).collect();
+    assert!(rewritten.is_empty(), "chunks rewritten: {rewritten:?}");
+}
+
+#[tokio::test]
+async fn two_dataprep_invocations_at_once_publish_every_key_exactly_once() {
+    let cloud = Cloud::start().await;
+    let mut uploaded = 0;
+    for round in 0..3u8 {
+        for person in 0..3u8 {
+            upload(&cloud, round * 10 + person + 1, 4, &["CH", "DE"]).await;
+            uploaded += 4;
+        }
+        cloud.clock.advance(60);
+        // Two function instances, each with its own clients, handed the same schedule.
+        let (a, b) = (cloud.backend().await, cloud.backend().await);
+        let (ra, rb) = tokio::join!(
+            lambda::run_dataprep(&a, scheduled_event("enfeed-dataprep")),
+            lambda::run_dataprep(&b, scheduled_event("enfeed-dataprep")),
+        );
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        // Both may report a chunk (the loser completes the winner's plan with create-only
+        // puts), but no chunk appears under two numbers.
+        assert!(
+            !ra.chunks.is_empty() || !rb.chunks.is_empty(),
+            "round {round}"
+        );
+        assert_published_once(&cloud, uploaded).await;
+        cloud.clock.advance(3600);
+    }
+}
+
+/// A blob store that fails every chunk write after the first `allowed`, like a function that
+/// times out in the middle of a run.
+struct DiesHalfway {
+    inner: Arc<dyn BlobStore>,
+    allowed: AtomicUsize,
+}
+
+#[async_trait]
+impl BlobStore for DiesHalfway {
+    async fn put_new(&self, name: &str, kind: BlobKind, bytes: Vec<u8>) -> Result<Put, BlobError> {
+        if self
+            .allowed
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return Err(BlobError::Backend("the function timed out".into()));
+        }
+        self.inner.put_new(name, kind, bytes).await
+    }
+
+    async fn put(&self, name: &str, kind: BlobKind, bytes: Vec<u8>) -> Result<(), BlobError> {
+        self.inner.put(name, kind, bytes).await
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<Blob>, BlobError> {
+        self.inner.get(name).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), BlobError> {
+        self.inner.delete(name).await
+    }
+}
+
+#[tokio::test]
+async fn a_dataprep_run_that_failed_halfway_is_completed_by_the_rerun_without_rewriting() {
+    let cloud = Cloud::start().await;
+    upload(&cloud, 1, 5, &["CH", "DE"]).await;
+    upload(&cloud, 2, 3, &["CH", "DE"]).await;
+    cloud.clock.advance(60);
+    let healthy = cloud.backend().await;
+    let dying = Backend {
+        blobs: Arc::new(DiesHalfway {
+            inner: healthy.blobs.clone(),
+            allowed: AtomicUsize::new(1),
+        }),
+        ..healthy.clone()
+    };
+    let failed = lambda::run_dataprep(&dying, scheduled_event("enfeed-dataprep")).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(
+        cloud.chunk_versions().await.len(),
+        1,
+        "one chunk got out before the failure"
+    );
+    // Keys uploaded between the failure and the retry wait for the next plan.
+    upload(&cloud, 3, 2, &["CH", "DE"]).await;
+    cloud.clock.advance(60);
+    // EventBridge's retry (or the next schedule) on a fresh instance.
+    let retried = cloud.backend().await;
+    lambda::run_dataprep(&retried, scheduled_event("enfeed-dataprep"))
+        .await
+        .unwrap();
+    assert_published_once(&cloud, 8).await;
+    cloud.clock.advance(60);
+    lambda::run_dataprep(&retried, scheduled_event("enfeed-dataprep"))
+        .await
+        .unwrap();
+    assert_published_once(&cloud, 10).await;
+}
