@@ -6,16 +6,60 @@ REGION ?= CH
 LISTEN ?= 127.0.0.1:8080
 DATA   ?= enfeed-data
 CARGO  ?= cargo
+PYTHON ?= python3
 
-.PHONY: run test bench demo lint
+# The Python tools of the serverless deployment live in a virtualenv at the repository root:
+# moto (the AWS API the tests run against), cargo-lambda and Zig (cross-building the Lambda
+# functions), cfn-lint (the template). Each is installed on first use.
+VENV             := .venv
+MOTO_VERSION     := 5.2.5
+CARGO_LAMBDA_VERSION := 1.9.2
+ZIG_VERSION      := 0.17.1
+CFN_LINT_VERSION := 1.58.0
+LAMBDAS          := ingest codes dataprep consumer feeds
+LAMBDA_TARGET    := aarch64-unknown-linux-gnu
+
+.PHONY: run test bench demo lint build package lint-template
 
 ## Serve one region: uploads, admin, feeds, scheduled data-prep (Ctrl-C stops it).
 run:
 	$(CARGO) run --release -p enfeed-cli -- serve --region $(REGION) --listen $(LISTEN) --data $(DATA)
 
-## Build and run every test.
-test:
+## Build and run every test, the serverless ones against a local moto server.
+test: $(VENV)/.moto-$(MOTO_VERSION)
 	$(CARGO) test --workspace --all-targets --locked
+
+## The Lambda functions for arm64 (provided.al2023): target/lambda/<function>/bootstrap.
+build: $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
+	rustup target add $(LAMBDA_TARGET)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) lambda build --release --arm64 --locked \
+		$(addprefix -p enfeed-,$(LAMBDAS))
+
+## The same as deployable zips: target/lambda/<function>/bootstrap.zip.
+package: $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
+	rustup target add $(LAMBDA_TARGET)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) lambda build --release --arm64 --locked \
+		--output-format zip $(addprefix -p enfeed-,$(LAMBDAS))
+
+## Check template.yaml with cfn-lint.
+lint-template: $(VENV)/.cfn-lint-$(CFN_LINT_VERSION)
+	$(VENV)/bin/cfn-lint template.yaml
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.moto-$(MOTO_VERSION): | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
+	touch $@
+
+$(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION): | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
+		'cargo-lambda==$(CARGO_LAMBDA_VERSION)' 'ziglang==$(ZIG_VERSION)'
+	touch $@
+
+$(VENV)/.cfn-lint-$(CFN_LINT_VERSION): | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'cfn-lint==$(CFN_LINT_VERSION)'
+	touch $@
 
 ## A small live world: regions over mutual TLS, phones, travel, infections; who was notified.
 demo:
