@@ -1,6 +1,7 @@
 //! `enfeed`: one region's Exposure Notification backend on embedded storage, and the tools
 //! around it. `enfeed --help` lists the commands.
 
+mod admin;
 mod bench;
 mod inspect;
 mod serve;
@@ -13,7 +14,6 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use enfeed::certificate::IssuersFile;
-use enfeed::consumer::Poll;
 use enfeed::peers::PeersFile;
 use enfeed::ports::SystemClock;
 use enfeed::{Backend, Config};
@@ -80,15 +80,9 @@ enum Command {
     /// Serve a region: uploads, admin, feeds, and data-prep on a schedule.
     Serve(serve::ServeArgs),
     /// Run data-prep once: publish new chunks, retire expired ones.
-    Dataprep {
-        #[command(flatten)]
-        region: Region,
-    },
-    /// Pull the feeds of the peers in --peers once (those that are due).
-    Consume {
-        #[command(flatten)]
-        region: Region,
-    },
+    Dataprep(admin::AdminTarget),
+    /// Pull the feeds of every peer in --peers once.
+    Consume(admin::AdminTarget),
     /// One-time verification codes for uploads.
     Codes {
         #[command(subcommand)]
@@ -111,10 +105,7 @@ enum Command {
 #[derive(Subcommand)]
 enum CodesCommand {
     /// Issue a new single-use code for a person who tested positive.
-    Issue {
-        #[command(flatten)]
-        region: Region,
-    },
+    Issue(admin::AdminTarget),
 }
 
 #[derive(Subcommand)]
@@ -141,27 +132,11 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
-            Command::Dataprep { region } => {
-                let report = region.open()?.run_dataprep().await?;
-                println!("{}", serde_json::to_string_pretty(&report)?);
-                Ok(())
-            }
-            Command::Consume { region } => {
-                anyhow::ensure!(
-                    region.peers.is_some(),
-                    "no peers to pull from: give --peers FILE"
-                );
-                let report = region.open()?.run_consumer(Poll::Now).await;
-                println!("{}", serde_json::to_string_pretty(&report)?);
-                Ok(())
-            }
+            Command::Dataprep(target) => admin::run(target, admin::Action::Dataprep).await,
+            Command::Consume(target) => admin::run(target, admin::Action::Consume).await,
             Command::Codes {
-                command: CodesCommand::Issue { region },
-            } => {
-                let code = region.open()?.issue_code().await?;
-                println!("{}", serde_json::to_string_pretty(&code)?);
-                Ok(())
-            }
+                command: CodesCommand::Issue(target),
+            } => admin::run(target, admin::Action::IssueCode).await,
             Command::Keys {
                 command: KeysCommand::Rotate { data },
             } => {

@@ -168,6 +168,26 @@ async fn serve_answers_over_http_with_a_generated_admin_token() {
             .unwrap()
             .starts_with("-----BEGIN PUBLIC KEY-----")
     );
+    // The operator's commands reach the running server; the data directory is its own.
+    let data_arg = data.path().display().to_string();
+    let (ok, out, err) = run(enfeed().args([
+        "codes", "issue", "--region", "CH", "--data", &data_arg, "--server", &base,
+    ]));
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["code"]
+            .as_str()
+            .unwrap()
+            .len(),
+        10
+    );
+    let (ok, _, err) = run(enfeed().args([
+        "dataprep", "--region", "CH", "--data", &data_arg, "--server", &base,
+    ]));
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(enfeed().args(["dataprep", "--region", "CH", "--data", &data_arg]));
+    assert!(!ok);
+    assert!(err.contains("--server"), "{err}");
     drop(server);
 }
 

@@ -1,0 +1,102 @@
+//! The operator's commands (`codes issue`, `dataprep`, `consume`). Each works either on the
+//! region's data directory or, with `--server`, through the admin API of a running
+//! `enfeed serve`, which holds the data directory while it runs.
+
+use anyhow::Context as _;
+use enfeed::Backend;
+use enfeed::consumer::Poll;
+use serde_json::Value;
+
+use crate::Region;
+
+/// Where an operator's command goes.
+#[derive(clap::Args)]
+pub struct AdminTarget {
+    #[command(flatten)]
+    region: Region,
+
+    /// Base URL of a running `enfeed serve` to ask, instead of opening the data directory.
+    #[arg(long, env = "ENFEED_SERVER")]
+    server: Option<String>,
+
+    /// Admin token for --server; by default the one in `<data>/admin-token`.
+    #[arg(long, env = "ENFEED_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+}
+
+/// An operator's command.
+#[derive(Clone, Copy)]
+pub enum Action {
+    IssueCode,
+    Dataprep,
+    Consume,
+}
+
+impl Action {
+    fn route(self) -> &'static str {
+        match self {
+            Action::IssueCode => "v1/admin/codes",
+            Action::Dataprep => "v1/admin/run/dataprep",
+            Action::Consume => "v1/admin/run/consumer",
+        }
+    }
+
+    async fn on(self, backend: Backend) -> anyhow::Result<Value> {
+        Ok(match self {
+            Action::IssueCode => serde_json::to_value(backend.issue_code().await?)?,
+            Action::Dataprep => serde_json::to_value(backend.run_dataprep().await?)?,
+            Action::Consume => serde_json::to_value(backend.run_consumer(Poll::Now).await)?,
+        })
+    }
+}
+
+/// Runs `action` and prints its JSON answer.
+pub async fn run(target: AdminTarget, action: Action) -> anyhow::Result<()> {
+    let answer = match &target.server {
+        Some(server) => {
+            let token = match target.admin_token {
+                Some(token) => token,
+                None => {
+                    let path = target.region.data.join("admin-token");
+                    std::fs::read_to_string(&path)
+                        .with_context(|| {
+                            format!("no --admin-token, and cannot read {}", path.display())
+                        })?
+                        .trim()
+                        .to_string()
+                }
+            };
+            let url = format!("{}/{}", server.trim_end_matches('/'), action.route());
+            let response = reqwest::Client::new()
+                .post(&url)
+                .bearer_auth(token)
+                .send()
+                .await?;
+            let status = response.status();
+            let body: Value = response
+                .json()
+                .await
+                .with_context(|| format!("{url} answered no JSON"))?;
+            anyhow::ensure!(status.is_success(), "{url} answered {status}: {body}");
+            body
+        }
+        None => {
+            if matches!(action, Action::Consume) {
+                anyhow::ensure!(
+                    target.region.peers.is_some(),
+                    "no peers to pull from: give --peers FILE"
+                );
+            }
+            let data = target.region.data.clone();
+            let backend = target.region.open().with_context(|| {
+                format!(
+                    "if `enfeed serve` is running on {}, ask it with --server URL",
+                    data.display()
+                )
+            })?;
+            action.on(backend).await?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
+}
