@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::Backend;
 use crate::api::Peer;
-use crate::consumer::ConsumerReport;
+use crate::consumer::{ConsumerReport, Poll};
 use crate::dataprep::{DataPrepError, DataPrepReport};
 use crate::key::RegionId;
 
@@ -131,7 +131,7 @@ pub async fn run_consumer(backend: &Backend, event: EventBridgeEvent) -> Consume
     if backend.consumer.is_none() {
         tracing::info!(event, "no peers are configured; nothing to pull");
     }
-    let report = backend.run_consumer(crate::consumer::Poll::WhenDue).await;
+    let report = backend.run_consumer(Poll::WhenDue).await;
     tracing::info!(
         event,
         peers = report.peers.len(),

@@ -212,3 +212,100 @@ async fn the_consumer_runs_on_schedule_and_reports_that_no_peers_are_configured(
     let report = lambda::run_consumer(&backend, scheduled_event("enfeed-consumer")).await;
     assert!(report.peers.is_empty());
 }
+
+/// A peer backend that serves a per-region feed for CH as static files over loopback HTTP.
+async fn serve_peer_feed(chunk: Vec<u8>) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::http::{StatusCode, Uri};
+    let index = json!({"region": "DE", "chunks": [1], "recommendedNextPollTime": 0});
+    let files: std::collections::HashMap<&str, Vec<u8>> = [
+        ("/v1/CH/keys", index.to_string().into_bytes()),
+        ("/v1/CH/keys/1", chunk),
+    ]
+    .into();
+    let app = axum::Router::new().fallback(move |uri: Uri| {
+        let body = files.get(uri.path()).cloned();
+        async move { body.ok_or(StatusCode::NOT_FOUND) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    (
+        url,
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }),
+    )
+}
+
+#[tokio::test]
+async fn the_consumer_pulls_a_peer_feed_into_the_table_and_dataprep_publishes_it_to_phones_only() {
+    use enfeed::export::{ExportHeader, write_export};
+    use enfeed::key::{DiagnosisKey, ReportType};
+    use enfeed::ports::ConsumerStateStore as _;
+    use enfeed::signing::{KeyFileSigner, Signer as _};
+
+    let cloud = Cloud::start().await;
+    // The peer DE: its signing key, one chunk of three keys for CH.
+    let dir = tempfile::tempdir().unwrap();
+    let de_signer = KeyFileSigner::open_or_create(&dir.path().join("de-keys"), "DE").unwrap();
+    let keys: Vec<DiagnosisKey> = (0..3u8)
+        .map(|i| DiagnosisKey {
+            key_data: [0xd0 + i; 16],
+            rolling_start: enfeed_tests::day_start(2),
+            rolling_period: 144,
+            transmission_risk: 1,
+            report_type: ReportType::ConfirmedTest,
+            days_since_onset: None,
+        })
+        .collect();
+    let header = ExportHeader {
+        start_timestamp: enfeed_tests::NOW - 3600,
+        end_timestamp: enfeed_tests::NOW,
+        region: "DE".into(),
+        batch_num: 1,
+        batch_size: 1,
+    };
+    let chunk = write_export(&header, &keys, &de_signer).await.unwrap();
+    let (url, server) = serve_peer_feed(chunk).await;
+    std::fs::write(
+        dir.path().join("de.pem"),
+        de_signer.verification_keys()[0].to_pem(),
+    )
+    .unwrap();
+    let peers = dir.path().join("peers.toml");
+    std::fs::write(
+        &peers,
+        format!(
+            "[[peer]]\nregion = \"DE\"\nurl = \"{url}\"\nreplication = \"partial\"\n\
+             verification_keys = [\"de.pem\"]\n"
+        ),
+    )
+    .unwrap();
+
+    // The consumer function as deployed: the peers file from its layer, the state table.
+    let mut settings = cloud.settings.clone();
+    settings.peers_file = Some(peers);
+    settings.signing_keys_path = None;
+    let consumer = enfeed::aws::backend(cloud.config(), &settings, &cloud.sdk, cloud.clock.clone())
+        .await
+        .unwrap();
+    let report = lambda::run_consumer(&consumer, scheduled_event("enfeed-consumer")).await;
+    assert_eq!(report.peers.len(), 1);
+    assert_eq!(report.peers[0].error, None, "{report:?}");
+    assert_eq!((report.peers[0].batches, report.peers[0].imported), (1, 3));
+    assert_eq!(consumer.keys.count().await.unwrap().remote, 3);
+    let state = enfeed::aws::DynamoConsumerState::new(cloud.dynamo.clone(), super::CONSUMER_TABLE);
+    let de = state.load_peer("DE".parse().unwrap()).await.unwrap();
+    assert_eq!(de.last_batch_id.as_deref(), Some("1"));
+    // Pulled again: nothing new.
+    let again = lambda::run_consumer(&consumer, scheduled_event("enfeed-consumer")).await;
+    assert_eq!(again.peers[0].imported, 0, "{again:?}");
+    server.abort();
+
+    cloud.clock.advance(60);
+    lambda::run_dataprep(&cloud.backend().await, scheduled_event("enfeed-dataprep"))
+        .await
+        .unwrap();
+    assert_eq!(cloud.key_counts(Feed::Public).await.len(), 3);
+    assert!(
+        cloud.key_counts(Feed::AllToAll).await.is_empty(),
+        "remote keys never go back to peers"
+    );
+}
