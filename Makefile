@@ -19,7 +19,7 @@ CFN_LINT_VERSION := 1.58.0
 LAMBDAS          := ingest codes dataprep consumer feeds
 LAMBDA_TARGET    := aarch64-unknown-linux-gnu
 
-.PHONY: run test bench demo lint build package lint-template
+.PHONY: run test bench demo lint build package lint-template smoke
 
 ## Serve one region: uploads, admin, feeds, scheduled data-prep (Ctrl-C stops it).
 run:
@@ -40,6 +40,12 @@ package: $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
 	rustup target add $(LAMBDA_TARGET)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) lambda build --release --arm64 --locked \
 		--output-format zip $(addprefix -p enfeed-,$(LAMBDAS))
+
+## The function binaries under a local Lambda Runtime API, on moto, fed real events; the
+## chunks checked by an independent GAEN reader (infra/smoke/).
+smoke: $(VENV)/.moto-$(MOTO_VERSION)
+	$(CARGO) build --locked $(addprefix -p enfeed-,$(LAMBDAS))
+	$(VENV)/bin/python infra/smoke/smoke.py "$${CARGO_TARGET_DIR:-target}/debug"
 
 ## Check template.yaml with cfn-lint.
 lint-template: $(VENV)/.cfn-lint-$(CFN_LINT_VERSION)

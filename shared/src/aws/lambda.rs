@@ -118,7 +118,7 @@ pub async fn run_dataprep(
 ) -> Result<DataPrepReport, DataPrepError> {
     tracing::info!(
         event = event.id.as_deref().unwrap_or("-"),
-        scheduled = ?event.time,
+        scheduled = event.time.map(|t| t.to_rfc3339()).as_deref().unwrap_or("-"),
         "data-prep run"
     );
     backend.run_dataprep().await

@@ -82,7 +82,12 @@ pub struct FunctionEnv {
 impl FunctionEnv {
     /// Reads the environment (no command line: Lambda passes none).
     pub fn from_env() -> Result<Self, AwsError> {
-        Self::try_parse_from(["enfeed-function"]).map_err(|e| AwsError::Settings(e.to_string()))
+        Self::try_parse_from(["enfeed-function"]).map_err(|e| {
+            AwsError::Settings(format!(
+                "{e}(every setting is an environment variable: ENFEED_REGION, ENFEED_TABLE, \
+                 ENFEED_BUCKET, ...; see docs/deploy.md)"
+            ))
+        })
     }
 }
 
