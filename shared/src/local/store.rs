@@ -36,26 +36,110 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const SEAL: &str = "seal";
 const PUBLICATION: &str = "publication";
 
+/// Bytes of redb's page cache. redb's default (1 GiB) would hold a whole data-prep read in
+/// memory; the operating system's page cache serves re-reads just as well.
+const CACHE_BYTES: usize = 32 << 20;
+
+/// Most write operations one transaction commits together.
+const MAX_BATCH: usize = 512;
+
 /// The embedded store. Cheap to clone; all clones share the database.
+///
+/// Writes are group-committed: one writer thread takes every write operation waiting, runs them
+/// one after the other in a single redb transaction, and commits (with fsync) once. Each
+/// operation is answered only after that commit. Operations see each other's writes in order,
+/// so a code consumed by one upload is consumed for the next one in the same batch.
 #[derive(Clone)]
 pub struct LocalStore {
     db: Arc<Database>,
+    writer: Arc<Writer>,
 }
 
 fn backend_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// A write operation: runs in the batch's transaction, and returns whether it failed in
+/// storage (which aborts the batch), and how to answer once the batch's outcome is known.
+/// It gets no transaction when none could be begun.
+type Job = Box<dyn FnOnce(Option<&redb::WriteTransaction>) -> (bool, Answer) + Send>;
+type Answer = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
+/// The writer thread and the queue to it; joined on drop, so that the database file is
+/// closed when the last clone of the store goes.
+struct Writer {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(db: Arc<Database>) -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("enfeed-store-writer".into())
+            .spawn(move || {
+                while let Ok(first) = queue.recv() {
+                    let batch = std::iter::once(first)
+                        .chain(std::iter::from_fn(|| queue.try_recv().ok()).take(MAX_BATCH - 1));
+                    commit_batch(&db, batch);
+                }
+            })
+            .expect("the writer thread starts");
+        Self {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs a batch of write operations in one transaction and commits it, unless one of them
+/// failed in storage: then nothing of the batch is committed and every operation fails.
+/// Operations refuse (codes, conflicts) before they write anything, so a refused operation
+/// leaves nothing behind in the batch.
+fn commit_batch(db: &Database, batch: impl Iterator<Item = Job>) {
+    let txn = db.begin_write().map_err(backend_error);
+    let mut failed = txn.is_err();
+    let answers: Vec<Answer> = batch
+        .map(|job| {
+            let (storage_failed, answer) = job(txn.as_ref().ok());
+            failed |= storage_failed;
+            answer
+        })
+        .collect();
+    let outcome = match (txn, failed) {
+        (Err(e), _) => Err(e),
+        (Ok(_), true) => Err(StoreError::Backend(
+            "a write of the same batch failed in storage; nothing was written".into(),
+        )),
+        (Ok(txn), false) => txn.commit().map_err(backend_error),
+    };
+    for answer in answers {
+        answer(outcome.as_ref().map(|_| ()));
+    }
+}
+
 impl LocalStore {
     /// Opens (or creates) the database file at `path`. Only one process may have it open.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Backend(format!(
-                "{} is in use by another enfeed process (stop it, or ask it over HTTP)",
-                path.display()
-            )),
-            other => backend_error(other),
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Backend(format!(
+                    "{} is in use by another enfeed process (stop it, or ask it over HTTP)",
+                    path.display()
+                )),
+                other => backend_error(other),
+            })?;
         let txn = db.begin_write().map_err(backend_error)?;
         {
             txn.open_table(KEYS).map_err(backend_error)?;
@@ -67,7 +151,11 @@ impl LocalStore {
             txn.open_table(PEERS).map_err(backend_error)?;
         }
         txn.commit().map_err(backend_error)?;
-        Ok(Self { db: Arc::new(db) })
+        let db = Arc::new(db);
+        Ok(Self {
+            writer: Arc::new(Writer::start(db.clone())),
+            db,
+        })
     }
 
     /// Runs blocking database work off the async threads.
@@ -81,18 +169,35 @@ impl LocalStore {
             .map_err(backend_error)?
     }
 
-    /// Runs `work` in one write transaction, committed only if it succeeds.
+    /// Runs `work` in the next batch's write transaction; answers once the batch is committed.
+    /// `work` must refuse before it writes anything: a refusal does not abort the batch.
     async fn write<T: Send + 'static>(
         &self,
         work: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.blocking(|db| {
-            let txn = db.begin_write().map_err(backend_error)?;
-            let out = work(&txn)?;
-            txn.commit().map_err(backend_error)?;
-            Ok(out)
-        })
-        .await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |txn| {
+            let result = match txn {
+                Some(txn) => work(txn),
+                None => Err(StoreError::Backend("no write transaction".into())),
+            };
+            let storage_failed = matches!(result, Err(StoreError::Backend(_)));
+            let answer: Answer = Box::new(move |committed| {
+                let _ = reply.send(match (result, committed) {
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(e)) => Err(StoreError::Backend(e.to_string())),
+                    (Ok(value), Ok(())) => Ok(value),
+                });
+            });
+            (storage_failed, answer)
+        });
+        let queue = self.writer.jobs.as_ref().expect("the writer runs");
+        queue
+            .send(job)
+            .map_err(|_| StoreError::Backend("the store's writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("the store's writer stopped".into()))?
     }
 }
 
