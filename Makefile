@@ -19,7 +19,7 @@ CFN_LINT_VERSION := 1.58.0
 LAMBDAS          := ingest codes dataprep consumer feeds
 LAMBDA_TARGET    := aarch64-unknown-linux-gnu
 
-.PHONY: run test bench demo lint build package lint-template smoke
+.PHONY: run test bench scale demo lint build package lint-template smoke
 
 ## Serve one region: uploads, admin, feeds, scheduled data-prep (Ctrl-C stops it).
 run:
@@ -71,9 +71,14 @@ $(VENV)/.cfn-lint-$(CFN_LINT_VERSION): | $(VENV)/bin/python
 demo:
 	$(CARGO) run --release -p enfeed-cli -- simulate
 
-## Data-prep throughput for one million keys (see docs/performance.md).
+## The whole pipeline measured: data-prep of one million keys, consumer, uploads to the local
+## server (see docs/performance.md).
 bench:
 	$(CARGO) run --release -p enfeed-cli -- bench --keys 1000000
+
+## The world-scale model of docs/scale.md: its tables, and the plot docs/scale.svg.
+scale:
+	$(CARGO) run --release -p enfeed-cli -- simulate-world --plot docs/scale.svg
 
 lint:
 	$(CARGO) fmt --all --check

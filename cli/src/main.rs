@@ -6,6 +6,7 @@ mod bench;
 mod inspect;
 mod serve;
 mod simulate;
+mod simulate_world;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -100,6 +101,10 @@ enum Command {
     /// Run a small live world of regions and phones on this machine, and report who was
     /// notified and what each phone downloaded.
     Simulate(simulate::SimulateArgs),
+    /// Model a world of hundreds of regions: what each replication strategy costs phones and
+    /// backends per day, in bytes of real chunk files (or, with --live, check the model
+    /// against a small live world).
+    SimulateWorld(simulate_world::SimulateWorldArgs),
 }
 
 #[derive(Subcommand)]
@@ -149,6 +154,7 @@ fn main() -> anyhow::Result<()> {
             Command::Inspect(args) => inspect::run(args),
             Command::Bench(args) => bench::run(args).await,
             Command::Simulate(args) => simulate::run(args).await,
+            Command::SimulateWorld(args) => simulate_world::run(args).await,
         }
     })
 }

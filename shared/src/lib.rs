@@ -12,6 +12,7 @@
 //!   [`signing`] (the signer); [`tls`] holds the mutual-TLS listener and fetch adapter.
 //! - Adapters: [`local`] (embedded storage and files, the default) and, with the `aws` feature,
 //!   `aws` (DynamoDB, S3, SSM and the Lambda handlers of the serverless deployment).
+//! - [`scale`]: a model of a world of regions at scale, costed in bytes of real chunk files.
 //! - Entry points share [`backend::Backend`] and the HTTP API in [`api`].
 
 pub mod api;
@@ -30,6 +31,7 @@ pub mod local;
 pub mod peers;
 pub mod phone;
 pub mod ports;
+pub mod scale;
 pub mod signing;
 pub mod tls;
 pub mod upload;
