@@ -1,24 +1,48 @@
-//! `enfeed bench`: data-prep over generated keys on the embedded store, measured end to end:
-//! keys per second, bytes per key on the wire, peak memory.
+//! `enfeed bench`: the whole pipeline measured end to end on the embedded store, each figure
+//! next to the floor it is judged against.
+//!
+//! 1. Data-prep of generated keys into every feed: keys per second and peak memory, against
+//!    the floor of deflate plus SHA-256 over the same output bytes, measured in the same run.
+//! 2. Bytes per key on the wire in the phone feed, against the 16 bytes of a key.
+//! 3. The consumer's work on those chunks before storage: read, verify the signature, check
+//!    every key.
+//! 4. Uploads to the local server over loopback: a fixed number of uploads of 14 keys each
+//!    from a bounded number of concurrent clients; uploads per second, latency, and a count
+//!    of the stored keys afterwards.
+//! 5. The Lambda artifacts, if built (`make build`): their sizes.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use enfeed::Config;
+use anyhow::Context as _;
+use enfeed::api::{self, AccessPolicy};
+use enfeed::export::{ExportLimits, encode_export_bin, read_export, zip_export};
 use enfeed::key::{DiagnosisKey, INTERVALS_PER_DAY, RegionId, ReportType, interval_of};
-use enfeed::ports::{ManualClock, NewKeys, Origin, StoredKey};
+use enfeed::ports::{Clock as _, ManualClock, NewKeys, Origin, StoredKey, SystemClock};
+use enfeed::signing::VerificationKey;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Keys to publish.
+    /// Keys to publish (0 skips data-prep and the consumer).
     #[arg(long, default_value_t = 1_000_000)]
     keys: usize,
 
     /// Share of local keys whose uploader also declared other regions, in percent.
     #[arg(long, default_value_t = 20)]
     travellers: u32,
+
+    /// Uploads sent to the local server (0 skips the load test).
+    #[arg(long, default_value_t = 20_000)]
+    uploads: usize,
+
+    /// Concurrent upload clients, each on its own loopback address and connection.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
 }
 
 /// Peak resident memory of this process since the last reset, in bytes (Linux).
@@ -34,19 +58,54 @@ fn reset_peak_rss() {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    println!(
+        "machine: {} cores ({}), {:.1} GiB memory",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model().unwrap_or_else(|| "unknown CPU".into()),
+        memory_gib().unwrap_or(0.0)
+    );
+    if args.keys > 0 {
+        dataprep_and_consumer(&args).await?;
+    }
+    if args.uploads > 0 {
+        uploads(&args).await?;
+    }
+    lambda_artifacts();
+    Ok(())
+}
+
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split_once(':')?.1.trim().to_string())
+}
+
+fn memory_gib() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: f64 = info
+        .lines()
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / (1 << 20) as f64)
+}
+
+async fn dataprep_and_consumer(args: &BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let now = 1_750_000_000;
     let clock = Arc::new(ManualClock::new(now));
     let own: RegionId = "CH".parse()?;
-    let mut config = Config::new(own);
+    let mut config = enfeed::Config::new(own);
     config.padding_min = 0;
     let backend = enfeed::local::open_backend(config, dir.path(), clock.clone(), &[])?;
 
     let started = Instant::now();
     let others: Vec<RegionId> = ["DE", "FR", "IT", "AT", "LI"]
         .iter()
-        .map(|r| r.parse().unwrap())
-        .collect();
+        .map(|r| r.parse())
+        .collect::<Result<_, _>>()?;
     let mut rng = ChaCha20Rng::seed_from_u64(42);
     let mut remaining = args.keys;
     while remaining > 0 {
@@ -73,6 +132,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     let peak = peak_rss().unwrap_or(0);
 
+    // The same output bytes again, for the floor and the consumer.
+    let mut files = Vec::with_capacity(report.chunks.len());
+    for chunk in &report.chunks {
+        let blob = backend.blobs.get(&chunk.path).await?;
+        files.push((
+            chunk.path.clone(),
+            blob.context("a chunk just written")?.bytes,
+        ));
+    }
+    let floor = floor_seconds(&files)?;
+
     let public: Vec<_> = report
         .chunks
         .iter()
@@ -82,10 +152,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let public_keys: u64 = public.iter().map(|c| u64::from(c.keys)).sum();
     let all_bytes: u64 = report.chunks.iter().map(|c| c.bytes).sum();
     let all_keys: u64 = report.chunks.iter().map(|c| u64::from(c.keys)).sum();
+    let per_key = public_bytes as f64 / public_keys.max(1) as f64;
     println!(
-        "keys stored:          {} in {:.1} s",
+        "keys stored:          {} in {:.1} s ({:.0} keys/s, batches of 20,000)",
         args.keys,
-        stored.as_secs_f64()
+        stored.as_secs_f64(),
+        args.keys as f64 / stored.as_secs_f64()
     );
     println!(
         "data-prep:            {elapsed:.2} s, {} chunks on {} feeds",
@@ -98,15 +170,61 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         all_keys as f64 / elapsed
     );
     println!(
-        "public feed:          {public_bytes} bytes for {public_keys} keys = {:.2} bytes/key on the wire",
-        public_bytes as f64 / public_keys.max(1) as f64
+        "floor:                {floor:.2} s to deflate and SHA-256 the same {all_bytes} output bytes' contents; data-prep is {:.2}x its floor",
+        elapsed / floor
     );
-    println!("all feeds:            {all_bytes} bytes");
     println!(
         "peak memory:          {:.0} MB (resident, during data-prep)",
         peak as f64 / 1e6
     );
+    println!(
+        "public feed:          {public_bytes} bytes for {public_keys} keys = {per_key:.2} bytes/key on the wire, {:.3}x the 16-byte key",
+        per_key / 16.0
+    );
+
+    // The consumer's side: what a peer does with the all-to-all chunks before storing them.
+    let keys: Vec<VerificationKey> = backend
+        .verification_keys()
+        .iter()
+        .map(|k| VerificationKey::from_pem(&k.public_key_pem, own.as_str(), "v1"))
+        .collect::<Result<_, _>>()?;
+    let a2a: Vec<&Vec<u8>> = files
+        .iter()
+        .filter(|(path, _)| path.starts_with("v1/a2a/"))
+        .map(|(_, bytes)| bytes)
+        .collect();
+    let started = Instant::now();
+    let mut checked = 0usize;
+    let today = interval_of(clock.now());
+    for zip in &a2a {
+        let file = read_export(zip, &ExportLimits::default())?;
+        file.verify(&keys)?;
+        for key in &file.keys {
+            enfeed::upload::check_key(key, today).map_err(|p| anyhow::anyhow!("{p}"))?;
+        }
+        checked += file.keys.len();
+    }
+    let consumer = started.elapsed().as_secs_f64();
+    println!(
+        "consumer:             {checked} keys read, verified and checked in {consumer:.2} s = {:.0} keys/s on one core (before storage)",
+        checked as f64 / consumer
+    );
     Ok(())
+}
+
+/// Seconds to deflate (level 6, as data-prep does) and SHA-256 the export.bin of every file:
+/// what no data-prep can avoid for the same output.
+fn floor_seconds(files: &[(String, Vec<u8>)]) -> anyhow::Result<f64> {
+    let mut floor = Duration::ZERO;
+    for (_, zip) in files {
+        let file = read_export(zip, &ExportLimits::default())?;
+        let bin = encode_export_bin(&file.header, &file.signature_infos, &file.keys)?;
+        let started = Instant::now();
+        std::hint::black_box(zip_export(&bin, &[])?);
+        std::hint::black_box(ring::digest::digest(&ring::digest::SHA256, &bin));
+        floor += started.elapsed();
+    }
+    Ok(floor.as_secs_f64())
 }
 
 fn feeds(report: &enfeed::dataprep::DataPrepReport) -> usize {
@@ -147,5 +265,197 @@ fn generated_key(
         regions,
         publish_at: now,
         expires_at: now + 30 * 86_400,
+    }
+}
+
+/// The local server under load: `args.uploads` uploads of 14 keys, from `args.clients`
+/// clients at once, each with its own code; then every key must be in the store.
+async fn uploads(args: &BenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = enfeed::Config::new("CH".parse()?);
+    let backend = Arc::new(enfeed::local::open_backend(
+        config,
+        dir.path(),
+        Arc::new(SystemClock),
+        &[],
+    )?);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let app = api::router(backend.clone(), AccessPolicy::default());
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+
+    // Codes first, many at a time (each is a write).
+    let mut codes = Vec::with_capacity(args.uploads);
+    let mut issuing = tokio::task::JoinSet::new();
+    for _ in 0..args.uploads {
+        let backend = backend.clone();
+        issuing.spawn(async move { backend.issue_code().await });
+        if issuing.len() >= 256 {
+            codes.push(issuing.join_next().await.expect("a task")??.code);
+        }
+    }
+    while let Some(code) = issuing.join_next().await {
+        codes.push(code??.code);
+    }
+
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let now = SystemClock.now();
+    let bodies: Vec<Vec<u8>> = codes
+        .iter()
+        .map(|code| upload_body(&mut rng, now, code))
+        .collect();
+    let per_client = bodies.len().div_ceil(args.clients.max(1));
+    let started = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for (i, share) in bodies.chunks(per_client.max(1)).enumerate() {
+        let share = share.to_vec();
+        // A loopback address per client, as phones come from many addresses.
+        let source = std::net::Ipv4Addr::new(127, 0, (2 + i / 250) as u8, (2 + i % 250) as u8);
+        clients.spawn(async move { client(source, address, share).await });
+    }
+    let mut latencies = Vec::with_capacity(bodies.len());
+    while let Some(result) = clients.join_next().await {
+        latencies.extend(result??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    server.abort();
+    latencies.sort_unstable();
+    let quantile = |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).max(1) - 1];
+    let stored = backend.keys.count().await?;
+    println!(
+        "uploads:              {} of 14 keys from {} clients in {elapsed:.2} s = {:.0} uploads/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        latencies.len(),
+        args.clients,
+        latencies.len() as f64 / elapsed,
+        quantile(0.5).as_secs_f64() * 1e3,
+        quantile(0.99).as_secs_f64() * 1e3,
+        latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+    );
+    let expected = 14 * bodies.len() as u64;
+    println!(
+        "stored afterwards:    {} keys of {expected} uploaded: {} lost",
+        stored.local,
+        expected - stored.local.min(expected)
+    );
+    anyhow::ensure!(stored.local == expected, "uploads were lost");
+    Ok(())
+}
+
+/// One client: its uploads one after the other on one keep-alive connection; the latency
+/// of each. Every upload must be answered 200.
+async fn client(
+    source: std::net::Ipv4Addr,
+    server: SocketAddr,
+    bodies: Vec<Vec<u8>>,
+) -> anyhow::Result<Vec<Duration>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    let mut stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    let mut latencies = Vec::with_capacity(bodies.len());
+    let mut buffer = Vec::with_capacity(4096);
+    for body in bodies {
+        let started = Instant::now();
+        let head = format!(
+            "POST /v1/publish HTTP/1.1\r\nhost: {server}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(&[head.as_bytes(), &body].concat()).await?;
+        let status = read_response(&mut stream, &mut buffer).await?;
+        latencies.push(started.elapsed());
+        anyhow::ensure!(
+            status == 200,
+            "upload answered {status}: {}",
+            String::from_utf8_lossy(&buffer)
+        );
+    }
+    Ok(latencies)
+}
+
+/// Reads one HTTP/1.1 response with a content-length into `buffer`; returns its status.
+async fn read_response(
+    stream: &mut tokio::net::TcpStream,
+    buffer: &mut Vec<u8>,
+) -> anyhow::Result<u16> {
+    buffer.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buffer[..end])?.to_ascii_lowercase();
+            let status: u16 = head.get(9..12).context("a status line")?.parse()?;
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .context("a content-length")?
+                .trim()
+                .parse()?;
+            while buffer.len() < end + 4 + length {
+                let n = stream.read(&mut chunk).await?;
+                anyhow::ensure!(n > 0, "the server closed the connection");
+                buffer.extend_from_slice(&chunk[..n]);
+            }
+            buffer.drain(..end + 4);
+            return Ok(status);
+        }
+        let n = stream.read(&mut chunk).await?;
+        anyhow::ensure!(n > 0, "the server closed the connection");
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The JSON of an upload of 14 keys, one per day of the last 14 days.
+fn upload_body(rng: &mut ChaCha20Rng, now: u64, code: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let today = interval_of(now) / INTERVALS_PER_DAY * INTERVALS_PER_DAY;
+    let keys: Vec<serde_json::Value> = (1..=14)
+        .map(|day| {
+            let mut key = [0u8; 16];
+            rng.fill_bytes(&mut key);
+            serde_json::json!({
+                "key": base64::engine::general_purpose::STANDARD.encode(key),
+                "rollingStartNumber": today - day * INTERVALS_PER_DAY,
+                "rollingPeriod": INTERVALS_PER_DAY,
+                "transmissionRisk": rng.next_u32() % 8,
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "temporaryExposureKeys": keys,
+        "regions": ["CH"],
+        "verificationPayload": code,
+    }))
+    .expect("JSON serializes")
+}
+
+/// Sizes of the Lambda artifacts of `make build`, where they exist.
+fn lambda_artifacts() {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    let dir = target.join("lambda");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        println!(
+            "lambda artifacts:     none in {} (run `make build` first)",
+            dir.display()
+        );
+        return;
+    };
+    let mut names: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    names.sort();
+    for path in names {
+        let bootstrap = path.join("bootstrap");
+        if let Ok(meta) = std::fs::metadata(&bootstrap) {
+            println!(
+                "lambda artifact:      {} {:.1} MB",
+                bootstrap.display(),
+                meta.len() as f64 / 1e6
+            );
+        }
     }
 }
