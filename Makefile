@@ -29,17 +29,18 @@ run:
 test: $(VENV)/.moto-$(MOTO_VERSION)
 	$(CARGO) test --workspace --all-targets --locked
 
-## The Lambda functions for arm64 (provided.al2023): target/lambda/<function>/bootstrap.
+## The Lambda functions for arm64 (provided.al2023), stripped: target/lambda/<function>/bootstrap.
 build: $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
 	rustup target add $(LAMBDA_TARGET)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) lambda build --release --arm64 --locked \
-		$(addprefix -p enfeed-,$(LAMBDAS))
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" CARGO_PROFILE_RELEASE_STRIP=symbols \
+		$(CARGO) lambda build --release --arm64 --locked $(addprefix -p enfeed-,$(LAMBDAS))
 
 ## The same as deployable zips: target/lambda/<function>/bootstrap.zip.
 package: $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
 	rustup target add $(LAMBDA_TARGET)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) lambda build --release --arm64 --locked \
-		--output-format zip $(addprefix -p enfeed-,$(LAMBDAS))
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" CARGO_PROFILE_RELEASE_STRIP=symbols \
+		$(CARGO) lambda build --release --arm64 --locked --output-format zip \
+		$(addprefix -p enfeed-,$(LAMBDAS))
 
 ## The function binaries under a local Lambda Runtime API, on moto, fed real events; the
 ## chunks checked by an independent GAEN reader (infra/smoke/).
