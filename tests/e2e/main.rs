@@ -3,7 +3,7 @@
 mod aws;
 mod faults;
 mod feeds;
-mod retention;
 mod replication;
+mod retention;
 mod stories;
 mod upload;
