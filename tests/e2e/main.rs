@@ -1,4 +1,5 @@
-//! End-to-end tests of one region, over real HTTP on loopback ports.
+//! End-to-end tests over real sockets: one region, regions replicating over mutual TLS, and
+//! the serverless functions against a local moto server.
 
 mod aws;
 mod faults;
