@@ -77,6 +77,33 @@ pub enum CodeRefused {
     Used,
 }
 
+/// What a code store holds of one code's use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CodeUse<'a> {
+    pub expires_at: UnixSeconds,
+    /// The upload digest of the claim that used it, once used.
+    pub used_by: Option<&'a [u8]>,
+    /// Keys that upload stored.
+    pub inserted: u32,
+}
+
+/// The rule every code store applies to a claim, given what it holds of the code (`None`: the
+/// code is unknown). `Ok(None)`: the code is free; `Ok(Some(n))`: it already authorised this
+/// very upload, which stored `n` keys.
+pub fn check_claim(
+    code: Option<CodeUse<'_>>,
+    claim: &CodeClaim,
+    now: UnixSeconds,
+) -> Result<Option<u32>, CodeRefused> {
+    let code = code.ok_or(CodeRefused::Unknown)?;
+    match code.used_by {
+        Some(digest) if digest == claim.upload_digest => Ok(Some(code.inserted)),
+        Some(_) => Err(CodeRefused::Used),
+        None if code.expires_at <= now => Err(CodeRefused::Expired),
+        None => Ok(None),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]

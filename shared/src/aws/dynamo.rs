@@ -34,8 +34,8 @@ use aws_sdk_dynamodb::types::{
 use crate::dataprep::Publication;
 use crate::key::{DiagnosisKey, KEY_LEN, RegionId, ReportType};
 use crate::ports::{
-    CodeClaim, CodeRecord, CodeRefused, CodeStore, Inserted, KeyCounts, KeyStore, NewKeys, Origin,
-    PublicationStore, StoreError, StoredKey, UnixSeconds,
+    self, CodeClaim, CodeRecord, CodeStore, CodeUse, Inserted, KeyCounts, KeyStore, NewKeys,
+    Origin, PublicationStore, StoreError, StoredKey, UnixSeconds,
 };
 
 /// The name of the TTL attribute, on every item that should disappear by itself.
@@ -542,20 +542,18 @@ struct CodeRow {
     inserted: u32,
 }
 
-/// Checks a claim against a code: Ok(None) if the code is unused, Ok(Some(n)) if it already
-/// authorised this same upload (which stored n keys).
+/// [`ports::check_claim`] on a stored code row.
 fn check_claim(
     row: Option<CodeRow>,
     claim: &CodeClaim,
     now: UnixSeconds,
 ) -> Result<Option<u32>, StoreError> {
-    let row = row.ok_or(CodeRefused::Unknown)?;
-    match row.used_by {
-        Some(digest) if digest == claim.upload_digest => Ok(Some(row.inserted)),
-        Some(_) => Err(CodeRefused::Used.into()),
-        None if row.expires_at <= now => Err(CodeRefused::Expired.into()),
-        None => Ok(None),
-    }
+    let code_use = row.as_ref().map(|row| CodeUse {
+        expires_at: row.expires_at,
+        used_by: row.used_by.as_deref(),
+        inserted: row.inserted,
+    });
+    Ok(ports::check_claim(code_use, claim, now)?)
 }
 
 fn key_from_item(item: &Item) -> Result<StoredKey, StoreError> {

@@ -12,7 +12,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use crate::dataprep::Publication;
 use crate::key::{DiagnosisKey, KEY_LEN, RegionId, ReportType};
 use crate::ports::{
-    CodeClaim, CodeRecord, CodeRefused, CodeStore, ConsumerStateStore, Inserted, KeyCounts,
+    self, CodeClaim, CodeRecord, CodeStore, CodeUse, ConsumerStateStore, Inserted, KeyCounts,
     KeyStore, NewKeys, Origin, PeerState, PublicationStore, StoreError, StoredKey, UnixSeconds,
 };
 
@@ -282,20 +282,18 @@ struct CodeRow {
     inserted: u32,
 }
 
-/// Checks a claim against a code row: Ok(None) if unused, Ok(Some(n)) if it already authorised
-/// this same upload (which stored n keys).
+/// [`ports::check_claim`] on a stored code row.
 fn check_claim(
     row: Option<CodeRow>,
     claim: &CodeClaim,
     now: u64,
 ) -> Result<Option<u32>, StoreError> {
-    let row = row.ok_or(CodeRefused::Unknown)?;
-    match row.used_by {
-        Some(digest) if digest == claim.upload_digest => Ok(Some(row.inserted)),
-        Some(_) => Err(CodeRefused::Used.into()),
-        None if row.expires_at <= now => Err(CodeRefused::Expired.into()),
-        None => Ok(None),
-    }
+    let code_use = row.as_ref().map(|row| CodeUse {
+        expires_at: row.expires_at,
+        used_by: row.used_by.as_deref(),
+        inserted: row.inserted,
+    });
+    Ok(ports::check_claim(code_use, claim, now)?)
 }
 
 fn read_code(
