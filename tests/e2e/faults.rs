@@ -2,44 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use async_trait::async_trait;
 use enfeed::Backend;
 use enfeed::feed::Feed;
-use enfeed::ports::{Blob, BlobError, BlobKind, BlobStore, Put};
-use enfeed_tests::{TestRegion, person_keys};
-
-/// A blob store that fails every chunk write after the first `allowed` ones, like a process
-/// that dies in the middle of a run.
-struct FailingBlobs {
-    inner: Arc<dyn BlobStore>,
-    allowed: AtomicUsize,
-}
-
-#[async_trait]
-impl BlobStore for FailingBlobs {
-    async fn put_new(&self, name: &str, kind: BlobKind, bytes: Vec<u8>) -> Result<Put, BlobError> {
-        let left = self.allowed.load(Ordering::SeqCst);
-        if left == 0 {
-            return Err(BlobError::Backend("the disk went away".into()));
-        }
-        self.allowed.store(left - 1, Ordering::SeqCst);
-        self.inner.put_new(name, kind, bytes).await
-    }
-
-    async fn put(&self, name: &str, kind: BlobKind, bytes: Vec<u8>) -> Result<(), BlobError> {
-        self.inner.put(name, kind, bytes).await
-    }
-
-    async fn get(&self, name: &str) -> Result<Option<Blob>, BlobError> {
-        self.inner.get(name).await
-    }
-
-    async fn delete(&self, name: &str) -> Result<(), BlobError> {
-        self.inner.delete(name).await
-    }
-}
+use enfeed_tests::{DiesHalfway, TestRegion, person_keys};
 
 /// How often each key appears across all chunks of a feed.
 async fn key_counts(region: &TestRegion, feed: Feed) -> BTreeMap<String, usize> {
@@ -71,10 +37,7 @@ async fn a_run_that_died_halfway_is_completed_by_the_next_without_rewriting() {
     ch.upload(&person_keys(1, 3), &["CH", "DE"]).await;
     ch.clock.advance(60);
     let crashing = Backend {
-        blobs: Arc::new(FailingBlobs {
-            inner: ch.backend.blobs.clone(),
-            allowed: AtomicUsize::new(1),
-        }),
+        blobs: Arc::new(DiesHalfway::new(ch.backend.blobs.clone(), 1)),
         ..(*ch.backend).clone()
     };
     assert!(crashing.run_dataprep().await.is_err());

@@ -267,3 +267,61 @@ pub fn upload_body(keys: &[Value], regions: &[&str], code: &str) -> Value {
         "padding": BASE64.encode([0u8; 64]),
     })
 }
+
+/// A blob store that fails every chunk write after the first `allowed` ones, like a process
+/// or function that dies in the middle of a data-prep run.
+pub struct DiesHalfway {
+    inner: Arc<dyn enfeed::ports::BlobStore>,
+    allowed: std::sync::atomic::AtomicUsize,
+}
+
+impl DiesHalfway {
+    pub fn new(inner: Arc<dyn enfeed::ports::BlobStore>, allowed: usize) -> Self {
+        Self {
+            inner,
+            allowed: allowed.into(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl enfeed::ports::BlobStore for DiesHalfway {
+    async fn put_new(
+        &self,
+        name: &str,
+        kind: enfeed::ports::BlobKind,
+        bytes: Vec<u8>,
+    ) -> Result<enfeed::ports::Put, enfeed::ports::BlobError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .allowed
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return Err(enfeed::ports::BlobError::Backend(
+                "died in the middle of the run".into(),
+            ));
+        }
+        self.inner.put_new(name, kind, bytes).await
+    }
+
+    async fn put(
+        &self,
+        name: &str,
+        kind: enfeed::ports::BlobKind,
+        bytes: Vec<u8>,
+    ) -> Result<(), enfeed::ports::BlobError> {
+        self.inner.put(name, kind, bytes).await
+    }
+
+    async fn get(
+        &self,
+        name: &str,
+    ) -> Result<Option<enfeed::ports::Blob>, enfeed::ports::BlobError> {
+        self.inner.get(name).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), enfeed::ports::BlobError> {
+        self.inner.delete(name).await
+    }
+}

@@ -4,14 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use async_trait::async_trait;
 use enfeed::Backend;
 use enfeed::aws::lambda;
 use enfeed::feed::Feed;
-use enfeed::ports::{Blob, BlobError, BlobKind, BlobStore, Clock as _, Put};
-use enfeed_tests::{person_keys_at, upload_body};
+use enfeed::ports::Clock as _;
+use enfeed_tests::{DiesHalfway, person_keys_at, upload_body};
 
 use super::{Cloud, api_event, lambda_request, scheduled_event, with_iam_caller};
 
@@ -91,39 +89,6 @@ async fn two_dataprep_invocations_at_once_publish_every_key_exactly_once() {
     }
 }
 
-/// A blob store that fails every chunk write after the first `allowed`, like a function that
-/// times out in the middle of a run.
-struct DiesHalfway {
-    inner: Arc<dyn BlobStore>,
-    allowed: AtomicUsize,
-}
-
-#[async_trait]
-impl BlobStore for DiesHalfway {
-    async fn put_new(&self, name: &str, kind: BlobKind, bytes: Vec<u8>) -> Result<Put, BlobError> {
-        if self
-            .allowed
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_err()
-        {
-            return Err(BlobError::Backend("the function timed out".into()));
-        }
-        self.inner.put_new(name, kind, bytes).await
-    }
-
-    async fn put(&self, name: &str, kind: BlobKind, bytes: Vec<u8>) -> Result<(), BlobError> {
-        self.inner.put(name, kind, bytes).await
-    }
-
-    async fn get(&self, name: &str) -> Result<Option<Blob>, BlobError> {
-        self.inner.get(name).await
-    }
-
-    async fn delete(&self, name: &str) -> Result<(), BlobError> {
-        self.inner.delete(name).await
-    }
-}
-
 #[tokio::test]
 async fn a_dataprep_run_that_failed_halfway_is_completed_by_the_rerun_without_rewriting() {
     let cloud = Cloud::start().await;
@@ -132,10 +97,7 @@ async fn a_dataprep_run_that_failed_halfway_is_completed_by_the_rerun_without_re
     cloud.clock.advance(60);
     let healthy = cloud.backend().await;
     let dying = Backend {
-        blobs: Arc::new(DiesHalfway {
-            inner: healthy.blobs.clone(),
-            allowed: AtomicUsize::new(1),
-        }),
+        blobs: Arc::new(DiesHalfway::new(healthy.blobs.clone(), 1)),
         ..healthy.clone()
     };
     let failed = lambda::run_dataprep(&dying, scheduled_event("enfeed-dataprep")).await;
