@@ -1,6 +1,7 @@
-//! [`LocalStore`]: keys, codes, attempt counters and publication state in one embedded redb
-//! database file. Every operation is one redb transaction, so each port's atomicity promise
-//! holds: an upload's keys and its code are stored together or not at all.
+//! [`LocalStore`]: keys, codes and publication state in one embedded redb database file, and
+//! the wrong-code attempt counters in memory. Every write is one redb transaction, so each
+//! port's atomicity promise holds: an upload's keys and its code are stored together or not at
+//! all.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,8 +27,6 @@ const KNOWN: TableDefinition<Tek, u64> = TableDefinition::new("known");
 const EXPIRY: TableDefinition<(u64, Tek), u64> = TableDefinition::new("expiry");
 /// Code hash to code record.
 const CODES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("codes");
-/// (client, window start) to attempts counted.
-const ATTEMPTS: TableDefinition<(&str, u64), u32> = TableDefinition::new("attempts");
 /// Consumer state per peer region, as JSON.
 const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
 /// Single values: the seal, and the publication state with its version.
@@ -53,16 +52,87 @@ const MAX_BATCH: usize = 512;
 pub struct LocalStore {
     db: Arc<Database>,
     writer: Arc<Writer>,
+    attempts: Arc<Attempts>,
+}
+
+/// Wrong-code attempts per client in the newest rate-limit window. They live in memory: one
+/// process serves the embedded store, a count under a lock is atomic, and an upload then costs
+/// the writer one write instead of three. A restart forgives what was counted.
+#[derive(Default)]
+struct Attempts(std::sync::Mutex<Window>);
+
+/// The newest window: a request that began in the window before is counted in this one.
+#[derive(Default)]
+struct Window {
+    start: UnixSeconds,
+    by_client: std::collections::HashMap<String, u32>,
+}
+
+impl Attempts {
+    fn window(&self, start: UnixSeconds) -> std::sync::MutexGuard<'_, Window> {
+        let mut window = self.0.lock().expect("no panic while counting");
+        if start > window.start {
+            *window = Window {
+                start,
+                by_client: Default::default(),
+            };
+        }
+        window
+    }
+
+    /// Counts one more attempt and returns the attempts in the window, this one included.
+    fn count(&self, client: &str, window_start: UnixSeconds) -> u32 {
+        let mut window = self.window(window_start);
+        let count = window.by_client.entry(client.to_string()).or_default();
+        *count += 1;
+        *count
+    }
+
+    /// Takes back one attempt of `client`; a client with none left is forgotten, so honest
+    /// clients take no memory.
+    fn forgive(&self, client: &str, window_start: UnixSeconds) {
+        let mut window = self.window(window_start);
+        if let Some(count) = window.by_client.get_mut(client) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                window.by_client.remove(client);
+            }
+        }
+    }
 }
 
 fn backend_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// The tables of a batch's write transaction, opened once for the whole batch: opening a
+/// table and closing it again costs a write transaction as much as a few inserts.
+struct Tables<'txn> {
+    keys: redb::Table<'txn, (u64, Tek), &'static [u8]>,
+    known: redb::Table<'txn, Tek, u64>,
+    expiry: redb::Table<'txn, (u64, Tek), u64>,
+    codes: redb::Table<'txn, [u8; 32], &'static [u8]>,
+    meta: redb::Table<'txn, &'static str, &'static [u8]>,
+    peers: redb::Table<'txn, &'static str, &'static [u8]>,
+}
+
+impl<'txn> Tables<'txn> {
+    fn open(txn: &'txn redb::WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            keys: txn.open_table(KEYS).map_err(backend_error)?,
+            known: txn.open_table(KNOWN).map_err(backend_error)?,
+            expiry: txn.open_table(EXPIRY).map_err(backend_error)?,
+            codes: txn.open_table(CODES).map_err(backend_error)?,
+            meta: txn.open_table(META).map_err(backend_error)?,
+            peers: txn.open_table(PEERS).map_err(backend_error)?,
+        })
+    }
+}
+
 /// A write operation: runs in the batch's transaction, and returns whether it failed in
 /// storage (which aborts the batch), and how to answer once the batch's outcome is known.
-/// It gets no transaction when none could be begun.
-type Job = Box<dyn FnOnce(Option<&redb::WriteTransaction>) -> (bool, Answer) + Send>;
+/// It gets no tables when the transaction could not be begun.
+type Job = Box<dyn FnOnce(Option<&mut Tables<'_>>) -> (bool, Answer) + Send>;
 type Answer = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
 /// The writer thread and the queue to it; joined on drop, so that the database file is
@@ -106,21 +176,37 @@ impl Drop for Writer {
 /// Operations refuse (codes, conflicts) before they write anything, so a refused operation
 /// leaves nothing behind in the batch.
 fn commit_batch(db: &Database, batch: impl Iterator<Item = Job>) {
+    let started = std::time::Instant::now();
     let txn = db.begin_write().map_err(backend_error);
-    let mut failed = txn.is_err();
+    let mut tables = txn
+        .as_ref()
+        .map_err(|e| e.to_string())
+        .and_then(|txn| Tables::open(txn).map_err(|e| e.to_string()));
+    let mut failed = tables.is_err();
     let answers: Vec<Answer> = batch
         .map(|job| {
-            let (storage_failed, answer) = job(txn.as_ref().ok());
+            let (storage_failed, answer) = job(tables.as_mut().ok());
             failed |= storage_failed;
             answer
         })
         .collect();
+    drop(tables);
     let outcome = match (txn, failed) {
         (Err(e), _) => Err(e),
         (Ok(_), true) => Err(StoreError::Backend(
             "a write of the same batch failed in storage; nothing was written".into(),
         )),
-        (Ok(txn), false) => txn.commit().map_err(backend_error),
+        (Ok(txn), false) => {
+            let ran = started.elapsed();
+            let committed = txn.commit().map_err(backend_error);
+            tracing::debug!(
+                writes = answers.len(),
+                run_us = ran.as_micros() as u64,
+                commit_us = (started.elapsed() - ran).as_micros() as u64,
+                "store batch committed"
+            );
+            committed
+        }
     };
     for answer in answers {
         answer(outcome.as_ref().map(|_| ()));
@@ -141,20 +227,13 @@ impl LocalStore {
                 other => backend_error(other),
             })?;
         let txn = db.begin_write().map_err(backend_error)?;
-        {
-            txn.open_table(KEYS).map_err(backend_error)?;
-            txn.open_table(KNOWN).map_err(backend_error)?;
-            txn.open_table(EXPIRY).map_err(backend_error)?;
-            txn.open_table(CODES).map_err(backend_error)?;
-            txn.open_table(ATTEMPTS).map_err(backend_error)?;
-            txn.open_table(META).map_err(backend_error)?;
-            txn.open_table(PEERS).map_err(backend_error)?;
-        }
+        drop(Tables::open(&txn)?);
         txn.commit().map_err(backend_error)?;
         let db = Arc::new(db);
         Ok(Self {
             writer: Arc::new(Writer::start(db.clone())),
             db,
+            attempts: Arc::default(),
         })
     }
 
@@ -173,12 +252,12 @@ impl LocalStore {
     /// `work` must refuse before it writes anything: a refusal does not abort the batch.
     async fn write<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        work: impl FnOnce(&mut Tables<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |txn| {
-            let result = match txn {
-                Some(txn) => work(txn),
+        let job: Job = Box::new(move |tables| {
+            let result = match tables {
+                Some(tables) => work(tables),
                 None => Err(StoreError::Backend("no write transaction".into())),
             };
             let storage_failed = matches!(result, Err(StoreError::Backend(_)));
@@ -321,18 +400,21 @@ fn read_u64(
 #[async_trait]
 impl KeyStore for LocalStore {
     async fn insert(&self, batch: NewKeys) -> Result<Inserted, StoreError> {
-        self.write(move |txn| {
-            let mut codes = txn.open_table(CODES).map_err(backend_error)?;
+        self.write(move |tables| {
+            let Tables {
+                keys,
+                known,
+                expiry,
+                codes,
+                meta,
+                ..
+            } = tables;
             if let Some(claim) = &batch.claim
-                && let Some(n) =
-                    check_claim(read_code(&codes, &claim.code_hash)?, claim, batch.now)?
+                && let Some(n) = check_claim(read_code(codes, &claim.code_hash)?, claim, batch.now)?
             {
                 return Ok(Inserted::Replayed(n));
             }
-            let seal = read_u64(&txn.open_table(META).map_err(backend_error)?, SEAL)?;
-            let mut keys = txn.open_table(KEYS).map_err(backend_error)?;
-            let mut known = txn.open_table(KNOWN).map_err(backend_error)?;
-            let mut expiry = txn.open_table(EXPIRY).map_err(backend_error)?;
+            let seal = read_u64(meta, SEAL)?;
             let mut stored = 0u32;
             for key in &batch.keys {
                 let tek = key.key.key_data;
@@ -353,7 +435,7 @@ impl KeyStore for LocalStore {
                 stored += 1;
             }
             if let Some(claim) = &batch.claim {
-                let mut row = read_code(&codes, &claim.code_hash)?.expect("checked above");
+                let mut row = read_code(codes, &claim.code_hash)?.expect("checked above");
                 row.used_by = Some(claim.upload_digest.to_vec());
                 row.inserted = stored;
                 codes
@@ -366,9 +448,8 @@ impl KeyStore for LocalStore {
     }
 
     async fn seal(&self, through: UnixSeconds) -> Result<UnixSeconds, StoreError> {
-        self.write(move |txn| {
-            let mut meta = txn.open_table(META).map_err(backend_error)?;
-            let seal = read_u64(&meta, SEAL)?.max(through);
+        self.write(move |Tables { meta, .. }| {
+            let seal = read_u64(meta, SEAL)?.max(through);
             meta.insert(SEAL, seal.to_be_bytes().as_slice())
                 .map_err(backend_error)?;
             Ok(seal)
@@ -405,10 +486,14 @@ impl KeyStore for LocalStore {
     }
 
     async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError> {
-        self.write(move |txn| {
-            let mut keys = txn.open_table(KEYS).map_err(backend_error)?;
-            let mut known = txn.open_table(KNOWN).map_err(backend_error)?;
-            let mut expiry = txn.open_table(EXPIRY).map_err(backend_error)?;
+        self.write(move |tables| {
+            let Tables {
+                keys,
+                known,
+                expiry,
+                codes,
+                ..
+            } = tables;
             let mut purged = 0;
             for entry in expiry
                 .extract_from_if(..=(now, [0xff; KEY_LEN]), |_, _| true)
@@ -421,13 +506,7 @@ impl KeyStore for LocalStore {
                 known.remove(tek).map_err(backend_error)?;
                 purged += 1;
             }
-            // Attempt counters older than a day are of no use any more.
-            let mut attempts = txn.open_table(ATTEMPTS).map_err(backend_error)?;
-            attempts
-                .retain(|(_, window), _| window + 86_400 > now)
-                .map_err(backend_error)?;
             // Expired codes go as well.
-            let mut codes = txn.open_table(CODES).map_err(backend_error)?;
             codes
                 .retain(|_, row| CodeRow::decode(row).map_or(true, |r| r.expires_at + 86_400 > now))
                 .map_err(backend_error)?;
@@ -458,14 +537,13 @@ impl KeyStore for LocalStore {
 #[async_trait]
 impl CodeStore for LocalStore {
     async fn add_code(&self, code: CodeRecord) -> Result<(), StoreError> {
-        self.write(move |txn| {
+        self.write(move |Tables { codes, .. }| {
             let row = CodeRow {
                 issued_at: code.issued_at,
                 expires_at: code.expires_at,
                 used_by: None,
                 inserted: 0,
             };
-            let mut codes = txn.open_table(CODES).map_err(backend_error)?;
             if codes.get(&code.code_hash).map_err(backend_error)?.is_some() {
                 return Err(StoreError::Conflict("a code with this value exists".into()));
             }
@@ -482,19 +560,7 @@ impl CodeStore for LocalStore {
         client: &str,
         window_start: UnixSeconds,
     ) -> Result<u32, StoreError> {
-        let client = client.to_string();
-        self.write(move |txn| {
-            let mut attempts = txn.open_table(ATTEMPTS).map_err(backend_error)?;
-            let key = (client.as_str(), window_start);
-            let count = attempts
-                .get(key)
-                .map_err(backend_error)?
-                .map_or(0, |v| v.value())
-                + 1;
-            attempts.insert(key, count).map_err(backend_error)?;
-            Ok(count)
-        })
-        .await
+        Ok(self.attempts.count(client, window_start))
     }
 
     async fn forgive_attempt(
@@ -502,20 +568,8 @@ impl CodeStore for LocalStore {
         client: &str,
         window_start: UnixSeconds,
     ) -> Result<(), StoreError> {
-        let client = client.to_string();
-        self.write(move |txn| {
-            let mut attempts = txn.open_table(ATTEMPTS).map_err(backend_error)?;
-            let key = (client.as_str(), window_start);
-            let count = attempts
-                .get(key)
-                .map_err(backend_error)?
-                .map_or(0, |v| v.value());
-            attempts
-                .insert(key, count.saturating_sub(1))
-                .map_err(backend_error)?;
-            Ok(())
-        })
-        .await
+        self.attempts.forgive(client, window_start);
+        Ok(())
     }
 
     async fn check_code(&self, claim: &CodeClaim, now: UnixSeconds) -> Result<(), StoreError> {
@@ -552,8 +606,7 @@ impl PublicationStore for LocalStore {
 
     async fn save(&self, version: u64, state: &Publication) -> Result<(), StoreError> {
         let json = serde_json::to_vec(state).map_err(backend_error)?;
-        self.write(move |txn| {
-            let mut meta = txn.open_table(META).map_err(backend_error)?;
+        self.write(move |Tables { meta, .. }| {
             let current = match meta.get(PUBLICATION).map_err(backend_error)? {
                 None => 0,
                 Some(v) => u64::from_be_bytes(v.value()[..8].try_into().expect("8 bytes")),
@@ -589,13 +642,33 @@ impl ConsumerStateStore for LocalStore {
 
     async fn save_peer(&self, peer: RegionId, state: &PeerState) -> Result<(), StoreError> {
         let json = serde_json::to_vec(state).map_err(backend_error)?;
-        self.write(move |txn| {
-            let mut peers = txn.open_table(PEERS).map_err(backend_error)?;
+        self.write(move |Tables { peers, .. }| {
             peers
                 .insert(peer.as_str(), json.as_slice())
                 .map_err(backend_error)?;
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Attempts;
+
+    #[test]
+    fn attempts_count_per_client_and_start_again_in_a_new_window() {
+        let attempts = Attempts::default();
+        assert_eq!(attempts.count("192.0.2.1", 3600), 1);
+        assert_eq!(attempts.count("192.0.2.1", 3600), 2);
+        assert_eq!(attempts.count("198.51.100.1", 3600), 1);
+        attempts.forgive("192.0.2.1", 3600);
+        assert_eq!(attempts.count("192.0.2.1", 3600), 2);
+        // A request that began in the window before counts in the newest one.
+        assert_eq!(attempts.count("192.0.2.1", 0), 3);
+        assert_eq!(attempts.count("192.0.2.1", 7200), 1);
+        // A client forgiven down to nothing is forgotten.
+        attempts.forgive("192.0.2.1", 7200);
+        assert!(attempts.0.lock().unwrap().by_client.is_empty());
     }
 }
