@@ -7,6 +7,7 @@ LISTEN ?= 127.0.0.1:8080
 DATA   ?= enfeed-data
 CARGO  ?= cargo
 PYTHON ?= python3
+RUNS   ?= 20
 
 # The Python tools of the serverless deployment live in a virtualenv at the repository root:
 # moto (the AWS API the tests run against), cargo-lambda and Zig (cross-building the Lambda
@@ -19,7 +20,7 @@ CFN_LINT_VERSION := 1.58.0
 LAMBDAS          := ingest codes dataprep consumer feeds
 LAMBDA_TARGET    := aarch64-unknown-linux-gnu
 
-.PHONY: run test bench scale demo lint build package lint-template smoke
+.PHONY: run test bench scale demo lint build package lint-template smoke bench-lambda
 
 ## Serve one region: uploads, admin, feeds, scheduled data-prep (Ctrl-C stops it).
 run:
@@ -47,6 +48,16 @@ package: $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
 smoke: $(VENV)/.moto-$(MOTO_VERSION)
 	$(CARGO) build --locked $(addprefix -p enfeed-,$(LAMBDAS))
 	$(VENV)/bin/python infra/smoke/smoke.py "$${CARGO_TARGET_DIR:-target}/debug"
+
+## Each function's process start-to-ready time and first answer, RUNS starts each, on moto:
+## built for this machine with the release settings cargo-lambda uses for arm64, and the arm64
+## builds of `make build` under qemu-user if it is installed (see docs/performance.md).
+bench-lambda: $(VENV)/.moto-$(MOTO_VERSION)
+	CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
+		CARGO_PROFILE_RELEASE_PANIC=abort CARGO_PROFILE_RELEASE_LTO=thin \
+		$(CARGO) build --release --locked $(addprefix -p enfeed-,$(LAMBDAS))
+	$(VENV)/bin/python infra/smoke/bench_lambda.py --runs $(RUNS) \
+		"$${CARGO_TARGET_DIR:-target}/release"
 
 ## Check template.yaml with cfn-lint.
 lint-template: $(VENV)/.cfn-lint-$(CFN_LINT_VERSION)
