@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use prost::Message as _;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+};
 
 use crate::dataprep::Publication;
 use crate::key::{DiagnosisKey, KEY_LEN, RegionId, ReportType};
@@ -23,8 +25,12 @@ type Tek = [u8; KEY_LEN];
 const KEYS: TableDefinition<(u64, Tek), &[u8]> = TableDefinition::new("keys");
 /// Key data to publish_at: deduplication.
 const KNOWN: TableDefinition<Tek, u64> = TableDefinition::new("known");
-/// (expires_at, key data) to publish_at: the purge reads what expired.
-const EXPIRY: TableDefinition<(u64, Tek), u64> = TableDefinition::new("expiry");
+/// What expires when, one row per write rather than per key: (expires_at, key data of the
+/// write's first key) to the [`Expiring`] keys of the write. The purge reads what expired.
+const EXPIRING: TableDefinition<(u64, Tek), &[u8]> = TableDefinition::new("expiring");
+/// The per-key expiry index of earlier versions, (expires_at, key data) to publish_at; moved
+/// into [`EXPIRING`] when the store is opened.
+const EXPIRY_PER_KEY: TableDefinition<(u64, Tek), u64> = TableDefinition::new("expiry");
 /// Code hash to code record.
 const CODES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("codes");
 /// Consumer state per peer region, as JSON.
@@ -110,7 +116,7 @@ fn backend_error(e: impl std::fmt::Display) -> StoreError {
 struct Tables<'txn> {
     keys: redb::Table<'txn, (u64, Tek), &'static [u8]>,
     known: redb::Table<'txn, Tek, u64>,
-    expiry: redb::Table<'txn, (u64, Tek), u64>,
+    expiring: redb::Table<'txn, (u64, Tek), &'static [u8]>,
     codes: redb::Table<'txn, [u8; 32], &'static [u8]>,
     meta: redb::Table<'txn, &'static str, &'static [u8]>,
     peers: redb::Table<'txn, &'static str, &'static [u8]>,
@@ -121,7 +127,7 @@ impl<'txn> Tables<'txn> {
         Ok(Self {
             keys: txn.open_table(KEYS).map_err(backend_error)?,
             known: txn.open_table(KNOWN).map_err(backend_error)?,
-            expiry: txn.open_table(EXPIRY).map_err(backend_error)?,
+            expiring: txn.open_table(EXPIRING).map_err(backend_error)?,
             codes: txn.open_table(CODES).map_err(backend_error)?,
             meta: txn.open_table(META).map_err(backend_error)?,
             peers: txn.open_table(PEERS).map_err(backend_error)?,
@@ -227,7 +233,7 @@ impl LocalStore {
                 other => backend_error(other),
             })?;
         let txn = db.begin_write().map_err(backend_error)?;
-        drop(Tables::open(&txn)?);
+        move_per_key_expiry(&txn, &mut Tables::open(&txn)?)?;
         txn.commit().map_err(backend_error)?;
         let db = Arc::new(db);
         Ok(Self {
@@ -278,6 +284,65 @@ impl LocalStore {
             .await
             .map_err(|_| StoreError::Backend("the store's writer stopped".into()))?
     }
+}
+
+/// The keys of one write that expire at the same time, as [`EXPIRING`] keeps them: each key's
+/// publish_at (8 bytes, big endian) and key data.
+#[derive(Default)]
+struct Expiring(Vec<u8>);
+
+impl Expiring {
+    const ENTRY: usize = 8 + KEY_LEN;
+
+    fn push(&mut self, publish_at: u64, tek: Tek) {
+        self.0.extend_from_slice(&publish_at.to_be_bytes());
+        self.0.extend_from_slice(&tek);
+    }
+
+    /// The key data of the first key: with the expiry time, it names the row.
+    fn first(&self) -> Tek {
+        self.0[8..Self::ENTRY].try_into().expect("a whole entry")
+    }
+
+    fn keys(row: &[u8]) -> impl Iterator<Item = (u64, Tek)> + '_ {
+        row.chunks_exact(Self::ENTRY).map(|entry| {
+            let (publish_at, tek) = entry.split_at(8);
+            (
+                u64::from_be_bytes(publish_at.try_into().expect("8 bytes")),
+                tek.try_into().expect("a key's length"),
+            )
+        })
+    }
+}
+
+/// Moves the per-key expiry index of a store written by an earlier version into [`EXPIRING`],
+/// a row per key, and drops it.
+fn move_per_key_expiry(
+    txn: &redb::WriteTransaction,
+    tables: &mut Tables,
+) -> Result<(), StoreError> {
+    let exists = txn
+        .list_tables()
+        .map_err(backend_error)?
+        .any(|table| table.name() == EXPIRY_PER_KEY.name());
+    if !exists {
+        return Ok(());
+    }
+    {
+        let old = txn.open_table(EXPIRY_PER_KEY).map_err(backend_error)?;
+        for entry in old.iter().map_err(backend_error)? {
+            let (k, publish_at) = entry.map_err(backend_error)?;
+            let (expires_at, tek) = k.value();
+            let mut row = Expiring::default();
+            row.push(publish_at.value(), tek);
+            tables
+                .expiring
+                .insert((expires_at, tek), row.0.as_slice())
+                .map_err(backend_error)?;
+        }
+    }
+    txn.delete_table(EXPIRY_PER_KEY).map_err(backend_error)?;
+    Ok(())
 }
 
 /// How a stored key is encoded in the database.
@@ -404,7 +469,7 @@ impl KeyStore for LocalStore {
             let Tables {
                 keys,
                 known,
-                expiry,
+                expiring,
                 codes,
                 meta,
                 ..
@@ -416,6 +481,7 @@ impl KeyStore for LocalStore {
             }
             let seal = read_u64(meta, SEAL)?;
             let mut stored = 0u32;
+            let mut expires = std::collections::BTreeMap::<u64, Expiring>::new();
             for key in &batch.keys {
                 let tek = key.key.key_data;
                 if known.get(&tek).map_err(backend_error)?.is_some() {
@@ -429,10 +495,16 @@ impl KeyStore for LocalStore {
                 )
                 .map_err(backend_error)?;
                 known.insert(tek, publish_at).map_err(backend_error)?;
-                expiry
-                    .insert((key.expires_at, tek), publish_at)
-                    .map_err(backend_error)?;
+                expires
+                    .entry(key.expires_at)
+                    .or_default()
+                    .push(publish_at, tek);
                 stored += 1;
+            }
+            for (expires_at, keys) in expires {
+                expiring
+                    .insert((expires_at, keys.first()), keys.0.as_slice())
+                    .map_err(backend_error)?;
             }
             if let Some(claim) = &batch.claim {
                 let mut row = read_code(codes, &claim.code_hash)?.expect("checked above");
@@ -490,21 +562,21 @@ impl KeyStore for LocalStore {
             let Tables {
                 keys,
                 known,
-                expiry,
+                expiring,
                 codes,
                 ..
             } = tables;
             let mut purged = 0;
-            for entry in expiry
+            for entry in expiring
                 .extract_from_if(..=(now, [0xff; KEY_LEN]), |_, _| true)
                 .map_err(backend_error)?
             {
-                let (k, publish_at) = entry.map_err(backend_error)?;
-                let (_, tek) = k.value();
-                keys.remove((publish_at.value(), tek))
-                    .map_err(backend_error)?;
-                known.remove(tek).map_err(backend_error)?;
-                purged += 1;
+                let (_, row) = entry.map_err(backend_error)?;
+                for (publish_at, tek) in Expiring::keys(row.value()) {
+                    keys.remove((publish_at, tek)).map_err(backend_error)?;
+                    known.remove(tek).map_err(backend_error)?;
+                    purged += 1;
+                }
             }
             // Expired codes go as well.
             codes
@@ -654,7 +726,73 @@ impl ConsumerStateStore for LocalStore {
 
 #[cfg(test)]
 mod tests {
-    use super::Attempts;
+    use super::*;
+    use crate::key::{DiagnosisKey, ReportType};
+
+    fn key(byte: u8, expires_at: u64) -> StoredKey {
+        StoredKey {
+            key: DiagnosisKey {
+                key_data: [byte; KEY_LEN],
+                rolling_start: 2_700_000,
+                rolling_period: 144,
+                transmission_risk: 0,
+                report_type: ReportType::ConfirmedTest,
+                days_since_onset: None,
+            },
+            origin: Origin::Local,
+            regions: Vec::new(),
+            publish_at: 100,
+            expires_at,
+        }
+    }
+
+    async fn insert(store: &LocalStore, keys: Vec<StoredKey>) {
+        let batch = NewKeys {
+            keys,
+            claim: None,
+            now: 50,
+        };
+        store.insert(batch).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn keys_of_one_write_expire_at_their_own_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("db")).unwrap();
+        insert(&store, vec![key(1, 1000), key(2, 2000), key(3, 1000)]).await;
+        assert_eq!(store.purge_expired(1000).await.unwrap(), 2);
+        assert_eq!(store.count().await.unwrap().local, 1);
+        // A purged key is forgotten, so it may be stored again.
+        insert(&store, vec![key(1, 3000)]).await;
+        assert_eq!(store.purge_expired(2000).await.unwrap(), 1);
+        assert_eq!(store.purge_expired(3000).await.unwrap(), 1);
+        assert_eq!(store.count().await.unwrap().local, 0);
+    }
+
+    #[tokio::test]
+    async fn a_store_with_the_per_key_expiry_index_of_earlier_versions_still_purges() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        insert(&LocalStore::open(&path).unwrap(), vec![key(1, 1000)]).await;
+        // As an earlier version wrote it: the key's expiry in the per-key index.
+        {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(EXPIRING)
+                .unwrap()
+                .retain(|_, _| false)
+                .unwrap();
+            txn.open_table(EXPIRY_PER_KEY)
+                .unwrap()
+                .insert((1000, [1; KEY_LEN]), 100)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = LocalStore::open(&path).unwrap();
+        assert_eq!(store.purge_expired(999).await.unwrap(), 0);
+        assert_eq!(store.purge_expired(1000).await.unwrap(), 1);
+        assert_eq!(store.count().await.unwrap().local, 0);
+    }
 
     #[test]
     fn attempts_count_per_client_and_start_again_in_a_new_window() {
