@@ -53,11 +53,9 @@ smoke: $(VENV)/.moto-$(MOTO_VERSION)
 ## built for this machine with the release settings cargo-lambda uses for arm64, and the arm64
 ## builds of `make build` under qemu-user if it is installed (see docs/performance.md).
 bench-lambda: $(VENV)/.moto-$(MOTO_VERSION)
-	CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
-		CARGO_PROFILE_RELEASE_PANIC=abort CARGO_PROFILE_RELEASE_LTO=thin \
-		$(CARGO) build --release --locked $(addprefix -p enfeed-,$(LAMBDAS))
+	$(CARGO) build --profile lambda-host --locked $(addprefix -p enfeed-,$(LAMBDAS))
 	$(VENV)/bin/python infra/smoke/bench_lambda.py --runs $(RUNS) \
-		"$${CARGO_TARGET_DIR:-target}/release"
+		"$${CARGO_TARGET_DIR:-target}/lambda-host"
 
 ## Check template.yaml with cfn-lint.
 lint-template: $(VENV)/.cfn-lint-$(CFN_LINT_VERSION)
