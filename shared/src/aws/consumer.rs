@@ -4,12 +4,12 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType,
 };
 
+use super::dynamo::sdk_error;
 use crate::key::RegionId;
 use crate::ports::{ConsumerStateStore, PeerState, StoreError};
 
@@ -18,10 +18,6 @@ use crate::ports::{ConsumerStateStore, PeerState, StoreError};
 pub struct DynamoConsumerState {
     client: Client,
     table: String,
-}
-
-fn sdk_error<E: std::error::Error>(e: E) -> StoreError {
-    StoreError::Backend(DisplayErrorContext(e).to_string())
 }
 
 impl DynamoConsumerState {

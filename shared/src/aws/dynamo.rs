@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
@@ -75,7 +75,7 @@ fn backend_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn sdk_error<E: std::error::Error>(e: E) -> StoreError {
+pub(super) fn sdk_error<E: std::error::Error>(e: E) -> StoreError {
     StoreError::Backend(DisplayErrorContext(e).to_string())
 }
 
@@ -158,9 +158,7 @@ fn part_sk(version: u64, part: usize) -> String {
 
 /// Whether a failed transaction was cancelled, and why each of its items failed (`None` for
 /// items that did not).
-fn cancellation_reasons(
-    e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError>,
-) -> Option<Vec<Option<String>>> {
+fn cancellation_reasons(e: &SdkError<TransactWriteItemsError>) -> Option<Vec<Option<String>>> {
     match e.as_service_error()? {
         TransactWriteItemsError::TransactionCanceledException(cancelled) => Some(
             cancelled
@@ -173,8 +171,24 @@ fn cancellation_reasons(
     }
 }
 
-fn is_conditional_failure<E: ProvideErrorMetadata>(e: &E) -> bool {
-    e.code() == Some("ConditionalCheckFailedException")
+/// The outcome of a conditional write: `None` when its condition did not hold.
+fn unless_condition_failed<T, E, R>(
+    result: Result<T, SdkError<E, R>>,
+) -> Result<Option<T>, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(out) => Ok(Some(out)),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.code() == Some("ConditionalCheckFailedException")) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(sdk_error(e)),
+    }
 }
 
 impl DynamoStore {
@@ -509,11 +523,7 @@ impl DynamoStore {
             .return_values(ReturnValue::AllOld)
             .send()
             .await;
-        let existed = match deleted {
-            Ok(out) => out.attributes.is_some(),
-            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => false,
-            Err(e) => return Err(sdk_error(e)),
-        };
+        let existed = unless_condition_failed(deleted)?.is_some_and(|out| out.attributes.is_some());
         // The seen-marker goes too, unless a newer upload of the same key data replaced it.
         let marker = self
             .client
@@ -526,11 +536,7 @@ impl DynamoStore {
             .expression_attribute_values(":now", n(now))
             .send()
             .await;
-        match marker {
-            Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => {}
-            Err(e) => return Err(sdk_error(e)),
-        }
+        unless_condition_failed(marker)?;
         Ok(existed)
     }
 }
@@ -638,13 +644,10 @@ impl KeyStore for DynamoStore {
             .expression_attribute_values(":through", n(through))
             .send()
             .await;
-        match moved {
-            Ok(_) => Ok(through),
+        match unless_condition_failed(moved)? {
+            Some(_) => Ok(through),
             // Already further: the seal never moves back.
-            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => {
-                self.read_seal().await
-            }
-            Err(e) => Err(sdk_error(e)),
+            None => self.read_seal().await,
         }
     }
 
@@ -778,12 +781,9 @@ impl CodeStore for DynamoStore {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match put {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => {
-                Err(StoreError::Conflict("a code with this value exists".into()))
-            }
-            Err(e) => Err(sdk_error(e)),
+        match unless_condition_failed(put)? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::Conflict("a code with this value exists".into())),
         }
     }
 
@@ -826,11 +826,9 @@ impl CodeStore for DynamoStore {
             .expression_attribute_values(":zero", n(0))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => Ok(()),
-            Err(e) => Err(sdk_error(e)),
-        }
+        // Nothing to forgive is not an error.
+        unless_condition_failed(out)?;
+        Ok(())
     }
 
     async fn check_code(&self, claim: &CodeClaim, now: UnixSeconds) -> Result<(), StoreError> {
