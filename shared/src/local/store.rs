@@ -184,14 +184,11 @@ impl Drop for Writer {
 fn commit_batch(db: &Database, batch: impl Iterator<Item = Job>) {
     let started = std::time::Instant::now();
     let txn = db.begin_write().map_err(backend_error);
-    let mut tables = txn
-        .as_ref()
-        .map_err(|e| e.to_string())
-        .and_then(|txn| Tables::open(txn).map_err(|e| e.to_string()));
-    let mut failed = tables.is_err();
+    let mut tables = txn.as_ref().ok().and_then(|txn| Tables::open(txn).ok());
+    let mut failed = tables.is_none();
     let answers: Vec<Answer> = batch
         .map(|job| {
-            let (storage_failed, answer) = job(tables.as_mut().ok());
+            let (storage_failed, answer) = job(tables.as_mut());
             failed |= storage_failed;
             answer
         })
