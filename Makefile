@@ -79,16 +79,16 @@ $(VENV)/.cfn-lint-$(CFN_LINT_VERSION): | $(VENV)/bin/python
 
 ## A small live world: regions over mutual TLS, phones, travel, infections; who was notified.
 demo:
-	$(CARGO) run --release -p enfeed-cli -- simulate
+	$(CARGO) run --release -p enfeed-sim --bin enfeed-lab -- simulate
 
 ## The whole pipeline measured: data-prep of one million keys, consumer, uploads to the local
 ## server (see docs/performance.md).
 bench:
-	$(CARGO) run --release -p enfeed-cli -- bench --keys 1000000
+	$(CARGO) run --release -p enfeed-sim --bin enfeed-lab -- bench --keys 1000000
 
 ## The world-scale model of docs/scale.md: its tables, and the plot docs/scale.svg.
 scale:
-	$(CARGO) run --release -p enfeed-cli -- simulate-world --plot docs/scale.svg
+	$(CARGO) run --release -p enfeed-sim --bin enfeed-lab -- simulate-world --plot docs/scale.svg
 
 lint:
 	$(CARGO) fmt --all --check

@@ -2,11 +2,8 @@
 //! around it. `enfeed --help` lists the commands.
 
 mod admin;
-mod bench;
 mod inspect;
 mod serve;
-mod simulate;
-mod simulate_world;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -96,15 +93,6 @@ enum Command {
     },
     /// Read and verify a GAEN export file, and print its header and keys.
     Inspect(inspect::InspectArgs),
-    /// Measure data-prep on generated keys.
-    Bench(bench::BenchArgs),
-    /// Run a small live world of regions and phones on this machine, and report who was
-    /// notified and what each phone downloaded.
-    Simulate(simulate::SimulateArgs),
-    /// Model a world of hundreds of regions: what each replication strategy costs phones and
-    /// backends per day, in bytes of real chunk files (or, with --live, check the model
-    /// against a small live world).
-    SimulateWorld(simulate_world::SimulateWorldArgs),
 }
 
 #[derive(Subcommand)]
@@ -152,9 +140,6 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Inspect(args) => inspect::run(args),
-            Command::Bench(args) => bench::run(args).await,
-            Command::Simulate(args) => simulate::run(args).await,
-            Command::SimulateWorld(args) => simulate_world::run(args).await,
         }
     })
 }

@@ -191,22 +191,6 @@ async fn serve_answers_over_http_with_a_generated_admin_token() {
     drop(server);
 }
 
-#[test]
-fn simulate_runs_a_small_world_and_notifies_every_contact() {
-    let (ok, out, err) = run(enfeed().args([
-        "simulate",
-        "--phones",
-        "6",
-        "--days",
-        "3",
-        "--infections",
-        "20",
-    ]));
-    assert!(ok, "{err}");
-    assert!(out.contains("missed: 0"), "{out}");
-    assert!(out.contains("notified phones"), "{out}");
-}
-
 /// Starts `enfeed serve` with `args`, waiting until it logs `ready`.
 fn serve(args: &[String], ready: &str) -> Server {
     let mut child = enfeed()
@@ -246,7 +230,7 @@ fn free_port() -> u16 {
 async fn three_serve_processes_replicate_over_mutual_tls() {
     use base64::Engine as _;
     let root = tempfile::tempdir().unwrap();
-    let pki = enfeed::world::BackendCa::new(&root.path().join("pki")).unwrap();
+    let pki = enfeed_sim::world::BackendCa::new(&root.path().join("pki")).unwrap();
     let regions = ["AT", "BE", "CZ"];
     let ports: Vec<(u16, u16)> = regions.iter().map(|_| (free_port(), free_port())).collect();
     for region in regions {

@@ -29,13 +29,10 @@ pub mod feed;
 pub mod key;
 pub mod local;
 pub mod peers;
-pub mod phone;
 pub mod ports;
-pub mod scale;
 pub mod signing;
 pub mod tls;
 pub mod upload;
-pub mod world;
 
 pub use backend::Backend;
 pub use config::Config;

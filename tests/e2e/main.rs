@@ -2,6 +2,7 @@
 //! the serverless functions against a local moto server.
 
 mod aws;
+mod certificates;
 mod faults;
 mod feeds;
 mod replication;

@@ -16,7 +16,7 @@ use enfeed::peers::{FeedFormat, PeerConfig, Replication};
 use enfeed::ports::{ConsumerStateStore, Fetch, FetchError, PeerState, Signer as _, StoreError};
 use enfeed::signing::{KeyFileSigner, VerificationKey};
 use enfeed::tls::HttpsFetch;
-use enfeed::world::{RegionPlan, World};
+use enfeed_sim::world::{RegionPlan, World};
 use enfeed_tests::{NOW, TestRegion, day_start, fixtures};
 
 /// A peer backend played by the test: it serves whatever files the test gives it.
@@ -475,7 +475,7 @@ async fn backend_feeds_are_served_only_to_entitled_peers_over_mutual_tls() {
         Err(FetchError::Transport { .. })
     ));
     let stranger_dir = tempfile::tempdir().unwrap();
-    let stranger_ca = enfeed::world::BackendCa::new(stranger_dir.path()).unwrap();
+    let stranger_ca = enfeed_sim::world::BackendCa::new(stranger_dir.path()).unwrap();
     let (cert, key) = stranger_ca.issue("rogue", "BE", false).unwrap();
     let rogue = HttpsFetch::new(Some((&cert, &key)), Some(&world.ca.ca_pem())).unwrap();
     assert!(matches!(

@@ -2,10 +2,10 @@
 //! runs several regions as separate servers on loopback, with peers over mutual TLS and phones
 //! that use the real Exposure Notification cryptography.
 
-use enfeed::certificate::CertificateIssuer;
 use enfeed::key::{DiagnosisKey, INTERVALS_PER_DAY, RegionId, interval_of};
-use enfeed::phone::Phone;
-use enfeed::world::{RegionPlan, World};
+use enfeed_sim::issuer::CertificateIssuer;
+use enfeed_sim::phone::Phone;
+use enfeed_sim::world::{RegionPlan, World};
 use enfeed_tests::NOW;
 
 fn r(region: &str) -> RegionId {

@@ -1,4 +1,4 @@
-//! `enfeed simulate`: a small live world on this machine. Several regions run as real backends
+//! `enfeed-lab simulate`: a small live world on this machine. Several regions run as real backends
 //! on loopback, pulling each other's per-region feeds over mutual TLS. Phones use the real EN
 //! cryptography. Each day they meet at home and while travelling, some test positive and
 //! upload at home, and the backends replicate. At the end every phone downloads the public
@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context as _;
 use enfeed::key::{INTERVALS_PER_DAY, RegionId, interval_of};
-use enfeed::phone::Phone;
-use enfeed::world::{RegionPlan, World};
+use enfeed_sim::phone::Phone;
+use enfeed_sim::world::{RegionPlan, World};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};

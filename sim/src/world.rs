@@ -1,4 +1,4 @@
-//! A small world on one machine, used by `enfeed simulate` and by the end-to-end tests of the
+//! A small world on one machine, used by `enfeed-lab simulate` and by the end-to-end tests of the
 //! user stories. It is made of:
 //!
 //! - several regions, each a real backend on loopback ports: plain HTTP for phones and uploads,
@@ -17,17 +17,17 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
 use serde_json::{Value, json};
 
-use crate::api::{self, AccessPolicy};
-use crate::certificate::TrustedIssuer;
-use crate::config::Config;
-use crate::consumer::Poll;
-use crate::export::{ExportLimits, read_export};
-use crate::feed::{Feed, FeedIndex};
-use crate::key::{DiagnosisKey, RegionId};
-use crate::peers::{FeedFormat, PeerConfig, Replication};
-use crate::ports::{Clock, ManualClock};
-use crate::signing::{KeyFileSigner, Signer as _, VerificationKey};
-use crate::{Backend, local};
+use enfeed::api::{self, AccessPolicy};
+use enfeed::certificate::TrustedIssuer;
+use enfeed::config::Config;
+use enfeed::consumer::Poll;
+use enfeed::export::{ExportLimits, read_export};
+use enfeed::feed::{Feed, FeedIndex};
+use enfeed::key::{DiagnosisKey, RegionId};
+use enfeed::peers::{FeedFormat, PeerConfig, Replication};
+use enfeed::ports::{Clock, ManualClock};
+use enfeed::signing::{KeyFileSigner, Signer as _, VerificationKey};
+use enfeed::{Backend, local};
 
 /// What went wrong while building or driving a world.
 #[derive(Debug, thiserror::Error)]
@@ -265,7 +265,7 @@ impl World {
                     .map_err(fail)?;
             }
             let backend = Arc::new(backend);
-            let admin_token = crate::authorize::random_token();
+            let admin_token = enfeed::authorize::random_token();
             let access = AccessPolicy {
                 admin_token: admin_token.clone(),
                 a2a_consumers: region.a2a_consumers.clone(),
@@ -273,15 +273,15 @@ impl World {
             let app = api::router(backend.clone(), access);
             let (server_cert, server_key) =
                 ca.issue(&format!("{}-server", region.region), "localhost", true)?;
-            let tls =
-                crate::tls::server_config(&server_cert, &server_key, &ca.ca_pem()).map_err(fail)?;
+            let tls = enfeed::tls::server_config(&server_cert, &server_key, &ca.ca_pem())
+                .map_err(fail)?;
             let public_server = axum::serve(
                 public,
                 app.clone()
                     .into_make_service_with_connect_info::<SocketAddr>(),
             );
             let tasks = vec![
-                tokio::spawn(log_failure(crate::tls::serve(backend_listener, tls, app))),
+                tokio::spawn(log_failure(enfeed::tls::serve(backend_listener, tls, app))),
                 tokio::spawn(log_failure(public_server.into_future())),
             ];
             nodes.insert(

@@ -4,8 +4,8 @@
 
 use enfeed::export::{ExportHeader, ExportLimits, read_export, write_export};
 use enfeed::key::{DiagnosisKey, interval_of};
-use enfeed::scale::case_keys;
 use enfeed::signing::{KeyFileSigner, Signer as _, VerificationKey};
+use enfeed_sim::scale::case_keys;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 

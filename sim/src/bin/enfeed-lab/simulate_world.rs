@@ -1,4 +1,4 @@
-//! `enfeed simulate-world`: the scale model of [`enfeed::scale`] for a world of hundreds of
+//! `enfeed-lab simulate-world`: the scale model of [`enfeed_sim::scale`] for a world of hundreds of
 //! regions. It reports, for each replication strategy, what phones download and what backends
 //! pull, serve and store per day, how that grows with the number of regions and with daily
 //! cases, and what it costs on AWS. Byte counts come from real chunk files, encoded and signed
@@ -14,9 +14,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use enfeed::key::RegionId;
-use enfeed::scale::{
+use enfeed_sim::scale::{
     self, Costs, Day, Encoding, Params, Prices, RAW_KEY_BYTES, Strategy, StrategyReport, Usage,
-    World,
+    WorldModel,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use rand_chacha::ChaCha20Rng;
@@ -236,7 +236,7 @@ fn write_encoding(out: &mut String, encoding: &Encoding) -> std::fmt::Result {
     )
 }
 
-fn write_world(out: &mut String, params: &Params, world: &World) -> std::fmt::Result {
+fn write_world(out: &mut String, params: &Params, world: &WorldModel) -> std::fmt::Result {
     let mut kinds: BTreeMap<String, (usize, usize, f64)> = BTreeMap::new();
     for cluster in &world.clusters {
         let entry = kinds.entry(format!("{:?}", cluster.kind)).or_default();
@@ -546,7 +546,7 @@ fn human_bytes(bytes: f64) -> String {
 /// The live check: a small world of real regions against the model's figures.
 async fn live(args: &SimulateWorldArgs) -> anyhow::Result<()> {
     use enfeed::consumer::Poll;
-    use enfeed::world::{RegionPlan, World as LiveWorld};
+    use enfeed_sim::world::{RegionPlan, World as LiveWorld};
 
     let strategy = args.live_strategy;
     let days = args.live_days.max(1);
@@ -564,7 +564,7 @@ async fn live(args: &SimulateWorldArgs) -> anyhow::Result<()> {
     );
     let encoding = Encoding::measure(&SAMPLE_SIZES).await?;
     let mut rng = ChaCha20Rng::seed_from_u64(params.seed);
-    let world = World::new(&params, &mut rng);
+    let world = WorldModel::new(&params, &mut rng);
     let day = Day::sample(&world, &params, &mut rng);
     let model = scale::evaluate(&world, &day, &params, &encoding)
         .into_iter()

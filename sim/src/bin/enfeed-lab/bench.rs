@@ -1,4 +1,4 @@
-//! `enfeed bench`: the whole pipeline measured end to end on the embedded store, each figure
+//! `enfeed-lab bench`: the whole pipeline measured end to end on the embedded store, each figure
 //! next to the floor it is judged against.
 //!
 //! 1. Data-prep of generated keys into every feed: keys per second and peak memory, against

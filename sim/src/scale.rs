@@ -4,13 +4,13 @@
 //!
 //! The model has four parts:
 //!
-//! - A world ([`World`]): regions grouped in clusters (EU-like, US-like, enterprise-size), each
+//! - A world ([`WorldModel`]): regions grouped in clusters (EU-like, US-like, enterprise-size), each
 //!   with a population of phones.
 //! - A day of infections ([`Day`]): every infected uploader gets a base region, roaming regions
 //!   from a travel model, and the data-prep run of its base region that first publishes its
 //!   keys. Phones get roaming regions from the same travel model.
 //! - An encoding ([`Encoding`]): bytes of real export files, measured by encoding sample chunks
-//!   of growing size with [`crate::export::write_export`] and a real signer; between and beyond
+//!   of growing size with [`enfeed::export::write_export`] and a real signer; between and beyond
 //!   the samples, bytes are interpolated linearly.
 //! - The strategies ([`Strategy`]), which decide which keys reach which public feed, which
 //!   backend feeds each backend pulls, and which feeds each phone downloads.
@@ -37,10 +37,10 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde::Serialize;
 
-use crate::export::{ExportError, ExportHeader, write_export};
-use crate::feed::FeedIndex;
-use crate::key::{DiagnosisKey, INTERVALS_PER_DAY, KEY_LEN, RegionId, ReportType, interval_of};
-use crate::signing::{KeyError, KeyFileSigner};
+use enfeed::export::{ExportError, ExportHeader, write_export};
+use enfeed::feed::FeedIndex;
+use enfeed::key::{DiagnosisKey, INTERVALS_PER_DAY, KEY_LEN, RegionId, ReportType, interval_of};
+use enfeed::signing::{KeyError, KeyFileSigner};
 
 /// Raw bytes of one key in the paper's estimate.
 pub const RAW_KEY_BYTES: f64 = KEY_LEN as f64;
@@ -131,8 +131,8 @@ impl Default for Params {
             runs_per_day: 24,
             phone_polls: 6,
             peer_polls: 24,
-            padding_min: crate::config::PADDING_MIN,
-            retention_days: f64::from(crate::config::RETENTION_DAYS),
+            padding_min: enfeed::config::PADDING_MIN,
+            retention_days: f64::from(enfeed::config::RETENTION_DAYS),
             feed_age_days: 365.0,
             phone_sample: 200,
             seed: 1,
@@ -157,7 +157,7 @@ pub struct Cluster {
 
 /// Regions, their clusters and populations.
 #[derive(Clone, Debug)]
-pub struct World {
+pub struct WorldModel {
     pub clusters: Vec<Cluster>,
     /// Cluster of each region.
     pub cluster_of: Vec<usize>,
@@ -165,7 +165,7 @@ pub struct World {
     pub phones: Vec<f64>,
 }
 
-impl World {
+impl WorldModel {
     /// Lays out `params.regions` regions: first the enterprise clusters, then EU-like and
     /// US-like clusters in turn. Populations of the large regions follow Zipf's law over a
     /// random order of the regions; enterprise regions share a small part equally.
@@ -280,14 +280,14 @@ fn unit(rng: &mut ChaCha20Rng) -> f64 {
 
 /// The travel model: where people go, by population.
 struct Travel<'w> {
-    world: &'w World,
+    world: &'w WorldModel,
     anywhere: Weighted,
     /// One sampler per cluster, over its regions.
     within: Vec<Weighted>,
 }
 
 impl<'w> Travel<'w> {
-    fn new(world: &'w World) -> Self {
+    fn new(world: &'w WorldModel) -> Self {
         let within = world
             .clusters
             .iter()
@@ -355,7 +355,7 @@ pub struct Day {
 impl Day {
     /// Draws a day: each case's base region by population, its roaming regions by the travel
     /// model, its data-prep run uniformly; and a sample of phones per region.
-    pub fn sample(world: &World, params: &Params, rng: &mut ChaCha20Rng) -> Self {
+    pub fn sample(world: &WorldModel, params: &Params, rng: &mut ChaCha20Rng) -> Self {
         let travel = Travel::new(world);
         let uploaders = (0..params.daily_cases)
             .map(|_| {
@@ -408,7 +408,7 @@ impl Strategy {
 
     /// Whether backend `consumer` pulls `producer`'s all-to-all feed (else its per-region
     /// feed for `consumer`).
-    pub fn pulls_a2a(self, world: &World, consumer: usize, producer: usize) -> bool {
+    pub fn pulls_a2a(self, world: &WorldModel, consumer: usize, producer: usize) -> bool {
         match self {
             Strategy::AllToAll => true,
             Strategy::Partial => false,
@@ -417,7 +417,7 @@ impl Strategy {
     }
 
     /// The public feeds a phone downloads.
-    pub fn phone_feeds(self, world: &World, phone: &SampledPhone) -> Vec<usize> {
+    pub fn phone_feeds(self, world: &WorldModel, phone: &SampledPhone) -> Vec<usize> {
         let roaming = phone.roaming.iter().copied().filter(|r| match self {
             Strategy::AllToAll => false,
             Strategy::Partial => true,
@@ -564,7 +564,7 @@ struct Flows {
 }
 
 impl Flows {
-    fn new(world: &World, day: &Day, params: &Params) -> Self {
+    fn new(world: &WorldModel, day: &Day, params: &Params) -> Self {
         let runs = params.runs_per_day.max(1) as usize;
         let keys = u64::from(params.keys_per_case);
         let mut local = vec![vec![0; runs]; world.regions()];
@@ -594,7 +594,7 @@ impl Flows {
 
     /// Keys of region `r`'s public feed per run under `strategy`: its local keys, and the
     /// remote keys pulled after the previous run.
-    fn public(&self, world: &World, strategy: Strategy, r: usize) -> Runs {
+    fn public(&self, world: &WorldModel, strategy: Strategy, r: usize) -> Runs {
         let mut remote = vec![0u64; self.runs];
         match strategy {
             Strategy::AllToAll => {
@@ -717,7 +717,7 @@ pub fn quantile(values: &[f64], q: f64) -> f64 {
 
 /// Every strategy's figures for one sampled day.
 pub fn evaluate(
-    world: &World,
+    world: &WorldModel,
     day: &Day,
     params: &Params,
     encoding: &Encoding,
@@ -817,9 +817,9 @@ pub fn evaluate(
 }
 
 /// Samples a world and a day from `params` and evaluates every strategy.
-pub fn run(params: &Params, encoding: &Encoding) -> (World, Day, Vec<StrategyReport>) {
+pub fn run(params: &Params, encoding: &Encoding) -> (WorldModel, Day, Vec<StrategyReport>) {
     let mut rng = ChaCha20Rng::seed_from_u64(params.seed);
-    let world = World::new(params, &mut rng);
+    let world = WorldModel::new(params, &mut rng);
     let day = Day::sample(&world, params, &mut rng);
     let reports = evaluate(&world, &day, params, encoding);
     (world, day, reports)
@@ -1044,7 +1044,7 @@ mod tests {
     #[test]
     fn world_layout_has_every_cluster_kind_and_all_phones() {
         let params = Params::default();
-        let world = World::new(&params, &mut ChaCha20Rng::seed_from_u64(1));
+        let world = WorldModel::new(&params, &mut ChaCha20Rng::seed_from_u64(1));
         let kinds: std::collections::BTreeSet<_> =
             world.clusters.iter().map(|c| c.kind as u8).collect();
         assert_eq!(kinds.len(), 3);

@@ -1,0 +1,369 @@
+//! Verification certificates of health authorities, as the reference verification server
+//! signs them: what the certificate verifier accepts, and each refusal with its own reason.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
+use enfeed::authorize::{Authorization, UploadVerifier, VerifyError};
+use enfeed::certificate::{
+    CertificateConfigError, CertificateError, CertificateVerifier, Certified, IssuersFile, LEEWAY,
+    tekmac,
+};
+use enfeed::key::{DiagnosisKey, INTERVALS_PER_DAY, ReportType, interval_of};
+use enfeed::ports::{CodeRefused, UnixSeconds};
+use enfeed::upload::Upload;
+use enfeed_sim::issuer::CertificateIssuer;
+use ring::hmac;
+use serde_json::json;
+
+const ES256: &str = "ES256";
+const NOW: u64 = 1_700_000_000;
+const HMAC_KEY: &[u8] = b"a random key from the phone";
+
+fn keys() -> Vec<DiagnosisKey> {
+    let today = interval_of(NOW) / INTERVALS_PER_DAY * INTERVALS_PER_DAY;
+    (1..=3)
+        .map(|day| DiagnosisKey {
+            key_data: [day as u8; 16],
+            rolling_start: today - day * INTERVALS_PER_DAY,
+            rolling_period: INTERVALS_PER_DAY,
+            transmission_risk: 4,
+            report_type: ReportType::ConfirmedTest,
+            days_since_onset: None,
+        })
+        .collect()
+}
+
+fn upload(payload: String) -> Upload {
+    Upload {
+        keys: keys(),
+        regions: vec!["CH".parse().unwrap()],
+        verification_payload: payload,
+        hmac_key: Some(HMAC_KEY.to_vec()),
+    }
+}
+
+fn health_authority() -> CertificateIssuer {
+    CertificateIssuer::generate("v1", "health.example", "enfeed.example")
+}
+
+fn verifier(issuers: &[&CertificateIssuer]) -> CertificateVerifier {
+    CertificateVerifier::new(issuers.iter().map(|i| i.trusted()).collect()).unwrap()
+}
+
+fn certificate(issuer: &CertificateIssuer) -> String {
+    issuer.issue(&keys(), HMAC_KEY, "confirmed", Some(7), NOW, 900)
+}
+
+/// A JWS with any header and claims, and a signature of `signature` bytes.
+fn token(header: serde_json::Value, claims: &serde_json::Value, signature: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        BASE64URL.encode(header.to_string()),
+        BASE64URL.encode(claims.to_string()),
+        BASE64URL.encode(signature)
+    )
+}
+
+fn valid_claims() -> serde_json::Value {
+    json!({
+        "iss": "health.example", "aud": "enfeed.example",
+        "iat": NOW, "nbf": NOW, "exp": NOW + 900,
+        "tekmac": tekmac(&keys(), HMAC_KEY), "reportType": "confirmed",
+    })
+}
+
+fn refusal(verifier: &CertificateVerifier, upload: &Upload) -> CertificateError {
+    verifier.check(upload, NOW).unwrap_err()
+}
+
+#[test]
+fn the_issuers_file_names_each_authority_and_its_keys() {
+    let trusted = health_authority().trusted();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuers.toml");
+    let key = &trusted.keys[0];
+    let text = format!(
+        "[[issuer]]\nissuer = {:?}\naudience = {:?}\nkeys = [{{ kid = {:?}, public_key_pem = \"\"\"{}\"\"\" }}]\n",
+        trusted.issuer, trusted.audience, key.kid, key.public_key_pem
+    );
+    std::fs::write(&path, text).unwrap();
+    assert_eq!(IssuersFile::load(&path).unwrap().issuers, vec![trusted]);
+    std::fs::write(&path, "[[issuer]]\nissuer = 1").unwrap();
+    assert!(matches!(
+        IssuersFile::load(&path),
+        Err(CertificateConfigError::File(_))
+    ));
+}
+
+#[test]
+fn a_valid_certificate_is_accepted() {
+    let ha = health_authority();
+    let certified = verifier(&[&ha])
+        .check(&upload(certificate(&ha)), NOW)
+        .unwrap();
+    assert_eq!(
+        certified,
+        Certified {
+            issuer: "health.example".into(),
+            report_type: Some(ReportType::ConfirmedTest),
+            symptom_onset_interval: Some(7),
+        }
+    );
+    // Keys in another order, certificate with surrounding white space, audience as a list.
+    let mut shuffled = upload(format!(" {}\n", certificate(&ha)));
+    shuffled.keys.reverse();
+    assert!(verifier(&[&ha]).check(&shuffled, NOW).is_ok());
+    let mut claims = valid_claims();
+    claims["aud"] = json!(["other.example", "enfeed.example"]);
+    assert!(
+        verifier(&[&ha])
+            .check(&upload(ha.sign(&claims)), NOW)
+            .is_ok()
+    );
+}
+
+#[test]
+fn certificates_are_checked_against_the_clock_with_leeway() {
+    let ha = health_authority();
+    let v = verifier(&[&ha]);
+    let cert = upload(certificate(&ha));
+    assert!(v.check(&cert, NOW + 900 + LEEWAY - 1).is_ok());
+    assert_eq!(
+        v.check(&cert, NOW + 900 + LEEWAY).unwrap_err(),
+        CertificateError::Expired
+    );
+    assert!(v.check(&cert, NOW - LEEWAY).is_ok());
+    assert_eq!(
+        v.check(&cert, NOW - LEEWAY - 1).unwrap_err(),
+        CertificateError::NotYetValid
+    );
+    let mut claims = valid_claims();
+    claims["iat"] = json!(NOW + 3600);
+    assert_eq!(
+        refusal(&v, &upload(ha.sign(&claims))),
+        CertificateError::IssuedInFuture
+    );
+}
+
+#[test]
+fn each_forgery_and_mistake_has_its_own_refusal() {
+    let ha = health_authority();
+    let other = CertificateIssuer::generate("v1", "other.example", "enfeed.example");
+    let v = verifier(&[&ha, &other]);
+    let refused = |payload: String| refusal(&v, &upload(payload));
+
+    let genuine = certificate(&ha);
+    let signature_at = genuine.rfind('.').unwrap() + 1;
+    let mut bad_signature = genuine.clone();
+    let first = if &genuine[signature_at..=signature_at] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    bad_signature.replace_range(signature_at..=signature_at, first);
+    // The claims of another upload under the genuine signature.
+    let mut other_claims = valid_claims();
+    other_claims["tekmac"] = json!(tekmac(&keys()[..1], HMAC_KEY));
+    let swapped_claims = format!(
+        "{}.{}",
+        token(
+            json!({"alg": ES256, "typ": "JWT", "kid": "v1"}),
+            &other_claims,
+            b""
+        )
+        .trim_end_matches('.'),
+        &genuine[signature_at..]
+    );
+    let impostor = CertificateIssuer::generate("v1", "health.example", "enfeed.example");
+    let unknown_kid = CertificateIssuer::generate("v2", "health.example", "enfeed.example");
+    let stranger = CertificateIssuer::generate("v1", "nobody.example", "enfeed.example");
+    // The classic confusion: HS256 keyed with the issuer's public key.
+    let hs256 = {
+        let unsigned = token(json!({"alg": "HS256", "kid": "v1"}), &valid_claims(), b"");
+        let signed = unsigned.trim_end_matches('.');
+        let public_pem = &ha.trusted().keys[0].public_key_pem;
+        let mac = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, public_pem.as_bytes()),
+            signed.as_bytes(),
+        );
+        format!("{signed}.{}", BASE64URL.encode(mac))
+    };
+    let expired = ha.issue(&keys(), HMAC_KEY, "confirmed", None, NOW - 7200, 3600);
+    let early = ha.issue(&keys(), HMAC_KEY, "confirmed", None, NOW + 3600, 3600);
+    let mut fewer_keys = keys();
+    fewer_keys.pop();
+    let other_keys = ha.issue(&fewer_keys, HMAC_KEY, "confirmed", None, NOW, 900);
+    let other_hmac_key = ha.issue(&keys(), b"another key", "confirmed", None, NOW, 900);
+    let negative = ha.issue(&keys(), HMAC_KEY, "negative", None, NOW, 900);
+    let odd_report = ha.issue(&keys(), HMAC_KEY, "maybe", None, NOW, 900);
+    let mut no_kid = ha.sign(&valid_claims());
+    no_kid.replace_range(
+        ..no_kid.find('.').unwrap(),
+        &BASE64URL.encode(r#"{"alg":"ES256"}"#),
+    );
+
+    let cases = [
+        (bad_signature, CertificateError::BadSignature),
+        (swapped_claims, CertificateError::BadSignature),
+        (
+            impostor.issue(&keys(), HMAC_KEY, "confirmed", None, NOW, 900),
+            CertificateError::BadSignature,
+        ),
+        (other.sign(&valid_claims()), CertificateError::BadSignature),
+        (
+            unknown_kid.issue(&keys(), HMAC_KEY, "confirmed", None, NOW, 900),
+            CertificateError::UnknownKid {
+                issuer: "health.example".into(),
+                kid: "v2".into(),
+            },
+        ),
+        (
+            stranger.issue(&keys(), HMAC_KEY, "confirmed", None, NOW, 900),
+            CertificateError::UnknownIssuer("nobody.example".into()),
+        ),
+        (
+            token(json!({"alg": "none", "kid": "v1"}), &valid_claims(), b""),
+            CertificateError::UnsupportedAlgorithm("none".into()),
+        ),
+        (
+            hs256,
+            CertificateError::UnsupportedAlgorithm("HS256".into()),
+        ),
+        (
+            token(
+                json!({"alg": "RS256", "kid": "v1"}),
+                &valid_claims(),
+                &[0; 256],
+            ),
+            CertificateError::UnsupportedAlgorithm("RS256".into()),
+        ),
+        (no_kid, CertificateError::MissingKid),
+        (expired, CertificateError::Expired),
+        (early, CertificateError::NotYetValid),
+        (other_keys, CertificateError::TekmacMismatch),
+        (other_hmac_key, CertificateError::TekmacMismatch),
+        (negative, CertificateError::NegativeReport),
+        (odd_report, CertificateError::BadReportType("maybe".into())),
+    ];
+    for (payload, expected) in cases {
+        assert_eq!(refused(payload), expected);
+    }
+
+    let mut wrong_aud = valid_claims();
+    wrong_aud["aud"] = json!("elsewhere.example");
+    assert_eq!(
+        refused(ha.sign(&wrong_aud)),
+        CertificateError::WrongAudience("elsewhere.example".into())
+    );
+    let mut crit = token(
+        json!({"alg": "ES256", "kid": "v1", "crit": ["exp"]}),
+        &valid_claims(),
+        &[0; 64],
+    );
+    assert!(matches!(
+        refused(crit.clone()),
+        CertificateError::Malformed(_)
+    ));
+    crit.insert(0, '!');
+    assert!(matches!(refused(crit), CertificateError::Malformed(_)));
+    for garbage in ["a.b", "a.b.c.d", "..", "e30.e30.", "x.y.z"] {
+        assert!(
+            matches!(refused(garbage.into()), CertificateError::Malformed(_)),
+            "{garbage}"
+        );
+    }
+
+    let mut without_hmac_key = upload(certificate(&ha));
+    without_hmac_key.hmac_key = None;
+    assert_eq!(
+        refusal(&v, &without_hmac_key),
+        CertificateError::MissingHmacKey
+    );
+    without_hmac_key.hmac_key = Some(Vec::new());
+    assert_eq!(
+        refusal(&v, &without_hmac_key),
+        CertificateError::MissingHmacKey
+    );
+}
+
+/// Refuses every code it is asked about, so that delegation is visible.
+struct NoCodes;
+
+#[async_trait]
+impl UploadVerifier for NoCodes {
+    async fn verify(
+        &self,
+        _: &Upload,
+        _: &str,
+        _: UnixSeconds,
+    ) -> Result<Authorization, VerifyError> {
+        Err(CodeRefused::Unknown.into())
+    }
+}
+
+#[tokio::test]
+async fn certificates_are_checked_and_other_payloads_delegated() {
+    let ha = health_authority();
+    let v = verifier(&[&ha]).or_else(Arc::new(NoCodes));
+    let authorization = v
+        .verify(&upload(certificate(&ha)), "client", NOW)
+        .await
+        .unwrap();
+    // The certified diagnosis travels with the authorisation; no code is consumed.
+    assert_eq!(
+        authorization,
+        Authorization {
+            claim: None,
+            report_type: Some(ReportType::ConfirmedTest),
+            symptom_onset_interval: Some(7),
+        }
+    );
+    assert!(matches!(
+        v.verify(&upload("1234567890".into()), "client", NOW).await,
+        Err(VerifyError::Refused(CodeRefused::Unknown))
+    ));
+    assert!(matches!(
+        v.verify(&upload("x.y.z".into()), "client", NOW).await,
+        Err(VerifyError::Certificate(CertificateError::Malformed(_)))
+    ));
+    // Without a fallback, a code is just a malformed certificate.
+    assert!(matches!(
+        verifier(&[&ha])
+            .verify(&upload("1234567890".into()), "client", NOW)
+            .await,
+        Err(VerifyError::Certificate(CertificateError::Malformed(_)))
+    ));
+}
+
+#[test]
+fn issuer_configuration_is_checked() {
+    let ha = health_authority();
+    let mut trusted = ha.trusted();
+    assert!(
+        CertificateVerifier::new(vec![trusted.clone(), trusted.clone()])
+            .is_err_and(|e| e == CertificateConfigError::DuplicateIssuer("health.example".into()))
+    );
+    trusted.keys.push(trusted.keys[0].clone());
+    assert!(matches!(
+        CertificateVerifier::new(vec![trusted.clone()]),
+        Err(CertificateConfigError::DuplicateKid { .. })
+    ));
+    trusted.keys.truncate(1);
+    // A P-256 private key, an RSA-looking blob and text are not P-256 public keys.
+    for bad in [
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        "-----BEGIN PUBLIC KEY-----\nMA0GCSqGSIb3DQEBAQUAA4IBDwAwggEKAoIBAQ==\n\
+         -----END PUBLIC KEY-----\n",
+        "not pem",
+    ] {
+        trusted.keys[0].public_key_pem = bad.into();
+        assert!(matches!(
+            CertificateVerifier::new(vec![trusted.clone()]),
+            Err(CertificateConfigError::NotP256PublicKey { .. })
+        ));
+    }
+    assert!(CertificateIssuer::new(b"not a key", "v1", "a", "b").is_err());
+}
