@@ -1,5 +1,8 @@
-//! A region's settings. Every setting is a command line flag of `enfeed` and an environment
-//! variable (the Lambda functions read the same variables), with the default shown here.
+//! A region's settings. Every setting is an environment variable, `ENFEED_` followed by the
+//! field's name in capitals (the Lambda functions read them so), and, with the `clap` feature,
+//! also a command line flag of `enfeed`; the defaults are the constants here.
+
+use serde::Deserialize;
 
 use crate::key::RegionId;
 
@@ -9,37 +12,62 @@ pub const PADDING_MIN: usize = 1000;
 pub const EMBARGO: u64 = 7200;
 pub const CODE_LIFETIME: u64 = 86_400;
 
-#[derive(Clone, Debug, clap::Args)]
+#[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct Config {
     /// This backend's two-letter region ID (written into every chunk).
-    #[arg(long, env = "ENFEED_REGION")]
+    #[cfg_attr(feature = "clap", arg(long, env = "ENFEED_REGION"))]
     pub region: RegionId,
 
     /// Days a key is kept after it arrived (T of requirement SP3).
-    #[arg(long, env = "ENFEED_RETENTION_DAYS", default_value_t = RETENTION_DAYS)]
+    #[cfg_attr(feature = "clap", arg(long, env = "ENFEED_RETENTION_DAYS", default_value_t = RETENTION_DAYS))]
+    #[serde(default = "defaults::retention_days")]
     pub retention_days: u32,
 
     /// Seconds between scheduled data-prep runs; also the poll interval advertised in indexes.
-    #[arg(long, env = "ENFEED_DATAPREP_INTERVAL", default_value_t = DATAPREP_INTERVAL)]
+    #[cfg_attr(feature = "clap", arg(long, env = "ENFEED_DATAPREP_INTERVAL", default_value_t = DATAPREP_INTERVAL))]
+    #[serde(default = "defaults::dataprep_interval")]
     pub dataprep_interval: u64,
 
     /// Smallest number of keys in a public chunk: fewer real keys are padded with random keys
     /// up to this (plus up to 99 more). 0 turns padding off.
-    #[arg(long, env = "ENFEED_PADDING_MIN", default_value_t = PADDING_MIN)]
+    #[cfg_attr(feature = "clap", arg(long, env = "ENFEED_PADDING_MIN", default_value_t = PADDING_MIN))]
+    #[serde(default = "defaults::padding_min")]
     pub padding_min: usize,
 
     /// Seconds after a same-day key's last interval before it may be published.
-    #[arg(long, env = "ENFEED_EMBARGO", default_value_t = EMBARGO)]
+    #[cfg_attr(feature = "clap", arg(long, env = "ENFEED_EMBARGO", default_value_t = EMBARGO))]
+    #[serde(default = "defaults::embargo")]
     pub embargo: u64,
 
     /// Seconds a one-time verification code stays valid.
-    #[arg(long, env = "ENFEED_CODE_LIFETIME", default_value_t = CODE_LIFETIME)]
+    #[cfg_attr(feature = "clap", arg(long, env = "ENFEED_CODE_LIFETIME", default_value_t = CODE_LIFETIME))]
+    #[serde(default = "defaults::code_lifetime")]
     pub code_lifetime: u64,
 
     /// Verification key ID written into signatures (Apple asks for the region's mobile country
     /// code); defaults to the region ID.
-    #[arg(long, env = "ENFEED_SIGNING_KEY_ID")]
+    #[cfg_attr(feature = "clap", arg(long, env = "ENFEED_SIGNING_KEY_ID"))]
     pub signing_key_id: Option<String>,
+}
+
+/// The defaults as serde wants them: functions.
+mod defaults {
+    pub fn retention_days() -> u32 {
+        super::RETENTION_DAYS
+    }
+    pub fn dataprep_interval() -> u64 {
+        super::DATAPREP_INTERVAL
+    }
+    pub fn padding_min() -> usize {
+        super::PADDING_MIN
+    }
+    pub fn embargo() -> u64 {
+        super::EMBARGO
+    }
+    pub fn code_lifetime() -> u64 {
+        super::CODE_LIFETIME
+    }
 }
 
 impl Config {

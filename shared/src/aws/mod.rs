@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-use clap::Parser as _;
+use serde::Deserialize;
 
 pub use consumer::DynamoConsumerState;
 pub use dynamo::{
@@ -33,60 +33,74 @@ use crate::peers::{PeersError, PeersFile};
 use crate::ports::{Clock, Signer, SystemClock};
 use crate::{Backend, Config};
 
-/// The serverless settings, besides the core's [`Config`].
-#[derive(Clone, Debug, clap::Args)]
+/// The serverless settings, besides the core's [`Config`]: environment variables named, as the
+/// core's, `ENFEED_` and the field's name in capitals.
+#[derive(Clone, Debug, Deserialize)]
 pub struct Settings {
     /// The DynamoDB table of keys, codes and publication state.
-    #[arg(long, env = "ENFEED_TABLE")]
     pub table: String,
 
     /// The S3 bucket that holds the published chunks and indexes.
-    #[arg(long, env = "ENFEED_BUCKET")]
     pub bucket: String,
 
     /// SSM parameter path of the signing keys (`<path>/v1`, `<path>/v2`, ...: SecureString
     /// PKCS#8 P-256 PEMs). Functions that never sign run without it.
-    #[arg(long, env = "ENFEED_SIGNING_KEYS_PATH")]
     pub signing_keys_path: Option<String>,
 
     /// The consumer's state table (consumer function only).
-    #[arg(long, env = "ENFEED_CONSUMER_TABLE")]
     pub consumer_table: Option<String>,
 
     /// Regions whose backends may read the all-to-all feed (comma-separated; feed gateway).
-    #[arg(long, env = "ENFEED_A2A_CONSUMERS", value_delimiter = ',')]
+    #[serde(default)]
     pub a2a_consumers: Vec<RegionId>,
 
     /// The peers file (TOML, see [`crate::peers`]) of the producers the consumer pulls
     /// (consumer function, with [`Settings::consumer_table`]); its `a2a_consumers` add to
     /// `ENFEED_A2A_CONSUMERS`.
-    #[arg(long, env = "ENFEED_PEERS_FILE")]
     pub peers_file: Option<PathBuf>,
 
     /// Address S3 by path (`endpoint/bucket/key`) instead of virtual host: for S3-compatible
     /// endpoints other than AWS.
-    #[arg(long, env = "ENFEED_S3_PATH_STYLE", default_value_t = false)]
+    #[serde(default)]
     pub s3_path_style: bool,
 }
 
 /// Everything a function reads from its environment.
-#[derive(Clone, Debug, clap::Parser)]
-#[command(name = "enfeed-function")]
+#[derive(Clone, Debug)]
 pub struct FunctionEnv {
-    #[command(flatten)]
     pub config: Config,
-    #[command(flatten)]
     pub settings: Settings,
 }
+
+/// The prefix of every setting's environment variable.
+const ENV_PREFIX: &str = "ENFEED_";
 
 impl FunctionEnv {
     /// Reads the environment (no command line: Lambda passes none).
     pub fn from_env() -> Result<Self, AwsError> {
-        Self::try_parse_from(["enfeed-function"]).map_err(|e| {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads the settings from `(name, value)` pairs, as [`FunctionEnv::from_env`] does from the
+    /// environment.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, AwsError> {
+        let settings_error = |e: envy::Error| {
+            let problem = match e {
+                envy::Error::MissingValue(field) => {
+                    format!("{ENV_PREFIX}{} is not set", field.to_uppercase())
+                }
+                envy::Error::Custom(message) => message,
+            };
             AwsError::Settings(format!(
-                "{e}(every setting is an environment variable: ENFEED_REGION, ENFEED_TABLE, \
-                 ENFEED_BUCKET, ...; see docs/deploy.md)"
+                "{problem} (every setting is an environment variable: ENFEED_REGION, \
+                 ENFEED_TABLE, ENFEED_BUCKET, ...; see docs/deploy.md)"
             ))
+        };
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let env = envy::prefixed(ENV_PREFIX);
+        Ok(Self {
+            config: env.from_iter(vars.clone()).map_err(settings_error)?,
+            settings: env.from_iter(vars).map_err(settings_error)?,
         })
     }
 }
@@ -206,4 +220,45 @@ pub fn init_logging() {
         .with_ansi(false)
         .without_time() // CloudWatch stamps every line
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn settings_come_from_enfeed_variables_with_the_documented_defaults() {
+        let env = FunctionEnv::from_vars(vars(&[
+            ("ENFEED_REGION", "CH"),
+            ("ENFEED_TABLE", "keys"),
+            ("ENFEED_BUCKET", "feeds"),
+            ("ENFEED_A2A_CONSUMERS", "AT,DE"),
+            ("ENFEED_RETENTION_DAYS", "14"),
+            ("OTHER", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(env.config.region.as_str(), "CH");
+        assert_eq!(env.config.retention_days, 14);
+        assert_eq!(
+            env.config.dataprep_interval,
+            crate::config::DATAPREP_INTERVAL
+        );
+        assert_eq!(env.settings.a2a_consumers.len(), 2);
+        assert!(!env.settings.s3_path_style && env.settings.peers_file.is_none());
+
+        let missing = FunctionEnv::from_vars(vars(&[("ENFEED_REGION", "CH")])).unwrap_err();
+        assert!(
+            missing.to_string().contains("ENFEED_TABLE is not set"),
+            "{missing}"
+        );
+        let bad = FunctionEnv::from_vars(vars(&[("ENFEED_REGION", "ch")])).unwrap_err();
+        assert!(bad.to_string().contains("\"ch\""), "{bad}");
+    }
 }

@@ -2,11 +2,12 @@
 //! `v1/keys/3` is the file `v1/keys/3.zip` (chunks) and `v1/keys` is `v1/keys.json` (indexes),
 //! so the tree can also be served as it is by any static web server.
 
-use std::io::{ErrorKind, Write as _};
+use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
 
+use super::fs::{Existing, write_atomically};
 use crate::ports::{Blob, BlobError, BlobKind, BlobStore, Put};
 
 pub struct FileBlobStore {
@@ -42,39 +43,36 @@ impl FileBlobStore {
         Ok(self.root.join(format!("{name}.{}", extension(kind))))
     }
 
-    /// Writes through a temporary file that is then moved into place, so readers never see
-    /// half a file; `replace` decides whether an existing blob may be replaced.
-    async fn write(&self, path: PathBuf, bytes: Vec<u8>, replace: bool) -> Result<Put, BlobError> {
-        tokio::task::spawn_blocking(move || {
-            let dir = path.parent().expect("blob paths have a parent");
-            std::fs::create_dir_all(dir)?;
-            let mut temp = tempfile::NamedTempFile::new_in(dir)?;
-            temp.write_all(&bytes)?;
-            temp.as_file().sync_data()?;
-            if replace {
-                temp.persist(&path).map_err(|e| e.error)?;
-                return Ok(Put::Created);
-            }
-            match temp.persist_noclobber(&path) {
-                Ok(_) => Ok(Put::Created),
-                Err(e) if e.error.kind() == ErrorKind::AlreadyExists => Ok(Put::AlreadyExists),
-                Err(e) => Err(e.error),
-            }
+    /// Writes the whole blob or nothing (see [`super::fs`]); `existing` decides whether an
+    /// existing blob may be replaced.
+    async fn write(
+        &self,
+        path: PathBuf,
+        bytes: Vec<u8>,
+        existing: Existing,
+    ) -> Result<Put, BlobError> {
+        let created =
+            tokio::task::spawn_blocking(move || write_atomically(&path, &bytes, existing))
+                .await
+                .map_err(|e| BlobError::Backend(e.to_string()))?
+                .map_err(io_error)?;
+        Ok(if created {
+            Put::Created
+        } else {
+            Put::AlreadyExists
         })
-        .await
-        .map_err(|e| BlobError::Backend(e.to_string()))?
-        .map_err(io_error)
     }
 }
 
 #[async_trait]
 impl BlobStore for FileBlobStore {
     async fn put_new(&self, name: &str, kind: BlobKind, bytes: Vec<u8>) -> Result<Put, BlobError> {
-        self.write(self.path(name, kind)?, bytes, false).await
+        self.write(self.path(name, kind)?, bytes, Existing::Keep)
+            .await
     }
 
     async fn put(&self, name: &str, kind: BlobKind, bytes: Vec<u8>) -> Result<(), BlobError> {
-        self.write(self.path(name, kind)?, bytes, true)
+        self.write(self.path(name, kind)?, bytes, Existing::Replace)
             .await
             .map(|_| ())
     }

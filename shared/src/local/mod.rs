@@ -6,6 +6,7 @@
 //! - `signing-keys/`: the region's ECDSA P-256 signing keys ([`crate::signing::KeyFileSigner`]).
 
 mod files;
+pub mod fs;
 mod store;
 
 use std::path::Path;
