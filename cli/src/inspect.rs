@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use enfeed::export::{ExportFile, ExportLimits, read_export};
+use enfeed::domain::export::{ExportFile, ExportLimits, read_export};
 use enfeed::signing::VerificationKey;
 
 #[derive(clap::Args)]

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use enfeed::certificate::IssuersFile;
-use enfeed::peers::PeersFile;
+use enfeed::domain::certificate::IssuersFile;
+use enfeed::domain::peers::PeersFile;
 use enfeed::ports::SystemClock;
 use enfeed::{Backend, Config};
 

@@ -359,7 +359,7 @@ async fn three_serve_processes_replicate_over_mutual_tls() {
                 .bytes()
                 .await
                 .unwrap();
-            let file = enfeed::export::read_export(&zip, &Default::default()).unwrap();
+            let file = enfeed::domain::export::read_export(&zip, &Default::default()).unwrap();
             keys.extend(file.keys.into_iter().map(|k| k.key_data));
         }
         keys

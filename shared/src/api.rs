@@ -29,35 +29,12 @@ use crate::Backend;
 use crate::authorize::VerifyError;
 use crate::backend::PublishError;
 use crate::consumer::Poll;
-use crate::feed::{Feed, FeedIndex};
-use crate::key::RegionId;
+pub use crate::domain::access::{AccessPolicy, Peer};
+use crate::domain::digest::sha256;
+use crate::domain::feed::{Feed, FeedIndex};
+use crate::domain::key::RegionId;
+use crate::domain::upload::{MAX_BODY_BYTES, UploadError};
 use crate::ports::{Blob, BlobKind, CodeRefused};
-use crate::upload::{MAX_BODY_BYTES, UploadError};
-
-/// Who may read which backend feed, besides holders of the admin token.
-#[derive(Clone, Debug, Default)]
-pub struct AccessPolicy {
-    /// Token for admin routes (and, until peers authenticate with TLS, for backend feeds).
-    pub admin_token: String,
-    /// Regions whose backends may read the all-to-all feed.
-    pub a2a_consumers: Vec<RegionId>,
-}
-
-/// The authenticated peer backend behind a request (set by a mutual-TLS listener): the
-/// region named in its client certificate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Peer(pub RegionId);
-
-impl AccessPolicy {
-    fn may_read(&self, feed: Feed, peer: Option<Peer>) -> bool {
-        match (feed, peer) {
-            (Feed::Public, _) => true,
-            (Feed::Region(region), Some(Peer(peer))) => region == peer,
-            (Feed::AllToAll, Some(Peer(peer))) => self.a2a_consumers.contains(&peer),
-            (_, None) => false,
-        }
-    }
-}
 
 #[derive(Clone)]
 struct App {
@@ -188,11 +165,7 @@ fn require_admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
 
 fn bearer_is_admin(app: &App, headers: &HeaderMap) -> bool {
     // Digests are compared, so the comparison's timing tells nothing about the token.
-    let digest = |s: &str| {
-        ring::digest::digest(&ring::digest::SHA256, s.as_bytes())
-            .as_ref()
-            .to_vec()
-    };
+    let digest = |s: &str| sha256(&[s.as_bytes()]);
     let expected = &app.access.admin_token;
     headers
         .get(header::AUTHORIZATION)
@@ -284,7 +257,7 @@ fn backend_feed(app: &App, segment: &str, request: &Request) -> Result<Feed, Api
     let feed: Feed =
         format!("v1/{segment}/keys")
             .parse()
-            .map_err(|e: crate::feed::BadFeedPath| {
+            .map_err(|e: crate::domain::feed::BadFeedPath| {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
             })?;
     let peer = request.extensions().get::<Peer>().copied();
@@ -357,24 +330,4 @@ fn blob_response(blob: Blob) -> Response {
         HeaderValue::from_static(blob.kind.cache_control()),
     );
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn peers_read_only_the_feeds_they_are_entitled_to() {
-        let (a, c): (RegionId, RegionId) = ("AT".parse().unwrap(), "CZ".parse().unwrap());
-        let policy = AccessPolicy {
-            admin_token: "t".into(),
-            a2a_consumers: vec![a],
-        };
-        assert!(policy.may_read(Feed::Public, None));
-        assert!(policy.may_read(Feed::Region(a), Some(Peer(a))));
-        assert!(policy.may_read(Feed::AllToAll, Some(Peer(a))));
-        assert!(!policy.may_read(Feed::Region(a), Some(Peer(c))));
-        assert!(!policy.may_read(Feed::AllToAll, Some(Peer(c))));
-        assert!(!policy.may_read(Feed::AllToAll, None));
-    }
 }

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::key::ReportType;
+use crate::domain::digest::sha256;
+use crate::domain::key::ReportType;
+use crate::domain::upload::{Upload, upload_digest};
 use crate::ports::{CodeClaim, CodeRecord, CodeRefused, CodeStore, StoreError, UnixSeconds};
-use crate::upload::{Upload, upload_digest};
 
 /// Why an upload is not authorised.
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +23,7 @@ pub enum VerifyError {
     #[error(transparent)]
     Store(StoreError),
     #[error(transparent)]
-    Certificate(#[from] crate::certificate::CertificateError),
+    Certificate(#[from] crate::domain::certificate::CertificateError),
 }
 
 impl From<StoreError> for VerifyError {
@@ -133,10 +134,7 @@ impl UploadVerifier for OneTimeCodes {
 
 /// SHA-256 of a code: what the store keeps instead of the code.
 pub fn hash_code(code: &str) -> [u8; 32] {
-    ring::digest::digest(&ring::digest::SHA256, code.as_bytes())
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes")
+    sha256(&[code.as_bytes()])
 }
 
 /// A random secret of 32 hexadecimal digits (for admin tokens).

@@ -6,16 +6,16 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::authorize::{IssuedCode, OneTimeCodes, UploadVerifier, VerifyError};
-use crate::certificate::{CertificateConfigError, CertificateVerifier, TrustedIssuer};
-use crate::config::Config;
 use crate::consumer::{Consumer, ConsumerReport, Poll};
 use crate::dataprep::{self, DataPrepError, DataPrepReport};
+use crate::domain::certificate::{CertificateConfigError, CertificateVerifier, TrustedIssuer};
+use crate::domain::config::Config;
+use crate::domain::upload::{PublishRequest, UploadError, publish_at};
 use crate::ports::{
     BlobStore, Clock, CodeStore, Inserted, KeyStore, NewKeys, Origin, PublicationStore, Signer,
     StoreError, StoredKey,
 };
 use crate::signing::SignatureInfo;
-use crate::upload::{PublishRequest, UploadError, publish_at};
 
 /// The ports of one backend.
 #[derive(Clone)]

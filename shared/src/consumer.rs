@@ -19,17 +19,17 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::Backend;
-use crate::export::{ExportError, ExportLimits, read_export};
-use crate::feed::{Feed, FeedIndex};
-use crate::key::{RegionId, interval_of};
-use crate::peers::{FeedFormat, PeerConfig, Replication};
+use crate::domain::export::{ExportError, ExportLimits, read_export};
+use crate::domain::feed::{Feed, FeedIndex};
+use crate::domain::key::{RegionId, interval_of};
+use crate::domain::peers::{FeedFormat, PeerConfig, Replication};
+use crate::domain::upload::{KeyProblem, check_key};
 use crate::ports::{
     ConsumerStateStore, Fetch, FetchError, Inserted, NewKeys, Origin, PeerState, StoreError,
     StoredKey, UnixSeconds,
 };
 use crate::signing::{KeyError, VerificationKey};
 use crate::tls::{HttpsFetch, TlsError};
-use crate::upload::{KeyProblem, check_key};
 
 /// Largest index accepted from a producer.
 const MAX_INDEX_BYTES: usize = 1 << 20;
@@ -299,7 +299,7 @@ fn checked_keys(
     bytes: &[u8],
     now: UnixSeconds,
     report: &mut PeerReport,
-) -> Result<Vec<crate::key::DiagnosisKey>, PullError> {
+) -> Result<Vec<crate::domain::key::DiagnosisKey>, PullError> {
     let file_error = |error| PullError::File {
         batch: batch.to_string(),
         error,
@@ -330,7 +330,7 @@ fn checked_keys(
 
 fn remote_keys(
     backend: &Backend,
-    keys: Vec<crate::key::DiagnosisKey>,
+    keys: Vec<crate::domain::key::DiagnosisKey>,
     now: UnixSeconds,
 ) -> Vec<StoredKey> {
     keys.into_iter()

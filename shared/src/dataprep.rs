@@ -17,66 +17,18 @@ use std::collections::BTreeMap;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::Backend;
-use crate::export::{ExportError, ExportHeader, MAX_KEYS_PER_FILE, write_export};
-use crate::feed::{Feed, FeedIndex};
-use crate::key::{DiagnosisKey, RegionId};
+use crate::domain::digest::sha256;
+use crate::domain::export::{ExportError, ExportHeader, MAX_KEYS_PER_FILE, write_export};
+use crate::domain::feed::{Feed, FeedIndex};
+use crate::domain::key::{DiagnosisKey, RegionId};
+pub use crate::domain::publication::{ChunkRecord, FeedRecord, Plan, PlannedChunk, Publication};
 use crate::ports::{BlobError, BlobKind, Origin, StoreError, StoredKey, UnixSeconds};
 
 /// How often a run retries after losing a race with a concurrent run.
 const MAX_ATTEMPTS: usize = 5;
-
-/// Everything data-prep has published, kept by a [`crate::ports::PublicationStore`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Publication {
-    /// Every key with `publish_at` up to here is in a published (or planned) chunk.
-    pub published_through: UnixSeconds,
-    /// A plan saved but not yet completed.
-    pub pending: Option<Plan>,
-    pub feeds: BTreeMap<Feed, FeedRecord>,
-}
-
-/// The chunks one run turns the keys of `(after, through]` into.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Plan {
-    pub after: UnixSeconds,
-    pub through: UnixSeconds,
-    pub created_at: UnixSeconds,
-    /// Seeds the padding, so that a repeated build pads identically.
-    pub padding_seed: [u8; 32],
-    pub chunks: Vec<PlannedChunk>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlannedChunk {
-    pub feed: Feed,
-    pub number: u32,
-    /// Which slice of the feed's keys, when they fill more than one file.
-    pub part: u32,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FeedRecord {
-    /// The highest chunk number ever used: numbers only grow, even after deletions.
-    pub last_number: u32,
-    pub chunks: Vec<ChunkRecord>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkRecord {
-    pub number: u32,
-    pub published_at: UnixSeconds,
-    /// When its oldest key expires: the chunk must be gone by then.
-    pub expires_at: UnixSeconds,
-    /// Real keys in the file (padding not counted).
-    pub keys: u32,
-    pub bytes: u64,
-    /// When it left the index; its file is deleted a run later.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unlisted_at: Option<UnixSeconds>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataPrepError {
@@ -320,15 +272,12 @@ fn pad(keys: &mut Vec<DiagnosisKey>, min: usize, plan: &Plan, chunk: &PlannedChu
     if keys.is_empty() || keys.len() >= min {
         return 0;
     }
-    let mut seed = ring::digest::Context::new(&ring::digest::SHA256);
-    seed.update(&plan.padding_seed);
-    seed.update(chunk.feed.to_string().as_bytes());
-    seed.update(&chunk.part.to_be_bytes());
-    let seed: [u8; 32] = seed
-        .finish()
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes");
+    let feed = chunk.feed.to_string();
+    let seed = sha256(&[
+        &plan.padding_seed,
+        feed.as_bytes(),
+        &chunk.part.to_be_bytes(),
+    ]);
     let mut rng = ChaCha20Rng::from_seed(seed);
     let target = min + (rng.next_u32() % 100) as usize;
     let real = keys.len();
@@ -407,7 +356,7 @@ async fn retire_expired(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::ReportType;
+    use crate::domain::key::ReportType;
 
     fn stored(origin: Origin, regions: &[&str]) -> StoredKey {
         StoredKey {

@@ -20,19 +20,13 @@ pub mod authorize;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod backend;
-pub mod certificate;
-pub mod config;
 pub mod consumer;
 pub mod dataprep;
-pub mod export;
-pub mod feed;
-pub mod key;
+pub mod domain;
 pub mod local;
-pub mod peers;
 pub mod ports;
 pub mod signing;
 pub mod tls;
-pub mod upload;
 
 pub use backend::Backend;
-pub use config::Config;
+pub use domain::config::Config;

@@ -7,12 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::key::{DiagnosisKey, RegionId};
+use crate::domain::key::{DiagnosisKey, RegionId};
 
 pub use crate::signing::Signer;
 
-/// Unix seconds. Every timestamp in the core is one.
-pub type UnixSeconds = u64;
+pub use crate::domain::key::UnixSeconds;
 
 /// Where a stored key came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

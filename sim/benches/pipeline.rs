@@ -2,8 +2,8 @@
 //! export file written by data-prep, and the same file read, verified and checked by a
 //! consumer. `enfeed bench` measures the whole pipeline on the embedded store.
 
-use enfeed::export::{ExportHeader, ExportLimits, read_export, write_export};
-use enfeed::key::{DiagnosisKey, interval_of};
+use enfeed::domain::export::{ExportHeader, ExportLimits, read_export, write_export};
+use enfeed::domain::key::{DiagnosisKey, interval_of};
 use enfeed::signing::{KeyFileSigner, Signer as _, VerificationKey};
 use enfeed_sim::scale::case_keys;
 use rand_chacha::ChaCha20Rng;
@@ -72,6 +72,6 @@ fn read_verify_check(bencher: divan::Bencher, n: usize) {
             file.verify(&verification).expect("verified");
             file.keys
                 .iter()
-                .all(|k| enfeed::upload::check_key(k, today).is_ok())
+                .all(|k| enfeed::domain::upload::check_key(k, today).is_ok())
         });
 }

@@ -5,8 +5,8 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
-use enfeed::certificate::{IssuerKey, TrustedIssuer, tekmac};
-use enfeed::key::DiagnosisKey;
+use enfeed::domain::certificate::{IssuerKey, TrustedIssuer, tekmac};
+use enfeed::domain::key::DiagnosisKey;
 use enfeed::ports::UnixSeconds;
 use enfeed::signing::VerificationKey;
 use ring::error::KeyRejected;

@@ -15,7 +15,7 @@ use aes::cipher::{BlockCipherEncrypt, KeyInit, KeyIvInit, StreamCipher};
 use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use enfeed::key::{DiagnosisKey, INTERVALS_PER_DAY, KEY_LEN, ReportType};
+use enfeed::domain::key::{DiagnosisKey, INTERVALS_PER_DAY, KEY_LEN, ReportType};
 
 /// AES-128-CTR with a 128-bit big-endian counter, the mode of the metadata encryption.
 type Aes128Ctr = ctr::Ctr128BE<Aes128>;
@@ -270,7 +270,7 @@ mod tests {
         let start = number(&v["rolling_start_interval_number"]);
         assert_eq!(
             start,
-            enfeed::key::interval_of(v["key_generation_unix_seconds"].as_u64().unwrap())
+            enfeed::domain::key::interval_of(v["key_generation_unix_seconds"].as_u64().unwrap())
         );
         let intervals = v["intervals"].as_array().expect("an array of intervals");
         assert_eq!(intervals.len(), number(&v["rolling_period"]) as usize);

@@ -10,7 +10,7 @@
 //!   from a travel model, and the data-prep run of its base region that first publishes its
 //!   keys. Phones get roaming regions from the same travel model.
 //! - An encoding ([`Encoding`]): bytes of real export files, measured by encoding sample chunks
-//!   of growing size with [`enfeed::export::write_export`] and a real signer; between and beyond
+//!   of growing size with [`enfeed::domain::export::write_export`] and a real signer; between and beyond
 //!   the samples, bytes are interpolated linearly.
 //! - The strategies ([`Strategy`]), which decide which keys reach which public feed, which
 //!   backend feeds each backend pulls, and which feeds each phone downloads.
@@ -37,9 +37,11 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde::Serialize;
 
-use enfeed::export::{ExportError, ExportHeader, write_export};
-use enfeed::feed::FeedIndex;
-use enfeed::key::{DiagnosisKey, INTERVALS_PER_DAY, KEY_LEN, RegionId, ReportType, interval_of};
+use enfeed::domain::export::{ExportError, ExportHeader, write_export};
+use enfeed::domain::feed::FeedIndex;
+use enfeed::domain::key::{
+    DiagnosisKey, INTERVALS_PER_DAY, KEY_LEN, RegionId, ReportType, interval_of,
+};
 use enfeed::signing::{KeyError, KeyFileSigner};
 
 /// Raw bytes of one key in the paper's estimate.
@@ -131,8 +133,8 @@ impl Default for Params {
             runs_per_day: 24,
             phone_polls: 6,
             peer_polls: 24,
-            padding_min: enfeed::config::PADDING_MIN,
-            retention_days: f64::from(enfeed::config::RETENTION_DAYS),
+            padding_min: enfeed::domain::config::PADDING_MIN,
+            retention_days: f64::from(enfeed::domain::config::RETENTION_DAYS),
             feed_age_days: 365.0,
             phone_sample: 200,
             seed: 1,

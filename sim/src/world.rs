@@ -18,13 +18,13 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use serde_json::{Value, json};
 
 use enfeed::api::{self, AccessPolicy};
-use enfeed::certificate::TrustedIssuer;
-use enfeed::config::Config;
 use enfeed::consumer::Poll;
-use enfeed::export::{ExportLimits, read_export};
-use enfeed::feed::{Feed, FeedIndex};
-use enfeed::key::{DiagnosisKey, RegionId};
-use enfeed::peers::{FeedFormat, PeerConfig, Replication};
+use enfeed::domain::certificate::TrustedIssuer;
+use enfeed::domain::config::Config;
+use enfeed::domain::export::{ExportLimits, read_export};
+use enfeed::domain::feed::{Feed, FeedIndex};
+use enfeed::domain::key::{DiagnosisKey, RegionId};
+use enfeed::domain::peers::{FeedFormat, PeerConfig, Replication};
 use enfeed::ports::{Clock, ManualClock};
 use enfeed::signing::{KeyFileSigner, Signer as _, VerificationKey};
 use enfeed::{Backend, local};

@@ -7,13 +7,13 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
 use enfeed::authorize::{Authorization, UploadVerifier, VerifyError};
-use enfeed::certificate::{
+use enfeed::domain::certificate::{
     CertificateConfigError, CertificateError, CertificateVerifier, Certified, IssuersFile, LEEWAY,
     tekmac,
 };
-use enfeed::key::{DiagnosisKey, INTERVALS_PER_DAY, ReportType, interval_of};
+use enfeed::domain::key::{DiagnosisKey, INTERVALS_PER_DAY, ReportType, interval_of};
+use enfeed::domain::upload::Upload;
 use enfeed::ports::{CodeRefused, UnixSeconds};
-use enfeed::upload::Upload;
 use enfeed_sim::issuer::CertificateIssuer;
 use ring::hmac;
 use serde_json::json;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use enfeed::Backend;
-use enfeed::feed::Feed;
+use enfeed::domain::feed::Feed;
 use enfeed_tests::{DiesHalfway, TestRegion, person_keys};
 
 /// How often each key appears across all chunks of a feed.

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use enfeed::Config;
-use enfeed::feed::Feed;
-use enfeed::key::{DiagnosisKey, ReportType};
+use enfeed::domain::feed::Feed;
+use enfeed::domain::key::{DiagnosisKey, ReportType};
 use enfeed::ports::{NewKeys, Origin, StoredKey};
 use enfeed_tests::{NOW, TestRegion, day_start, person_keys};
 use serde_json::Value;
@@ -207,7 +207,7 @@ async fn same_day_keys_are_published_after_the_embargo() {
         "published while still in use"
     );
     // The key's day ends at the next midnight; two hours later it may go out.
-    let midnight = enfeed::key::seconds_of(day_start(0) + 144);
+    let midnight = enfeed::domain::key::seconds_of(day_start(0) + 144);
     ch.clock.set(midnight + 7200);
     ch.dataprep().await;
     assert_eq!(

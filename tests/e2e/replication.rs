@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use axum::http::{StatusCode, Uri};
 use enfeed::consumer::{Consumer, Poll, Producer};
-use enfeed::export::{ExportHeader, write_export};
-use enfeed::feed::{Feed, FeedIndex};
-use enfeed::key::{DiagnosisKey, RegionId, ReportType};
+use enfeed::domain::export::{ExportHeader, write_export};
+use enfeed::domain::feed::{Feed, FeedIndex};
+use enfeed::domain::key::{DiagnosisKey, RegionId, ReportType};
+use enfeed::domain::peers::{FeedFormat, PeerConfig, Replication};
 use enfeed::local::LocalStore;
-use enfeed::peers::{FeedFormat, PeerConfig, Replication};
 use enfeed::ports::{ConsumerStateStore, Fetch, FetchError, PeerState, Signer as _, StoreError};
 use enfeed::signing::{KeyFileSigner, VerificationKey};
 use enfeed::tls::HttpsFetch;
@@ -165,7 +165,7 @@ async fn lying_or_broken_peers_are_refused_and_the_others_still_pulled() {
     let mut bad_period = keys(70, 3);
     bad_period[1].rolling_period = 0;
     let mut future = keys(80, 3);
-    future[0].rolling_start = enfeed::key::interval_of(NOW) + 10;
+    future[0].rolling_start = enfeed::domain::key::interval_of(NOW) + 10;
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("bad signature", forged, "signature"),
         (

@@ -1,6 +1,6 @@
 //! SP3: keys are kept T days; expired chunks leave their index, then their files go.
 
-use enfeed::feed::Feed;
+use enfeed::domain::feed::Feed;
 use enfeed::ports::Clock as _;
 use enfeed_tests::{TestRegion, person_keys, person_keys_at};
 

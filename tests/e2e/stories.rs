@@ -2,7 +2,7 @@
 //! runs several regions as separate servers on loopback, with peers over mutual TLS and phones
 //! that use the real Exposure Notification cryptography.
 
-use enfeed::key::{DiagnosisKey, INTERVALS_PER_DAY, RegionId, interval_of};
+use enfeed::domain::key::{DiagnosisKey, INTERVALS_PER_DAY, RegionId, interval_of};
 use enfeed_sim::issuer::CertificateIssuer;
 use enfeed_sim::phone::Phone;
 use enfeed_sim::world::{RegionPlan, World};
@@ -258,7 +258,7 @@ async fn sp2_per_region_feeds_carry_no_region_tags_and_peers_learn_no_other_regi
     );
     // The export files AT pulled say "BE" and nothing else about regions.
     let chunk = be.backend.blobs.get("v1/AT/keys/1").await.unwrap().unwrap();
-    let file = enfeed::export::read_export(&chunk.bytes, &Default::default()).unwrap();
+    let file = enfeed::domain::export::read_export(&chunk.bytes, &Default::default()).unwrap();
     assert_eq!(file.header.region, "BE");
     // Its only text fields are the producer's region and signing key's identity.
     assert!(file.signature_infos.iter().all(|info| info.key_id == "BE"));

@@ -2,7 +2,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use enfeed::key::interval_of;
+use enfeed::domain::key::interval_of;
 use enfeed_tests::{NOW, TestRegion, day_start, key_json, person_keys, upload_body};
 use serde_json::{Value, json};
 

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::dynamo::sdk_error;
-use crate::key::RegionId;
+use crate::domain::key::RegionId;
 use crate::ports::{ConsumerStateStore, PeerState, StoreError};
 
 /// The DynamoDB adapter of [`ConsumerStateStore`].

@@ -32,7 +32,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 use crate::dataprep::Publication;
-use crate::key::{DiagnosisKey, KEY_LEN, RegionId, ReportType};
+use crate::domain::key::{DiagnosisKey, KEY_LEN, RegionId, ReportType};
 use crate::ports::{
     self, CodeClaim, CodeRecord, CodeStore, CodeUse, Inserted, KeyCounts, KeyStore, NewKeys,
     Origin, PublicationStore, StoreError, StoredKey, UnixSeconds,

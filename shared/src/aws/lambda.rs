@@ -26,7 +26,7 @@ use crate::Backend;
 use crate::api::Peer;
 use crate::consumer::{ConsumerReport, Poll};
 use crate::dataprep::{DataPrepError, DataPrepReport};
-use crate::key::RegionId;
+use crate::domain::key::RegionId;
 
 /// The region named by a client certificate's subject: its common name, e.g. `CN=DE,O=...`.
 pub fn peer_of_subject(subject_dn: &str) -> Option<Peer> {

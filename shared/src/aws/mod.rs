@@ -28,8 +28,8 @@ pub use s3::{CHUNK_TAG, S3BlobStore};
 pub use secrets::{NoSigningKeys, SigningKeysError, load_signer};
 
 use crate::consumer::{Consumer, Producer, ProducerError};
-use crate::key::RegionId;
-use crate::peers::{PeersError, PeersFile};
+use crate::domain::key::RegionId;
+use crate::domain::peers::{PeersError, PeersFile};
 use crate::ports::{Clock, Signer, SystemClock};
 use crate::{Backend, Config};
 
@@ -54,7 +54,7 @@ pub struct Settings {
     #[serde(default)]
     pub a2a_consumers: Vec<RegionId>,
 
-    /// The peers file (TOML, see [`crate::peers`]) of the producers the consumer pulls
+    /// The peers file (TOML, see [`crate::domain::peers`]) of the producers the consumer pulls
     /// (consumer function, with [`Settings::consumer_table`]); its `a2a_consumers` add to
     /// `ENFEED_A2A_CONSUMERS`.
     pub peers_file: Option<PathBuf>,
@@ -248,7 +248,7 @@ mod tests {
         assert_eq!(env.config.retention_days, 14);
         assert_eq!(
             env.config.dataprep_interval,
-            crate::config::DATAPREP_INTERVAL
+            crate::domain::config::DATAPREP_INTERVAL
         );
         assert_eq!(env.settings.a2a_consumers.len(), 2);
         assert!(!env.settings.s3_path_style && env.settings.peers_file.is_none());

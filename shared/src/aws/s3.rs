@@ -10,7 +10,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::primitives::ByteStream;
 
-use crate::feed::Feed;
+use crate::domain::feed::Feed;
 use crate::ports::{Blob, BlobError, BlobKind, BlobStore, Put};
 
 /// The object tag of chunks (the lifecycle rule's filter).

@@ -16,7 +16,7 @@ pub use files::FileBlobStore;
 pub use store::LocalStore;
 
 use crate::consumer::{Consumer, Producer, ProducerError};
-use crate::peers::PeerConfig;
+use crate::domain::peers::PeerConfig;
 use crate::ports::{Clock, StoreError};
 use crate::signing::{KeyError, KeyFileSigner};
 use crate::{Backend, Config};

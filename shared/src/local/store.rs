@@ -13,7 +13,7 @@ use redb::{
 };
 
 use crate::dataprep::Publication;
-use crate::key::{DiagnosisKey, KEY_LEN, RegionId, ReportType};
+use crate::domain::key::{DiagnosisKey, KEY_LEN, RegionId, ReportType};
 use crate::ports::{
     self, CodeClaim, CodeRecord, CodeStore, CodeUse, ConsumerStateStore, Inserted, KeyCounts,
     KeyStore, NewKeys, Origin, PeerState, PublicationStore, StoreError, StoredKey, UnixSeconds,
@@ -724,7 +724,7 @@ impl ConsumerStateStore for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::{DiagnosisKey, ReportType};
+    use crate::domain::key::{DiagnosisKey, ReportType};
 
     fn key(byte: u8, expires_at: u64) -> StoredKey {
         StoredKey {

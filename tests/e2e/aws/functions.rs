@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use enfeed::aws::lambda;
-use enfeed::feed::Feed;
+use enfeed::domain::feed::Feed;
 use enfeed_tests::{person_keys, upload_body};
 use serde_json::{Value, json};
 
@@ -200,7 +200,8 @@ async fn the_feed_gateway_serves_backend_feeds_to_entitled_peers_only() {
         matches!(chunk.body(), lambda_http::Body::Binary(_)),
         "zips go back base64-encoded"
     );
-    let file = enfeed::export::read_export(chunk.body().as_ref(), &Default::default()).unwrap();
+    let file =
+        enfeed::domain::export::read_export(chunk.body().as_ref(), &Default::default()).unwrap();
     file.verify(&cloud.verification_keys()).unwrap();
     assert_eq!(file.keys.len(), 2);
 }
@@ -236,8 +237,8 @@ async fn serve_peer_feed(chunk: Vec<u8>) -> (String, tokio::task::JoinHandle<()>
 
 #[tokio::test]
 async fn the_consumer_pulls_a_peer_feed_into_the_table_and_dataprep_publishes_it_to_phones_only() {
-    use enfeed::export::{ExportHeader, write_export};
-    use enfeed::key::{DiagnosisKey, ReportType};
+    use enfeed::domain::export::{ExportHeader, write_export};
+    use enfeed::domain::key::{DiagnosisKey, ReportType};
     use enfeed::ports::ConsumerStateStore as _;
     use enfeed::signing::{KeyFileSigner, Signer as _};
 

@@ -16,8 +16,8 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_ssm::types::ParameterType;
 use enfeed::aws::{DynamoConsumerState, DynamoStore, Settings};
-use enfeed::export::{ExportFile, ExportLimits, read_export};
-use enfeed::feed::{Feed, FeedIndex};
+use enfeed::domain::export::{ExportFile, ExportLimits, read_export};
+use enfeed::domain::feed::{Feed, FeedIndex};
 use enfeed::ports::ManualClock;
 use enfeed::signing::{KeyFileSigner, Signer as _, VerificationKey};
 use enfeed::{Backend, Config};

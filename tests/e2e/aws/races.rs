@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use enfeed::Backend;
 use enfeed::aws::lambda;
-use enfeed::feed::Feed;
+use enfeed::domain::feed::Feed;
 use enfeed::ports::Clock as _;
 use enfeed_tests::{DiesHalfway, person_keys_at, upload_body};
 

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use enfeed::api::{self, AccessPolicy};
-use enfeed::export::{ExportLimits, encode_export_bin, read_export, zip_export};
-use enfeed::key::{DiagnosisKey, INTERVALS_PER_DAY, RegionId, ReportType, interval_of};
+use enfeed::domain::export::{ExportLimits, encode_export_bin, read_export, zip_export};
+use enfeed::domain::key::{DiagnosisKey, INTERVALS_PER_DAY, RegionId, ReportType, interval_of};
 use enfeed::ports::{Clock as _, ManualClock, NewKeys, Origin, StoredKey, SystemClock};
 use enfeed::signing::VerificationKey;
 use rand_chacha::ChaCha20Rng;
@@ -200,7 +200,7 @@ async fn dataprep_and_consumer(args: &BenchArgs) -> anyhow::Result<()> {
         let file = read_export(zip, &ExportLimits::default())?;
         file.verify(&keys)?;
         for key in &file.keys {
-            enfeed::upload::check_key(key, today).map_err(|p| anyhow::anyhow!("{p}"))?;
+            enfeed::domain::upload::check_key(key, today).map_err(|p| anyhow::anyhow!("{p}"))?;
         }
         checked += file.keys.len();
     }

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context as _;
-use enfeed::key::{INTERVALS_PER_DAY, RegionId, interval_of};
+use enfeed::domain::key::{INTERVALS_PER_DAY, RegionId, interval_of};
 use enfeed_sim::phone::Phone;
 use enfeed_sim::world::{RegionPlan, World};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -183,7 +183,8 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     world.publish_and_replicate().await?;
     progress.set_message("phones download and match");
 
-    let mut downloaded: BTreeMap<RegionId, Vec<enfeed::key::DiagnosisKey>> = BTreeMap::new();
+    let mut downloaded: BTreeMap<RegionId, Vec<enfeed::domain::key::DiagnosisKey>> =
+        BTreeMap::new();
     let mut bytes_per_region = BTreeMap::new();
     for region in &args.regions {
         let (download, _) = world.download(*region, 0).await?;

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use enfeed::key::RegionId;
+use enfeed::domain::key::RegionId;
 use enfeed_sim::scale::{
     self, Costs, Day, Encoding, Params, Prices, RAW_KEY_BYTES, Strategy, StrategyReport, Usage,
     WorldModel,
@@ -66,7 +66,7 @@ pub struct SimulateWorldArgs {
     phone_polls: u32,
 
     /// Smallest public chunk: fewer real keys are padded with random ones (0: off).
-    #[arg(long, default_value_t = enfeed::config::PADDING_MIN)]
+    #[arg(long, default_value_t = enfeed::domain::config::PADDING_MIN)]
     padding_min: usize,
 
     /// Phones sampled per region for the travel model.

@@ -1,8 +1,11 @@
-//! Diagnosis Keys and the small value types around them: regions, report types, and the
-//! Exposure Notification interval clock (one interval = 10 minutes).
+//! Diagnosis Keys and the small value types around them: regions, report types, Unix time, and
+//! the Exposure Notification interval clock (one interval = 10 minutes).
 
 use std::fmt;
 use std::str::FromStr;
+
+/// Unix seconds. Every timestamp in the core is one.
+pub type UnixSeconds = u64;
 
 /// Length of a Temporary Exposure Key in bytes.
 pub const KEY_LEN: usize = 16;
@@ -96,6 +99,18 @@ impl ReportType {
             4 => Self::Recursive,
             5 => Self::Revoked,
             _ => Self::Unknown,
+        }
+    }
+
+    /// The report type a health authority's label names, as verification servers and phones
+    /// spell it: `confirmed`, `likely`, `user-report`, `negative`.
+    pub fn from_label(label: &str) -> Option<Self> {
+        match label {
+            "confirmed" => Some(Self::ConfirmedTest),
+            "likely" => Some(Self::ConfirmedClinicalDiagnosis),
+            "user-report" => Some(Self::SelfReport),
+            "negative" => Some(Self::Revoked),
+            _ => None,
         }
     }
 }

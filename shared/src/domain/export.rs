@@ -11,8 +11,9 @@ use zip::result::ZipError;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
-use crate::key::{DiagnosisKey, INTERVALS_PER_DAY, KEY_LEN, ReportType};
-use crate::signing::{SignatureInfo, Signer, SigningError, VerificationKey};
+use crate::domain::key::{DiagnosisKey, INTERVALS_PER_DAY, KEY_LEN, ReportType};
+use crate::domain::signature::{SignatureInfo, VerificationKey};
+use crate::signing::{Signer, SigningError};
 
 pub const EXPORT_HEADER: &[u8; 16] = b"EK Export v1    ";
 pub const MAX_KEYS_PER_FILE: usize = 500_000;

@@ -21,10 +21,9 @@ use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use serde::Deserialize;
 
 use crate::authorize::{Authorization, UploadVerifier, VerifyError};
-use crate::key::{DiagnosisKey, ReportType};
-use crate::ports::UnixSeconds;
-use crate::signing::VerificationKey;
-use crate::upload::Upload;
+use crate::domain::key::{DiagnosisKey, ReportType, UnixSeconds};
+use crate::domain::signature::VerificationKey;
+use crate::domain::upload::Upload;
 
 /// Seconds of clock skew tolerated in `exp`, `nbf` and `iat`.
 pub const LEEWAY: u64 = 60;
@@ -336,13 +335,11 @@ fn tekmac_message(keys: &[DiagnosisKey]) -> String {
     rendered.join(",")
 }
 
-fn parse_report_type(value: &str) -> Result<ReportType, CertificateError> {
-    match value {
-        "confirmed" => Ok(ReportType::ConfirmedTest),
-        "likely" => Ok(ReportType::ConfirmedClinicalDiagnosis),
-        "user-report" => Ok(ReportType::SelfReport),
-        "negative" => Err(CertificateError::NegativeReport),
-        other => Err(CertificateError::BadReportType(other.to_owned())),
+fn parse_report_type(label: &str) -> Result<ReportType, CertificateError> {
+    match ReportType::from_label(label) {
+        Some(ReportType::Revoked) => Err(CertificateError::NegativeReport),
+        Some(report_type) => Ok(report_type),
+        None => Err(CertificateError::BadReportType(label.to_owned())),
     }
 }
 

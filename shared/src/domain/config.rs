@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::key::RegionId;
+use crate::domain::key::RegionId;
 
 pub const RETENTION_DAYS: u32 = 30;
 pub const DATAPREP_INTERVAL: u64 = 3600;

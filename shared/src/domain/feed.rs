@@ -13,8 +13,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::key::RegionId;
-use crate::ports::UnixSeconds;
+use crate::domain::key::RegionId;
+use crate::domain::key::UnixSeconds;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Feed {

@@ -8,10 +8,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 
-use crate::key::{
+use crate::domain::digest::sha256;
+use crate::domain::key::UnixSeconds;
+use crate::domain::key::{
     DiagnosisKey, INTERVALS_PER_DAY, KEY_LEN, RegionId, ReportType, interval_of, seconds_of,
 };
-use crate::ports::UnixSeconds;
 
 /// Largest accepted request body, in bytes (413 above).
 pub const MAX_BODY_BYTES: usize = 64_000;
@@ -201,12 +202,15 @@ impl Upload {
     }
 }
 
-fn parse_report_type(value: Option<&str>) -> Result<ReportType, UploadError> {
-    match value {
-        None | Some("confirmed") => Ok(ReportType::ConfirmedTest),
-        Some("likely") => Ok(ReportType::ConfirmedClinicalDiagnosis),
-        Some("user-report") => Ok(ReportType::SelfReport),
-        Some(other) => Err(UploadError::BadReportType(other.to_string())),
+/// The upload's own report type: confirmed unless it says otherwise; a phone cannot declare
+/// a negative test.
+fn parse_report_type(label: Option<&str>) -> Result<ReportType, UploadError> {
+    let Some(label) = label else {
+        return Ok(ReportType::ConfirmedTest);
+    };
+    match ReportType::from_label(label) {
+        Some(ReportType::Revoked) | None => Err(UploadError::BadReportType(label.to_string())),
+        Some(report_type) => Ok(report_type),
     }
 }
 
@@ -365,17 +369,14 @@ pub fn publish_at(key: &DiagnosisKey, received_at: UnixSeconds, embargo: u64) ->
 pub fn upload_digest(keys: &[DiagnosisKey]) -> [u8; 32] {
     let mut sorted: Vec<&DiagnosisKey> = keys.iter().collect();
     sorted.sort_by_key(|k| k.key_data);
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut bytes = Vec::with_capacity(sorted.len() * (KEY_LEN + 12));
     for k in sorted {
-        ctx.update(&k.key_data);
-        ctx.update(&k.rolling_start.to_be_bytes());
-        ctx.update(&k.rolling_period.to_be_bytes());
-        ctx.update(&k.transmission_risk.to_be_bytes());
+        bytes.extend_from_slice(&k.key_data);
+        bytes.extend_from_slice(&k.rolling_start.to_be_bytes());
+        bytes.extend_from_slice(&k.rolling_period.to_be_bytes());
+        bytes.extend_from_slice(&k.transmission_risk.to_be_bytes());
     }
-    ctx.finish()
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes")
+    sha256(&[&bytes])
 }
 
 #[cfg(test)]

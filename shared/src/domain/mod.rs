@@ -1,0 +1,25 @@
+//! The domain: values and the rules about them, with no I/O and no ports. Everything else in
+//! the core is built on these.
+//!
+//! - [`key`]: Diagnosis Keys, region IDs, report types, the interval clock, Unix time.
+//! - [`upload`]: the upload as phones send it, and every rule it must pass.
+//! - [`certificate`]: verification certificates of health authorities (ES256 JWTs).
+//! - [`export`]: the GAEN export file: written, read and verified.
+//! - [`signature`]: the identities and public keys that sign and verify export files.
+//! - [`feed`]: feeds, their paths and indexes.
+//! - [`publication`]: data-prep's record of what it published.
+//! - [`access`]: who may read which feed, and the peer identity behind a request.
+//! - [`config`]: a region's settings; [`peers`]: the peers file.
+//! - [`digest`]: SHA-256, as every module that hashes uses it.
+
+pub mod access;
+pub mod certificate;
+pub mod config;
+pub mod digest;
+pub mod export;
+pub mod feed;
+pub mod key;
+pub mod peers;
+pub mod publication;
+pub mod signature;
+pub mod upload;
