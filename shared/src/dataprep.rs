@@ -21,11 +21,11 @@ use serde::Serialize;
 
 use crate::Backend;
 use crate::domain::digest::sha256;
-use crate::domain::export::{ExportError, ExportHeader, MAX_KEYS_PER_FILE, write_export};
+use crate::domain::export::{ExportError, ExportHeader, MAX_KEYS_PER_FILE};
 use crate::domain::feed::{Feed, FeedIndex};
 use crate::domain::key::{DiagnosisKey, RegionId};
 pub use crate::domain::publication::{ChunkRecord, FeedRecord, Plan, PlannedChunk, Publication};
-use crate::ports::{BlobError, BlobKind, Origin, StoreError, StoredKey, UnixSeconds};
+use crate::ports::{BlobError, BlobKind, Origin, StoreError, StoredKey, UnixSeconds, write_export};
 
 /// How often a run retries after losing a race with a concurrent run.
 const MAX_ATTEMPTS: usize = 5;

@@ -1,5 +1,5 @@
-//! Export signing: the [`Signer`] port that signs GAEN export files, and its local adapter
-//! [`KeyFileSigner`] (ECDSA P-256 private keys in PKCS#8 PEM files, one file per key version).
+//! [`KeyFileSigner`], the adapter of the [`Signer`] port over ECDSA P-256 private keys in
+//! PKCS#8 PEM files, one file per key version.
 
 use std::fs;
 use std::io::{self, Write};
@@ -9,28 +9,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 
 pub use crate::domain::signature::{KeyError, MAX_SIGNING_KEYS, SignatureInfo, VerificationKey};
-use crate::domain::signature::{PRIVATE_KEY_PEM_LABEL, encode_pem, pem_contents};
-
-/// The port: signs export files. Adapters: local key files (here), AWS KMS (later). Async
-/// because KMS is remote.
-#[async_trait::async_trait]
-pub trait Signer: Send + Sync {
-    /// One entry per signing key, newest key first (at most [`MAX_SIGNING_KEYS`]).
-    fn signature_infos(&self) -> Vec<SignatureInfo>;
-
-    /// Signs `message` with every key, in the order of [`Signer::signature_infos`]; each
-    /// signature is ASN.1 DER ECDSA P-256 over SHA-256(message).
-    async fn sign(&self, message: &[u8]) -> Result<Vec<Vec<u8>>, SigningError>;
-
-    /// The public keys that verify the signatures, in the same order.
-    fn verification_keys(&self) -> Vec<VerificationKey>;
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SigningError {
-    #[error("signing with {0} failed")]
-    KeyFailed(SignatureInfo),
-}
+use crate::domain::signature::{PRIVATE_KEY_PEM_LABEL, SigningError, encode_pem, pem_contents};
+pub use crate::ports::Signer;
 
 /// Signer over ECDSA P-256 private keys kept in PEM files (PKCS#8 `PRIVATE KEY`).
 #[derive(Debug)]
@@ -210,6 +190,10 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyError + '_ {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::domain::export::ExportError::*;
+    use crate::domain::export::tests::{test_header, test_keys};
+    use crate::domain::export::{ExportLimits, MAX_KEYS_PER_FILE, read_export};
+    use crate::ports::write_export;
     use std::process::Command;
 
     /// Runs `openssl <command>` in `dir`; Err holds its error output. Panics if openssl is
@@ -371,5 +355,90 @@ pub(crate) mod tests {
         ));
         let not_pem = VerificationKey::from_pem("junk", "222", "v1");
         assert!(matches!(not_pem, Err(KeyError::Pem { .. })));
+    }
+
+    fn signer_with_two_versions(dir: &Path) -> KeyFileSigner {
+        KeyFileSigner::open_or_create(dir, "228").unwrap();
+        KeyFileSigner::rotate(dir).unwrap();
+        KeyFileSigner::open_or_create(dir, "228").unwrap()
+    }
+
+    #[tokio::test]
+    async fn round_trips_with_rotated_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = signer_with_two_versions(dir.path());
+        let keys = test_keys(100);
+        let zip = write_export(&test_header(), &keys, &signer).await.unwrap();
+
+        let file = read_export(&zip, &ExportLimits::default()).unwrap();
+        assert_eq!(file.header, test_header());
+        assert_eq!(file.keys, keys);
+        let [v2, v1] = <[VerificationKey; 2]>::try_from(signer.verification_keys()).unwrap();
+        assert_eq!(file.signature_infos, [v2.info.clone(), v1.info.clone()]);
+        let signed_by: Vec<_> = file.signatures.iter().map(|s| &s.info).collect();
+        assert_eq!(signed_by, [&v2.info, &v1.info]);
+        assert!(
+            file.signatures
+                .iter()
+                .all(|s| (s.batch_num, s.batch_size) == (1, 1))
+        );
+
+        assert_eq!(file.verify(std::slice::from_ref(&v1)).unwrap(), &v1.info);
+        assert_eq!(file.verify(std::slice::from_ref(&v2)).unwrap(), &v2.info);
+        // A peer that knows a key under another identity still verifies the file.
+        let renamed = VerificationKey::from_pem(&v1.to_pem(), "other", "7").unwrap();
+        assert_eq!(file.verify(&[renamed]).unwrap().key_id, "other");
+        let unrelated = KeyFileSigner::open_or_create(&dir.path().join("other"), "228").unwrap();
+        let error = file.verify(&unrelated.verification_keys()).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Unverified {
+                    signatures: 2,
+                    keys: 1
+                }
+            ),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn openssl_verifies_our_signature() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = KeyFileSigner::open_or_create(&dir.path().join("keys"), "228").unwrap();
+        let zip = write_export(&test_header(), &test_keys(20), &signer)
+            .await
+            .unwrap();
+        let file = read_export(&zip, &ExportLimits::default()).unwrap();
+
+        let write = |name, contents: &[u8]| fs::write(dir.path().join(name), contents).unwrap();
+        write("export.bin", file.export_bin());
+        write("export.sig.der", &file.signatures[0].der);
+        write("pub.pem", signer.verification_keys()[0].to_pem().as_bytes());
+        let verify = "dgst -sha256 -verify pub.pem -signature export.sig.der export.bin";
+        run_openssl(dir.path(), verify).unwrap();
+
+        write("export.bin", b"tampered");
+        assert!(
+            run_openssl(dir.path(), verify).is_err(),
+            "openssl accepted a tampered file"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_file_fits_the_default_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = KeyFileSigner::open_or_create(dir.path(), "228").unwrap();
+        let keys = test_keys(MAX_KEYS_PER_FILE);
+        let zip = write_export(&test_header(), &keys, &signer).await.unwrap();
+        let file = read_export(&zip, &ExportLimits::default()).unwrap();
+        assert_eq!(file.keys.len(), MAX_KEYS_PER_FILE);
+        file.verify(&signer.verification_keys()).unwrap();
+
+        let one_too_many = test_keys(MAX_KEYS_PER_FILE + 1);
+        let error = write_export(&test_header(), &one_too_many, &signer)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, TooManyKeys { count: 500_001 }), "{error}");
     }
 }

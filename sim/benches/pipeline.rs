@@ -2,8 +2,9 @@
 //! export file written by data-prep, and the same file read, verified and checked by a
 //! consumer. `enfeed bench` measures the whole pipeline on the embedded store.
 
-use enfeed::domain::export::{ExportHeader, ExportLimits, read_export, write_export};
+use enfeed::domain::export::{ExportHeader, ExportLimits, read_export};
 use enfeed::domain::key::{DiagnosisKey, interval_of};
+use enfeed::ports::write_export;
 use enfeed::signing::{KeyFileSigner, Signer as _, VerificationKey};
 use enfeed_sim::scale::case_keys;
 use rand_chacha::ChaCha20Rng;

@@ -10,7 +10,7 @@
 //!   from a travel model, and the data-prep run of its base region that first publishes its
 //!   keys. Phones get roaming regions from the same travel model.
 //! - An encoding ([`Encoding`]): bytes of real export files, measured by encoding sample chunks
-//!   of growing size with [`enfeed::domain::export::write_export`] and a real signer; between and beyond
+//!   of growing size with [`enfeed::ports::write_export`] and a real signer; between and beyond
 //!   the samples, bytes are interpolated linearly.
 //! - The strategies ([`Strategy`]), which decide which keys reach which public feed, which
 //!   backend feeds each backend pulls, and which feeds each phone downloads.
@@ -37,11 +37,12 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde::Serialize;
 
-use enfeed::domain::export::{ExportError, ExportHeader, write_export};
+use enfeed::domain::export::{ExportError, ExportHeader};
 use enfeed::domain::feed::FeedIndex;
 use enfeed::domain::key::{
     DiagnosisKey, INTERVALS_PER_DAY, KEY_LEN, RegionId, ReportType, interval_of,
 };
+use enfeed::ports::write_export;
 use enfeed::signing::{KeyError, KeyFileSigner};
 
 /// Raw bytes of one key in the paper's estimate.

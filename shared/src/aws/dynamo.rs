@@ -32,10 +32,11 @@ use aws_sdk_dynamodb::types::{
 };
 
 use crate::dataprep::Publication;
-use crate::domain::key::{DiagnosisKey, KEY_LEN, RegionId, ReportType};
+use crate::domain::key::{DiagnosisKey, KEY_LEN, ReportType};
 use crate::ports::{
-    self, CodeClaim, CodeRecord, CodeStore, CodeUse, Inserted, KeyCounts, KeyStore, NewKeys,
-    Origin, PublicationStore, StoreError, StoredKey, UnixSeconds,
+    CodeClaim, CodeRecord, CodeStore, CodeUse, Inserted, KeyCounts, KeyStore, NewKeys, Origin,
+    PublicationStore, StoreError, StoredKey, UnixSeconds, check_claim, pack_regions,
+    unpack_regions,
 };
 
 /// The name of the TTL attribute, on every item that should disappear by itself.
@@ -69,10 +70,6 @@ pub struct DynamoStore {
     table: String,
     /// The retention period T: no key outlives its publication time by more.
     retention: u64,
-}
-
-fn backend_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
 }
 
 pub(super) fn sdk_error<E: std::error::Error>(e: E) -> StoreError {
@@ -113,14 +110,14 @@ fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreError>
     item.get(name)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| backend_error(format!("item lacks the number {name}")))
+        .ok_or_else(|| StoreError::backend(format!("item lacks the number {name}")))
 }
 
 fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
     item.get(name)
         .and_then(|v| v.as_s().ok())
         .map(String::as_str)
-        .ok_or_else(|| backend_error(format!("item lacks the string {name}")))
+        .ok_or_else(|| StoreError::backend(format!("item lacks the string {name}")))
 }
 
 fn get_b<'a>(item: &'a Item, name: &str) -> Option<&'a [u8]> {
@@ -214,14 +211,14 @@ impl DynamoStore {
                 .attribute_name(name)
                 .attribute_type(kind)
                 .build()
-                .map_err(backend_error)
+                .map_err(StoreError::backend)
         };
         let key = |name: &str, kind: KeyType| {
             KeySchemaElement::builder()
                 .attribute_name(name)
                 .key_type(kind)
                 .build()
-                .map_err(backend_error)
+                .map_err(StoreError::backend)
         };
         client
             .create_table()
@@ -244,7 +241,7 @@ impl DynamoStore {
                             .build(),
                     )
                     .build()
-                    .map_err(backend_error)?,
+                    .map_err(StoreError::backend)?,
             )
             .send()
             .await
@@ -271,7 +268,7 @@ impl DynamoStore {
                     .attribute_name(TTL_ATTRIBUTE)
                     .enabled(true)
                     .build()
-                    .map_err(backend_error)?,
+                    .map_err(StoreError::backend)?,
             )
             .send()
             .await
@@ -304,7 +301,7 @@ impl DynamoStore {
         &self,
         hash: &[u8; 32],
         now: UnixSeconds,
-    ) -> Result<Option<CodeRow>, StoreError> {
+    ) -> Result<Option<CodeUse>, StoreError> {
         let Some(item) = self.get_item(&code_pk(hash), "C").await? else {
             return Ok(None);
         };
@@ -312,7 +309,7 @@ impl DynamoStore {
         if get_n::<u64>(&item, TTL_ATTRIBUTE)? <= now {
             return Ok(None);
         }
-        Ok(Some(CodeRow {
+        Ok(Some(CodeUse {
             expires_at: get_n(&item, "ea")?,
             used_by: get_b(&item, "ub").map(<[u8]>::to_vec),
             inserted: item
@@ -357,8 +354,7 @@ impl DynamoStore {
                 item.insert("dso".into(), n(days));
             }
             if !key.regions.is_empty() {
-                let regions: String = key.regions.iter().map(RegionId::as_str).collect();
-                item.insert("rg".into(), s(regions));
+                item.insert("rg".into(), s(pack_regions(&key.regions)));
             }
             items.push(
                 TransactWriteItem::builder()
@@ -367,7 +363,7 @@ impl DynamoStore {
                             .table_name(&self.table)
                             .set_item(Some(item))
                             .build()
-                            .map_err(backend_error)?,
+                            .map_err(StoreError::backend)?,
                     )
                     .build(),
             );
@@ -386,7 +382,7 @@ impl DynamoStore {
                             .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
                             .expression_attribute_values(":now", n(now))
                             .build()
-                            .map_err(backend_error)?,
+                            .map_err(StoreError::backend)?,
                     )
                     .build(),
             );
@@ -402,7 +398,7 @@ impl DynamoStore {
                             .condition_expression("attribute_not_exists(seal) OR seal < :earliest")
                             .expression_attribute_values(":earliest", n(earliest))
                             .build()
-                            .map_err(backend_error)?,
+                            .map_err(StoreError::backend)?,
                     )
                     .build(),
             );
@@ -424,7 +420,7 @@ impl DynamoStore {
                             .expression_attribute_values(":n", n(keys.len()))
                             .expression_attribute_values(":now", n(now))
                             .build()
-                            .map_err(backend_error)?,
+                            .map_err(StoreError::backend)?,
                     )
                     .build(),
             );
@@ -437,7 +433,11 @@ impl DynamoStore {
         let now = batch.now;
         let claim = batch.claim.as_ref();
         if let Some(claim) = claim
-            && let Some(n) = check_claim(self.read_code(&claim.code_hash, now).await?, claim, now)?
+            && let Some(n) = check_claim(
+                self.read_code(&claim.code_hash, now).await?.as_ref(),
+                claim,
+                now,
+            )?
         {
             return Ok(Inserted::Replayed(n));
         }
@@ -474,7 +474,11 @@ impl DynamoStore {
             let code_index = if keys.is_empty() { 0 } else { seal_index + 1 };
             if let Some(claim) = claim.filter(|_| checks(code_index)) {
                 // Another upload consumed the code in the meantime (or this same one did).
-                match check_claim(self.read_code(&claim.code_hash, now).await?, claim, now)? {
+                match check_claim(
+                    self.read_code(&claim.code_hash, now).await?.as_ref(),
+                    claim,
+                    now,
+                )? {
                     Some(n) => return Ok(Inserted::Replayed(n)),
                     None => continue,
                 }
@@ -541,49 +545,23 @@ impl DynamoStore {
     }
 }
 
-/// A one-time code as the table keeps it.
-struct CodeRow {
-    expires_at: UnixSeconds,
-    used_by: Option<Vec<u8>>,
-    inserted: u32,
-}
-
-/// [`ports::check_claim`] on a stored code row.
-fn check_claim(
-    row: Option<CodeRow>,
-    claim: &CodeClaim,
-    now: UnixSeconds,
-) -> Result<Option<u32>, StoreError> {
-    let code_use = row.as_ref().map(|row| CodeUse {
-        expires_at: row.expires_at,
-        used_by: row.used_by.as_deref(),
-        inserted: row.inserted,
-    });
-    Ok(ports::check_claim(code_use, claim, now)?)
-}
-
 fn key_from_item(item: &Item) -> Result<StoredKey, StoreError> {
     let pk = get_s(item, "pk")?;
     let origin = match pk.split('#').nth(1) {
         Some("L") => Origin::Local,
         Some("R") => Origin::Remote,
-        _ => return Err(backend_error(format!("{pk:?} is not a key partition"))),
+        _ => {
+            return Err(StoreError::backend(format!(
+                "{pk:?} is not a key partition"
+            )));
+        }
     };
     let key_data: [u8; KEY_LEN] = get_b(item, "kd")
         .and_then(|d| d.try_into().ok())
-        .ok_or_else(|| backend_error("key item without 16 bytes of key data"))?;
+        .ok_or_else(|| StoreError::backend("key item without 16 bytes of key data"))?;
     let regions = match item.get("rg").and_then(|v| v.as_s().ok()) {
         None => Vec::new(),
-        Some(text) => text
-            .as_bytes()
-            .chunks(2)
-            .map(|r| {
-                std::str::from_utf8(r)
-                    .map_err(backend_error)?
-                    .parse::<RegionId>()
-                    .map_err(backend_error)
-            })
-            .collect::<Result<_, _>>()?,
+        Some(packed) => unpack_regions(packed)?,
     };
     Ok(StoredKey {
         key: DiagnosisKey {
@@ -611,7 +589,7 @@ impl KeyStore for DynamoStore {
             return self.insert_once(batch).await;
         }
         if batch.claim.is_some() {
-            return Err(backend_error(format!(
+            return Err(StoreError::backend(format!(
                 "{} keys cannot be stored with a code in one transaction (at most {})",
                 batch.keys.len(),
                 MAX_KEYS_PER_TRANSACTION
@@ -730,14 +708,14 @@ impl KeyStore for DynamoStore {
                         .join_next()
                         .await
                         .expect("tasks run")
-                        .map_err(backend_error)??,
+                        .map_err(StoreError::backend)??,
                 );
             }
             let store = self.clone();
             running.spawn(async move { store.purge_key(pk, sk, now).await });
         }
         while let Some(done) = running.join_next().await {
-            purged += u64::from(done.map_err(backend_error)??);
+            purged += u64::from(done.map_err(StoreError::backend)??);
         }
         Ok(purged)
     }
@@ -832,22 +810,27 @@ impl CodeStore for DynamoStore {
     }
 
     async fn check_code(&self, claim: &CodeClaim, now: UnixSeconds) -> Result<(), StoreError> {
-        check_claim(self.read_code(&claim.code_hash, now).await?, claim, now).map(|_| ())
+        check_claim(
+            self.read_code(&claim.code_hash, now).await?.as_ref(),
+            claim,
+            now,
+        )?;
+        Ok(())
     }
 }
 
 fn deflate(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
     let mut encoder =
         flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(bytes).map_err(backend_error)?;
-    encoder.finish().map_err(backend_error)
+    encoder.write_all(bytes).map_err(StoreError::backend)?;
+    encoder.finish().map_err(StoreError::backend)
 }
 
 fn inflate(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::new();
     flate2::read::DeflateDecoder::new(bytes)
         .read_to_end(&mut out)
-        .map_err(backend_error)?;
+        .map_err(StoreError::backend)?;
     Ok(out)
 }
 
@@ -875,7 +858,8 @@ impl PublicationStore for DynamoStore {
             for part in 0..parts {
                 match self.get_item(PUB_PK, &part_sk(version, part)).await? {
                     Some(item) => deflated.extend_from_slice(
-                        get_b(&item, "data").ok_or_else(|| backend_error("empty state part"))?,
+                        get_b(&item, "data")
+                            .ok_or_else(|| StoreError::backend("empty state part"))?,
                     ),
                     None => continue 'attempt,
                 }
@@ -883,7 +867,7 @@ impl PublicationStore for DynamoStore {
             let json = inflate(&deflated)?;
             return Ok((
                 version,
-                serde_json::from_slice(&json).map_err(backend_error)?,
+                serde_json::from_slice(&json).map_err(StoreError::backend)?,
             ));
         }
         Err(StoreError::Conflict(
@@ -892,10 +876,10 @@ impl PublicationStore for DynamoStore {
     }
 
     async fn save(&self, version: u64, state: &Publication) -> Result<(), StoreError> {
-        let deflated = deflate(&serde_json::to_vec(state).map_err(backend_error)?)?;
+        let deflated = deflate(&serde_json::to_vec(state).map_err(StoreError::backend)?)?;
         let parts: Vec<&[u8]> = deflated.chunks(PART_BYTES).collect();
         if parts.len() > MAX_PARTS {
-            return Err(backend_error(format!(
+            return Err(StoreError::backend(format!(
                 "the publication state is {} bytes deflated, more than {} parts of {PART_BYTES}",
                 deflated.len(),
                 MAX_PARTS
@@ -924,7 +908,7 @@ impl PublicationStore for DynamoStore {
         };
         let mut items = vec![
             TransactWriteItem::builder()
-                .put(head.build().map_err(backend_error)?)
+                .put(head.build().map_err(StoreError::backend)?)
                 .build(),
         ];
         for (i, part) in parts.iter().enumerate() {
@@ -937,7 +921,7 @@ impl PublicationStore for DynamoStore {
                             .item("sk", s(part_sk(version + 1, i)))
                             .item("data", b(part.to_vec()))
                             .build()
-                            .map_err(backend_error)?,
+                            .map_err(StoreError::backend)?,
                     )
                     .build(),
             );
@@ -951,7 +935,7 @@ impl PublicationStore for DynamoStore {
                             .key("pk", s(PUB_PK))
                             .key("sk", s(part_sk(version, i)))
                             .build()
-                            .map_err(backend_error)?,
+                            .map_err(StoreError::backend)?,
                     )
                     .build(),
             );

@@ -9,9 +9,11 @@
 use aws_sdk_ssm::Client;
 use aws_sdk_ssm::error::DisplayErrorContext;
 
-use crate::signing::{
-    KeyError, KeyFileSigner, MAX_SIGNING_KEYS, SignatureInfo, Signer, SigningError, VerificationKey,
+use crate::domain::signature::{
+    KeyError, MAX_SIGNING_KEYS, SignatureInfo, SigningError, VerificationKey,
 };
+use crate::ports::Signer;
+use crate::signing::KeyFileSigner;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SigningKeysError {

@@ -1,7 +1,8 @@
 //! The GAEN export file: a zip holding `export.bin` (a 16-byte header, then the keys as a
 //! `TemporaryExposureKeyExport` protobuf) and `export.sig` (a `TEKSignatureList` with one
-//! signature of the whole export.bin per signing key). This module writes signed exports and
-//! reads untrusted ones, within size limits, and verifies their signatures.
+//! signature of the whole export.bin per signing key). This module encodes exports (a
+//! [`crate::ports::Signer`] signs them: [`crate::ports::write_export`]) and reads untrusted ones,
+//! within size limits, and verifies their signatures.
 
 use std::fmt;
 use std::io::{self, Cursor, Read, Write};
@@ -12,8 +13,7 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
 use crate::domain::key::{DiagnosisKey, INTERVALS_PER_DAY, KEY_LEN, ReportType};
-use crate::domain::signature::{SignatureInfo, VerificationKey};
-use crate::signing::{Signer, SigningError};
+use crate::domain::signature::{SignatureInfo, SigningError, VerificationKey};
 
 pub const EXPORT_HEADER: &[u8; 16] = b"EK Export v1    ";
 pub const MAX_KEYS_PER_FILE: usize = 500_000;
@@ -218,22 +218,6 @@ pub enum ExportError {
     Unverified { signatures: usize, keys: usize },
 }
 
-/// Writes a signed export zip. Keys are written in the order given (the caller sorts them).
-///
-/// Encodes export.bin with the signer's signature infos, signs all of it, encodes export.sig
-/// (one signature per key, with the batch number and size), and zips both.
-pub async fn write_export(
-    header: &ExportHeader,
-    keys: &[DiagnosisKey],
-    signer: &dyn Signer,
-) -> Result<Vec<u8>, ExportError> {
-    let signature_infos = signer.signature_infos();
-    let export_bin = encode_export_bin(header, &signature_infos, keys)?;
-    let signatures = signer.sign(&export_bin).await?;
-    let export_sig = encode_export_sig(header, &signature_infos, signatures)?;
-    zip_export(&export_bin, &export_sig)
-}
-
 /// The export.bin bytes, the part that is signed: the header, then the protobuf.
 pub fn encode_export_bin(
     header: &ExportHeader,
@@ -280,7 +264,7 @@ pub fn zip_export(export_bin: &[u8], export_sig: &[u8]) -> Result<Vec<u8>, Expor
 }
 
 /// export.sig: one signature per signing key, in the order of `signature_infos`.
-fn encode_export_sig(
+pub fn encode_export_sig(
     header: &ExportHeader,
     signature_infos: &[SignatureInfo],
     signatures: Vec<Vec<u8>>,
@@ -509,13 +493,11 @@ impl From<proto::TekSignature> for ExportSignature {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::ExportError::*;
     use super::*;
-    use crate::signing::KeyFileSigner;
-    use crate::signing::tests::run_openssl;
     use std::fs;
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
 
     /// The team's fixture folder (`shared/fixtures` at the workspace root).
     fn fixture(path: &str) -> PathBuf {
@@ -538,7 +520,7 @@ mod tests {
         bytes.iter().map(|byte| format!("{byte:02x}")).collect()
     }
 
-    fn test_header() -> ExportHeader {
+    pub(crate) fn test_header() -> ExportHeader {
         ExportHeader {
             start_timestamp: 1_590_159_600,
             end_timestamp: 1_590_246_000,
@@ -549,7 +531,7 @@ mod tests {
     }
 
     /// Keys with every field in use, some at the ends of their ranges.
-    fn test_keys(count: usize) -> Vec<DiagnosisKey> {
+    pub(crate) fn test_keys(count: usize) -> Vec<DiagnosisKey> {
         (0..count)
             .map(|i| DiagnosisKey {
                 key_data: std::array::from_fn(|byte| (i * 31 + byte * 7) as u8),
@@ -560,12 +542,6 @@ mod tests {
                 days_since_onset: [None, Some(-14), Some(0), Some(14)][i % 4],
             })
             .collect()
-    }
-
-    fn signer_with_two_versions(dir: &Path) -> KeyFileSigner {
-        KeyFileSigner::open_or_create(dir, "228").unwrap();
-        KeyFileSigner::rotate(dir).unwrap();
-        KeyFileSigner::open_or_create(dir, "228").unwrap()
     }
 
     /// An export.bin whose protobuf part is `export`.
@@ -636,45 +612,6 @@ mod tests {
                 error,
                 Unverified {
                     signatures: 1,
-                    keys: 1
-                }
-            ),
-            "{error}"
-        );
-    }
-
-    #[tokio::test]
-    async fn round_trips_with_rotated_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let signer = signer_with_two_versions(dir.path());
-        let keys = test_keys(100);
-        let zip = write_export(&test_header(), &keys, &signer).await.unwrap();
-
-        let file = read_export(&zip, &ExportLimits::default()).unwrap();
-        assert_eq!(file.header, test_header());
-        assert_eq!(file.keys, keys);
-        let [v2, v1] = <[VerificationKey; 2]>::try_from(signer.verification_keys()).unwrap();
-        assert_eq!(file.signature_infos, [v2.info.clone(), v1.info.clone()]);
-        let signed_by: Vec<_> = file.signatures.iter().map(|s| &s.info).collect();
-        assert_eq!(signed_by, [&v2.info, &v1.info]);
-        assert!(
-            file.signatures
-                .iter()
-                .all(|s| (s.batch_num, s.batch_size) == (1, 1))
-        );
-
-        assert_eq!(file.verify(std::slice::from_ref(&v1)).unwrap(), &v1.info);
-        assert_eq!(file.verify(std::slice::from_ref(&v2)).unwrap(), &v2.info);
-        // A peer that knows a key under another identity still verifies the file.
-        let renamed = VerificationKey::from_pem(&v1.to_pem(), "other", "7").unwrap();
-        assert_eq!(file.verify(&[renamed]).unwrap().key_id, "other");
-        let unrelated = KeyFileSigner::open_or_create(&dir.path().join("other"), "228").unwrap();
-        let error = file.verify(&unrelated.verification_keys()).unwrap_err();
-        assert!(
-            matches!(
-                error,
-                Unverified {
-                    signatures: 2,
                     keys: 1
                 }
             ),
@@ -878,45 +815,5 @@ mod tests {
             bytes[i..i + 4].copy_from_slice(to);
         }
         bytes
-    }
-
-    #[tokio::test]
-    async fn openssl_verifies_our_signature() {
-        let dir = tempfile::tempdir().unwrap();
-        let signer = KeyFileSigner::open_or_create(&dir.path().join("keys"), "228").unwrap();
-        let zip = write_export(&test_header(), &test_keys(20), &signer)
-            .await
-            .unwrap();
-        let file = read_export(&zip, &ExportLimits::default()).unwrap();
-
-        let write = |name, contents: &[u8]| fs::write(dir.path().join(name), contents).unwrap();
-        write("export.bin", file.export_bin());
-        write("export.sig.der", &file.signatures[0].der);
-        write("pub.pem", signer.verification_keys()[0].to_pem().as_bytes());
-        let verify = "dgst -sha256 -verify pub.pem -signature export.sig.der export.bin";
-        run_openssl(dir.path(), verify).unwrap();
-
-        write("export.bin", b"tampered");
-        assert!(
-            run_openssl(dir.path(), verify).is_err(),
-            "openssl accepted a tampered file"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_full_file_fits_the_default_limits() {
-        let dir = tempfile::tempdir().unwrap();
-        let signer = KeyFileSigner::open_or_create(dir.path(), "228").unwrap();
-        let keys = test_keys(MAX_KEYS_PER_FILE);
-        let zip = write_export(&test_header(), &keys, &signer).await.unwrap();
-        let file = read_export(&zip, &ExportLimits::default()).unwrap();
-        assert_eq!(file.keys.len(), MAX_KEYS_PER_FILE);
-        file.verify(&signer.verification_keys()).unwrap();
-
-        let one_too_many = test_keys(MAX_KEYS_PER_FILE + 1);
-        let error = write_export(&test_header(), &one_too_many, &signer)
-            .await
-            .unwrap_err();
-        assert!(matches!(error, TooManyKeys { count: 500_001 }), "{error}");
     }
 }

@@ -171,3 +171,10 @@ pub(crate) fn encode_pem(label: &str, der: impl Into<Vec<u8>>) -> String {
     let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
     pem::encode_config(&pem::Pem::new(label, der), config)
 }
+
+/// Why a signer could not sign.
+#[derive(Debug, thiserror::Error)]
+pub enum SigningError {
+    #[error("signing with {0} failed")]
+    KeyFailed(SignatureInfo),
+}

@@ -17,6 +17,7 @@ use crate::domain::key::{DiagnosisKey, KEY_LEN, RegionId, ReportType};
 use crate::ports::{
     self, CodeClaim, CodeRecord, CodeStore, CodeUse, ConsumerStateStore, Inserted, KeyCounts,
     KeyStore, NewKeys, Origin, PeerState, PublicationStore, StoreError, StoredKey, UnixSeconds,
+    pack_regions, unpack_regions,
 };
 
 type Tek = [u8; KEY_LEN];
@@ -107,10 +108,6 @@ impl Attempts {
     }
 }
 
-fn backend_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
-
 /// The tables of a batch's write transaction, opened once for the whole batch: opening a
 /// table and closing it again costs a write transaction as much as a few inserts.
 struct Tables<'txn> {
@@ -125,12 +122,12 @@ struct Tables<'txn> {
 impl<'txn> Tables<'txn> {
     fn open(txn: &'txn redb::WriteTransaction) -> Result<Self, StoreError> {
         Ok(Self {
-            keys: txn.open_table(KEYS).map_err(backend_error)?,
-            known: txn.open_table(KNOWN).map_err(backend_error)?,
-            expiring: txn.open_table(EXPIRING).map_err(backend_error)?,
-            codes: txn.open_table(CODES).map_err(backend_error)?,
-            meta: txn.open_table(META).map_err(backend_error)?,
-            peers: txn.open_table(PEERS).map_err(backend_error)?,
+            keys: txn.open_table(KEYS).map_err(StoreError::backend)?,
+            known: txn.open_table(KNOWN).map_err(StoreError::backend)?,
+            expiring: txn.open_table(EXPIRING).map_err(StoreError::backend)?,
+            codes: txn.open_table(CODES).map_err(StoreError::backend)?,
+            meta: txn.open_table(META).map_err(StoreError::backend)?,
+            peers: txn.open_table(PEERS).map_err(StoreError::backend)?,
         })
     }
 }
@@ -183,7 +180,7 @@ impl Drop for Writer {
 /// leaves nothing behind in the batch.
 fn commit_batch(db: &Database, batch: impl Iterator<Item = Job>) {
     let started = std::time::Instant::now();
-    let txn = db.begin_write().map_err(backend_error);
+    let txn = db.begin_write().map_err(StoreError::backend);
     let mut tables = txn.as_ref().ok().and_then(|txn| Tables::open(txn).ok());
     let mut failed = tables.is_none();
     let answers: Vec<Answer> = batch
@@ -201,7 +198,7 @@ fn commit_batch(db: &Database, batch: impl Iterator<Item = Job>) {
         )),
         (Ok(txn), false) => {
             let ran = started.elapsed();
-            let committed = txn.commit().map_err(backend_error);
+            let committed = txn.commit().map_err(StoreError::backend);
             tracing::debug!(
                 writes = answers.len(),
                 run_us = ran.as_micros() as u64,
@@ -227,11 +224,11 @@ impl LocalStore {
                     "{} is in use by another enfeed process (stop it, or ask it over HTTP)",
                     path.display()
                 )),
-                other => backend_error(other),
+                other => StoreError::backend(other),
             })?;
-        let txn = db.begin_write().map_err(backend_error)?;
+        let txn = db.begin_write().map_err(StoreError::backend)?;
         move_per_key_expiry(&txn, &mut Tables::open(&txn)?)?;
-        txn.commit().map_err(backend_error)?;
+        txn.commit().map_err(StoreError::backend)?;
         let db = Arc::new(db);
         Ok(Self {
             writer: Arc::new(Writer::start(db.clone())),
@@ -248,7 +245,7 @@ impl LocalStore {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || work(&db))
             .await
-            .map_err(backend_error)?
+            .map_err(StoreError::backend)?
     }
 
     /// Runs `work` in the next batch's write transaction; answers once the batch is committed.
@@ -320,25 +317,28 @@ fn move_per_key_expiry(
 ) -> Result<(), StoreError> {
     let exists = txn
         .list_tables()
-        .map_err(backend_error)?
+        .map_err(StoreError::backend)?
         .any(|table| table.name() == EXPIRY_PER_KEY.name());
     if !exists {
         return Ok(());
     }
     {
-        let old = txn.open_table(EXPIRY_PER_KEY).map_err(backend_error)?;
-        for entry in old.iter().map_err(backend_error)? {
-            let (k, publish_at) = entry.map_err(backend_error)?;
+        let old = txn
+            .open_table(EXPIRY_PER_KEY)
+            .map_err(StoreError::backend)?;
+        for entry in old.iter().map_err(StoreError::backend)? {
+            let (k, publish_at) = entry.map_err(StoreError::backend)?;
             let (expires_at, tek) = k.value();
             let mut row = Expiring::default();
             row.push(publish_at.value(), tek);
             tables
                 .expiring
                 .insert((expires_at, tek), row.0.as_slice())
-                .map_err(backend_error)?;
+                .map_err(StoreError::backend)?;
         }
     }
-    txn.delete_table(EXPIRY_PER_KEY).map_err(backend_error)?;
+    txn.delete_table(EXPIRY_PER_KEY)
+        .map_err(StoreError::backend)?;
     Ok(())
 }
 
@@ -372,22 +372,14 @@ impl KeyRecord {
             report_type: k.key.report_type as i32,
             days_since_onset: k.key.days_since_onset,
             remote: k.origin == Origin::Remote,
-            regions: k.regions.iter().flat_map(|r| r.as_str().bytes()).collect(),
+            regions: pack_regions(&k.regions).into_bytes(),
             expires_at: k.expires_at,
         }
     }
 
     fn into_key(self, key_data: Tek, publish_at: u64) -> Result<StoredKey, StoreError> {
-        let regions = self
-            .regions
-            .chunks(2)
-            .map(|r| {
-                std::str::from_utf8(r)
-                    .map_err(backend_error)?
-                    .parse::<RegionId>()
-                    .map_err(backend_error)
-            })
-            .collect::<Result<_, _>>()?;
+        let regions =
+            unpack_regions(std::str::from_utf8(&self.regions).map_err(StoreError::backend)?)?;
         Ok(StoredKey {
             key: DiagnosisKey {
                 key_data,
@@ -423,18 +415,15 @@ struct CodeRow {
     inserted: u32,
 }
 
-/// [`ports::check_claim`] on a stored code row.
-fn check_claim(
-    row: Option<CodeRow>,
-    claim: &CodeClaim,
-    now: u64,
-) -> Result<Option<u32>, StoreError> {
-    let code_use = row.as_ref().map(|row| CodeUse {
-        expires_at: row.expires_at,
-        used_by: row.used_by.as_deref(),
-        inserted: row.inserted,
-    });
-    Ok(ports::check_claim(code_use, claim, now)?)
+impl CodeRow {
+    /// What [`ports::check_claim`] judges a claim by.
+    fn code_use(&self) -> CodeUse {
+        CodeUse {
+            expires_at: self.expires_at,
+            used_by: self.used_by.clone(),
+            inserted: self.inserted,
+        }
+    }
 }
 
 fn read_code(
@@ -443,8 +432,8 @@ fn read_code(
 ) -> Result<Option<CodeRow>, StoreError> {
     table
         .get(hash)
-        .map_err(backend_error)?
-        .map(|v| CodeRow::decode(v.value()).map_err(backend_error))
+        .map_err(StoreError::backend)?
+        .map(|v| CodeRow::decode(v.value()).map_err(StoreError::backend))
         .transpose()
 }
 
@@ -454,7 +443,7 @@ fn read_u64(
 ) -> Result<u64, StoreError> {
     Ok(table
         .get(name)
-        .map_err(backend_error)?
+        .map_err(StoreError::backend)?
         .map(|v| u64::from_be_bytes(v.value().try_into().unwrap_or_default()))
         .unwrap_or(0))
 }
@@ -472,7 +461,13 @@ impl KeyStore for LocalStore {
                 ..
             } = tables;
             if let Some(claim) = &batch.claim
-                && let Some(n) = check_claim(read_code(codes, &claim.code_hash)?, claim, batch.now)?
+                && let Some(n) = ports::check_claim(
+                    read_code(codes, &claim.code_hash)?
+                        .map(|row| row.code_use())
+                        .as_ref(),
+                    claim,
+                    batch.now,
+                )?
             {
                 return Ok(Inserted::Replayed(n));
             }
@@ -481,7 +476,7 @@ impl KeyStore for LocalStore {
             let mut expires = std::collections::BTreeMap::<u64, Expiring>::new();
             for key in &batch.keys {
                 let tek = key.key.key_data;
-                if known.get(&tek).map_err(backend_error)?.is_some() {
+                if known.get(&tek).map_err(StoreError::backend)?.is_some() {
                     continue;
                 }
                 // Never behind the seal: data-prep has already read up to it.
@@ -490,8 +485,8 @@ impl KeyStore for LocalStore {
                     (publish_at, tek),
                     KeyRecord::from_key(key).encode_to_vec().as_slice(),
                 )
-                .map_err(backend_error)?;
-                known.insert(tek, publish_at).map_err(backend_error)?;
+                .map_err(StoreError::backend)?;
+                known.insert(tek, publish_at).map_err(StoreError::backend)?;
                 expires
                     .entry(key.expires_at)
                     .or_default()
@@ -501,7 +496,7 @@ impl KeyStore for LocalStore {
             for (expires_at, keys) in expires {
                 expiring
                     .insert((expires_at, keys.first()), keys.0.as_slice())
-                    .map_err(backend_error)?;
+                    .map_err(StoreError::backend)?;
             }
             if let Some(claim) = &batch.claim {
                 let mut row = read_code(codes, &claim.code_hash)?.expect("checked above");
@@ -509,7 +504,7 @@ impl KeyStore for LocalStore {
                 row.inserted = stored;
                 codes
                     .insert(claim.code_hash, row.encode_to_vec().as_slice())
-                    .map_err(backend_error)?;
+                    .map_err(StoreError::backend)?;
             }
             Ok(Inserted::Stored(stored))
         })
@@ -520,7 +515,7 @@ impl KeyStore for LocalStore {
         self.write(move |Tables { meta, .. }| {
             let seal = read_u64(meta, SEAL)?.max(through);
             meta.insert(SEAL, seal.to_be_bytes().as_slice())
-                .map_err(backend_error)?;
+                .map_err(StoreError::backend)?;
             Ok(seal)
         })
         .await
@@ -533,17 +528,17 @@ impl KeyStore for LocalStore {
         now: UnixSeconds,
     ) -> Result<Vec<StoredKey>, StoreError> {
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(backend_error)?;
-            let keys = txn.open_table(KEYS).map_err(backend_error)?;
+            let txn = db.begin_read().map_err(StoreError::backend)?;
+            let keys = txn.open_table(KEYS).map_err(StoreError::backend)?;
             let mut out = Vec::new();
             for entry in keys
                 .range((after + 1, [0; KEY_LEN])..=(through, [0xff; KEY_LEN]))
-                .map_err(backend_error)?
+                .map_err(StoreError::backend)?
             {
-                let (k, v) = entry.map_err(backend_error)?;
+                let (k, v) = entry.map_err(StoreError::backend)?;
                 let (publish_at, tek) = k.value();
                 let key = KeyRecord::decode(v.value())
-                    .map_err(backend_error)?
+                    .map_err(StoreError::backend)?
                     .into_key(tek, publish_at)?;
                 if key.expires_at > now {
                     out.push(key);
@@ -566,19 +561,20 @@ impl KeyStore for LocalStore {
             let mut purged = 0;
             for entry in expiring
                 .extract_from_if(..=(now, [0xff; KEY_LEN]), |_, _| true)
-                .map_err(backend_error)?
+                .map_err(StoreError::backend)?
             {
-                let (_, row) = entry.map_err(backend_error)?;
+                let (_, row) = entry.map_err(StoreError::backend)?;
                 for (publish_at, tek) in Expiring::keys(row.value()) {
-                    keys.remove((publish_at, tek)).map_err(backend_error)?;
-                    known.remove(tek).map_err(backend_error)?;
+                    keys.remove((publish_at, tek))
+                        .map_err(StoreError::backend)?;
+                    known.remove(tek).map_err(StoreError::backend)?;
                     purged += 1;
                 }
             }
             // Expired codes go as well.
             codes
                 .retain(|_, row| CodeRow::decode(row).map_or(true, |r| r.expires_at + 86_400 > now))
-                .map_err(backend_error)?;
+                .map_err(StoreError::backend)?;
             Ok(purged)
         })
         .await
@@ -586,12 +582,15 @@ impl KeyStore for LocalStore {
 
     async fn count(&self) -> Result<KeyCounts, StoreError> {
         self.blocking(|db| {
-            let txn = db.begin_read().map_err(backend_error)?;
-            let keys = txn.open_table(KEYS).map_err(backend_error)?;
+            let txn = db.begin_read().map_err(StoreError::backend)?;
+            let keys = txn.open_table(KEYS).map_err(StoreError::backend)?;
             let mut counts = KeyCounts::default();
-            for entry in keys.iter().map_err(backend_error)? {
-                let (_, v) = entry.map_err(backend_error)?;
-                match KeyRecord::decode(v.value()).map_err(backend_error)?.remote {
+            for entry in keys.iter().map_err(StoreError::backend)? {
+                let (_, v) = entry.map_err(StoreError::backend)?;
+                match KeyRecord::decode(v.value())
+                    .map_err(StoreError::backend)?
+                    .remote
+                {
                     true => counts.remote += 1,
                     false => counts.local += 1,
                 }
@@ -613,12 +612,16 @@ impl CodeStore for LocalStore {
                 used_by: None,
                 inserted: 0,
             };
-            if codes.get(&code.code_hash).map_err(backend_error)?.is_some() {
+            if codes
+                .get(&code.code_hash)
+                .map_err(StoreError::backend)?
+                .is_some()
+            {
                 return Err(StoreError::Conflict("a code with this value exists".into()));
             }
             codes
                 .insert(code.code_hash, row.encode_to_vec().as_slice())
-                .map_err(backend_error)?;
+                .map_err(StoreError::backend)?;
             Ok(())
         })
         .await
@@ -644,9 +647,11 @@ impl CodeStore for LocalStore {
     async fn check_code(&self, claim: &CodeClaim, now: UnixSeconds) -> Result<(), StoreError> {
         let claim = claim.clone();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(backend_error)?;
-            let codes = txn.open_table(CODES).map_err(backend_error)?;
-            check_claim(read_code(&codes, &claim.code_hash)?, &claim, now).map(|_| ())
+            let txn = db.begin_read().map_err(StoreError::backend)?;
+            let codes = txn.open_table(CODES).map_err(StoreError::backend)?;
+            let code = read_code(&codes, &claim.code_hash)?.map(|row| row.code_use());
+            ports::check_claim(code.as_ref(), &claim, now)?;
+            Ok(())
         })
         .await
     }
@@ -656,16 +661,16 @@ impl CodeStore for LocalStore {
 impl PublicationStore for LocalStore {
     async fn load(&self) -> Result<(u64, Publication), StoreError> {
         self.blocking(|db| {
-            let txn = db.begin_read().map_err(backend_error)?;
-            let meta = txn.open_table(META).map_err(backend_error)?;
-            match meta.get(PUBLICATION).map_err(backend_error)? {
+            let txn = db.begin_read().map_err(StoreError::backend)?;
+            let meta = txn.open_table(META).map_err(StoreError::backend)?;
+            match meta.get(PUBLICATION).map_err(StoreError::backend)? {
                 None => Ok((0, Publication::default())),
                 Some(v) => {
                     let (version, json) = v.value().split_at(8);
                     let version = u64::from_be_bytes(version.try_into().expect("8 bytes"));
                     Ok((
                         version,
-                        serde_json::from_slice(json).map_err(backend_error)?,
+                        serde_json::from_slice(json).map_err(StoreError::backend)?,
                     ))
                 }
             }
@@ -674,9 +679,9 @@ impl PublicationStore for LocalStore {
     }
 
     async fn save(&self, version: u64, state: &Publication) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(state).map_err(backend_error)?;
+        let json = serde_json::to_vec(state).map_err(StoreError::backend)?;
         self.write(move |Tables { meta, .. }| {
-            let current = match meta.get(PUBLICATION).map_err(backend_error)? {
+            let current = match meta.get(PUBLICATION).map_err(StoreError::backend)? {
                 None => 0,
                 Some(v) => u64::from_be_bytes(v.value()[..8].try_into().expect("8 bytes")),
             };
@@ -688,7 +693,7 @@ impl PublicationStore for LocalStore {
             let mut row = (version + 1).to_be_bytes().to_vec();
             row.extend_from_slice(&json);
             meta.insert(PUBLICATION, row.as_slice())
-                .map_err(backend_error)?;
+                .map_err(StoreError::backend)?;
             Ok(())
         })
         .await
@@ -699,22 +704,22 @@ impl PublicationStore for LocalStore {
 impl ConsumerStateStore for LocalStore {
     async fn load_peer(&self, peer: RegionId) -> Result<PeerState, StoreError> {
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(backend_error)?;
-            let peers = txn.open_table(PEERS).map_err(backend_error)?;
-            match peers.get(peer.as_str()).map_err(backend_error)? {
+            let txn = db.begin_read().map_err(StoreError::backend)?;
+            let peers = txn.open_table(PEERS).map_err(StoreError::backend)?;
+            match peers.get(peer.as_str()).map_err(StoreError::backend)? {
                 None => Ok(PeerState::default()),
-                Some(v) => serde_json::from_slice(v.value()).map_err(backend_error),
+                Some(v) => serde_json::from_slice(v.value()).map_err(StoreError::backend),
             }
         })
         .await
     }
 
     async fn save_peer(&self, peer: RegionId, state: &PeerState) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(state).map_err(backend_error)?;
+        let json = serde_json::to_vec(state).map_err(StoreError::backend)?;
         self.write(move |Tables { peers, .. }| {
             peers
                 .insert(peer.as_str(), json.as_slice())
-                .map_err(backend_error)?;
+                .map_err(StoreError::backend)?;
             Ok(())
         })
         .await

@@ -237,9 +237,10 @@ async fn serve_peer_feed(chunk: Vec<u8>) -> (String, tokio::task::JoinHandle<()>
 
 #[tokio::test]
 async fn the_consumer_pulls_a_peer_feed_into_the_table_and_dataprep_publishes_it_to_phones_only() {
-    use enfeed::domain::export::{ExportHeader, write_export};
+    use enfeed::domain::export::ExportHeader;
     use enfeed::domain::key::{DiagnosisKey, ReportType};
     use enfeed::ports::ConsumerStateStore as _;
+    use enfeed::ports::write_export;
     use enfeed::signing::{KeyFileSigner, Signer as _};
 
     let cloud = Cloud::start().await;

@@ -1,0 +1,58 @@
+//! The ports: what the core asks of the world around it, one file per port. Each has an
+//! embedded adapter (`adapters::local`, the default) and, for the serverless deployment, an AWS
+//! adapter (`adapters::aws`); the services see nothing but these traits.
+//!
+//! | port | what it keeps or does |
+//! |---|---|
+//! | [`KeyStore`] ([`keys`]) | Diagnosis Keys, local and remote, until they expire |
+//! | [`CodeStore`] ([`codes`]) | one-time codes and wrong-code counters |
+//! | [`PublicationStore`] ([`publication`]) | data-prep's record of what it published |
+//! | [`ConsumerStateStore`] ([`consumer_state`]) | the consumer's place in each peer's feed |
+//! | [`BlobStore`] ([`blobs`]) | published chunks and indexes |
+//! | [`Signer`] ([`signer`]) | the region's export signing keys |
+//! | [`UploadVerifier`] ([`verifier`]) | who may upload |
+//! | [`Fetch`] ([`fetch`]) | reading a peer's files |
+//! | [`Clock`] ([`clock`]) | the time |
+
+pub mod blobs;
+pub mod clock;
+pub mod codes;
+pub mod consumer_state;
+pub mod fetch;
+pub mod keys;
+pub mod publication;
+pub mod signer;
+pub mod verifier;
+
+pub use blobs::{Blob, BlobError, BlobKind, BlobStore, Put};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use codes::{CodeClaim, CodeRecord, CodeRefused, CodeStore, CodeUse, check_claim};
+pub use consumer_state::{ConsumerStateStore, PeerState};
+pub use fetch::{Fetch, FetchError};
+pub use keys::{
+    Inserted, KeyCounts, KeyStore, NewKeys, Origin, StoredKey, pack_regions, unpack_regions,
+};
+pub use publication::PublicationStore;
+pub use signer::{Signer, write_export};
+pub use verifier::{Authorization, UploadVerifier, VerifyError};
+
+pub use crate::domain::key::UnixSeconds;
+pub use crate::domain::signature::SigningError;
+
+/// Why a store could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Code(#[from] CodeRefused),
+    #[error("storage conflict: {0}")]
+    Conflict(String),
+    #[error("storage failed: {0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    /// A failure of the storage itself, described by `e`.
+    pub fn backend(e: impl std::fmt::Display) -> Self {
+        Self::Backend(e.to_string())
+    }
+}
