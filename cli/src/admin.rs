@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 use enfeed::Backend;
-use enfeed::consumer::Poll;
+use enfeed::services::consumer::Poll;
 use serde_json::Value;
 
 use crate::Region;

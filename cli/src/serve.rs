@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use enfeed::Backend;
-use enfeed::api::{self, AccessPolicy};
-use enfeed::consumer::Poll;
+use enfeed::domain::access::AccessPolicy;
+use enfeed::entry::api;
+use enfeed::services::consumer::Poll;
 
 use crate::Region;
 
@@ -94,7 +95,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::error!(error = %e, "scheduled data-prep failed");
         }
     }));
-    if backend.consumer.is_some() {
+    if backend.pulls_peers() {
         tokio::spawn(every(
             args.consumer_interval,
             backend.clone(),
@@ -135,7 +136,7 @@ fn stored_admin_token(path: &Path) -> anyhow::Result<String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let token = enfeed::authorize::random_token();
+    let token = enfeed::services::codes::random_token();
     std::fs::write(path, &token).with_context(|| format!("writing {}", path.display()))?;
     Ok(token)
 }

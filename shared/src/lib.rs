@@ -15,18 +15,15 @@
 //! - [`scale`]: a model of a world of regions at scale, costed in bytes of real chunk files.
 //! - Entry points share [`backend::Backend`] and the HTTP API in [`api`].
 
-pub mod api;
-pub mod authorize;
 #[cfg(feature = "aws")]
 pub mod aws;
-pub mod backend;
-pub mod consumer;
-pub mod dataprep;
 pub mod domain;
+pub mod entry;
 pub mod local;
 pub mod ports;
+pub mod services;
 pub mod signing;
 pub mod tls;
 
-pub use backend::Backend;
 pub use domain::config::Config;
+pub use entry::backend::Backend;

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
-use crate::api::Peer;
+use crate::domain::access::Peer;
 use crate::ports::{Fetch, FetchError};
 
 #[derive(Debug, thiserror::Error)]

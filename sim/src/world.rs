@@ -17,15 +17,16 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
 use serde_json::{Value, json};
 
-use enfeed::api::{self, AccessPolicy};
-use enfeed::consumer::Poll;
+use enfeed::domain::access::AccessPolicy;
 use enfeed::domain::certificate::TrustedIssuer;
 use enfeed::domain::config::Config;
 use enfeed::domain::export::{ExportLimits, read_export};
 use enfeed::domain::feed::{Feed, FeedIndex};
 use enfeed::domain::key::{DiagnosisKey, RegionId};
 use enfeed::domain::peers::{FeedFormat, PeerConfig, Replication};
+use enfeed::entry::api;
 use enfeed::ports::{Clock, ManualClock};
+use enfeed::services::consumer::Poll;
 use enfeed::signing::{KeyFileSigner, Signer as _, VerificationKey};
 use enfeed::{Backend, local};
 
@@ -265,7 +266,7 @@ impl World {
                     .map_err(fail)?;
             }
             let backend = Arc::new(backend);
-            let admin_token = enfeed::authorize::random_token();
+            let admin_token = enfeed::services::codes::random_token();
             let access = AccessPolicy {
                 admin_token: admin_token.clone(),
                 a2a_consumers: region.a2a_consumers.clone(),

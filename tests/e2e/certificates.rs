@@ -6,14 +6,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
-use enfeed::authorize::{Authorization, UploadVerifier, VerifyError};
 use enfeed::domain::certificate::{
-    CertificateConfigError, CertificateError, CertificateVerifier, Certified, IssuersFile, LEEWAY,
+    CertificateConfigError, CertificateError, Certified, IssuersFile, LEEWAY, TrustedIssuers,
     tekmac,
 };
 use enfeed::domain::key::{DiagnosisKey, INTERVALS_PER_DAY, ReportType, interval_of};
 use enfeed::domain::upload::Upload;
+use enfeed::ports::{Authorization, UploadVerifier, VerifyError};
 use enfeed::ports::{CodeRefused, UnixSeconds};
+use enfeed::services::certificates::CertificateVerifier;
 use enfeed_sim::issuer::CertificateIssuer;
 use ring::hmac;
 use serde_json::json;
@@ -49,6 +50,12 @@ fn health_authority() -> CertificateIssuer {
     CertificateIssuer::generate("v1", "health.example", "enfeed.example")
 }
 
+/// What checks certificates of `issuers`.
+fn trusting(issuers: &[&CertificateIssuer]) -> TrustedIssuers {
+    TrustedIssuers::new(issuers.iter().map(|i| i.trusted()).collect()).unwrap()
+}
+
+/// The upload verifier that accepts certificates of `issuers`.
 fn verifier(issuers: &[&CertificateIssuer]) -> CertificateVerifier {
     CertificateVerifier::new(issuers.iter().map(|i| i.trusted()).collect()).unwrap()
 }
@@ -75,7 +82,7 @@ fn valid_claims() -> serde_json::Value {
     })
 }
 
-fn refusal(verifier: &CertificateVerifier, upload: &Upload) -> CertificateError {
+fn refusal(verifier: &TrustedIssuers, upload: &Upload) -> CertificateError {
     verifier.check(upload, NOW).unwrap_err()
 }
 
@@ -101,7 +108,7 @@ fn the_issuers_file_names_each_authority_and_its_keys() {
 #[test]
 fn a_valid_certificate_is_accepted() {
     let ha = health_authority();
-    let certified = verifier(&[&ha])
+    let certified = trusting(&[&ha])
         .check(&upload(certificate(&ha)), NOW)
         .unwrap();
     assert_eq!(
@@ -115,11 +122,11 @@ fn a_valid_certificate_is_accepted() {
     // Keys in another order, certificate with surrounding white space, audience as a list.
     let mut shuffled = upload(format!(" {}\n", certificate(&ha)));
     shuffled.keys.reverse();
-    assert!(verifier(&[&ha]).check(&shuffled, NOW).is_ok());
+    assert!(trusting(&[&ha]).check(&shuffled, NOW).is_ok());
     let mut claims = valid_claims();
     claims["aud"] = json!(["other.example", "enfeed.example"]);
     assert!(
-        verifier(&[&ha])
+        trusting(&[&ha])
             .check(&upload(ha.sign(&claims)), NOW)
             .is_ok()
     );
@@ -128,7 +135,7 @@ fn a_valid_certificate_is_accepted() {
 #[test]
 fn certificates_are_checked_against_the_clock_with_leeway() {
     let ha = health_authority();
-    let v = verifier(&[&ha]);
+    let v = trusting(&[&ha]);
     let cert = upload(certificate(&ha));
     assert!(v.check(&cert, NOW + 900 + LEEWAY - 1).is_ok());
     assert_eq!(
@@ -152,7 +159,7 @@ fn certificates_are_checked_against_the_clock_with_leeway() {
 fn each_forgery_and_mistake_has_its_own_refusal() {
     let ha = health_authority();
     let other = CertificateIssuer::generate("v1", "other.example", "enfeed.example");
-    let v = verifier(&[&ha, &other]);
+    let v = trusting(&[&ha, &other]);
     let refused = |payload: String| refusal(&v, &upload(payload));
 
     let genuine = certificate(&ha);
@@ -343,12 +350,12 @@ fn issuer_configuration_is_checked() {
     let ha = health_authority();
     let mut trusted = ha.trusted();
     assert!(
-        CertificateVerifier::new(vec![trusted.clone(), trusted.clone()])
+        TrustedIssuers::new(vec![trusted.clone(), trusted.clone()])
             .is_err_and(|e| e == CertificateConfigError::DuplicateIssuer("health.example".into()))
     );
     trusted.keys.push(trusted.keys[0].clone());
     assert!(matches!(
-        CertificateVerifier::new(vec![trusted.clone()]),
+        TrustedIssuers::new(vec![trusted.clone()]),
         Err(CertificateConfigError::DuplicateKid { .. })
     ));
     trusted.keys.truncate(1);
@@ -361,7 +368,7 @@ fn issuer_configuration_is_checked() {
     ] {
         trusted.keys[0].public_key_pem = bad.into();
         assert!(matches!(
-            CertificateVerifier::new(vec![trusted.clone()]),
+            TrustedIssuers::new(vec![trusted.clone()]),
             Err(CertificateConfigError::NotP256PublicKey { .. })
         ));
     }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use axum::http::{StatusCode, Uri};
-use enfeed::consumer::{Consumer, Poll, Producer};
+use enfeed::Backend;
 use enfeed::domain::export::ExportHeader;
 use enfeed::domain::feed::{Feed, FeedIndex};
 use enfeed::domain::key::{DiagnosisKey, RegionId, ReportType};
@@ -15,6 +15,7 @@ use enfeed::domain::peers::{FeedFormat, PeerConfig, Replication};
 use enfeed::local::LocalStore;
 use enfeed::ports::write_export;
 use enfeed::ports::{ConsumerStateStore, Fetch, FetchError, PeerState, Signer as _, StoreError};
+use enfeed::services::consumer::{Consumer, Poll, Producer};
 use enfeed::signing::{KeyFileSigner, VerificationKey};
 use enfeed::tls::HttpsFetch;
 use enfeed_sim::world::{RegionPlan, World};
@@ -134,9 +135,19 @@ fn keys(seed: u8, count: u8) -> Vec<DiagnosisKey> {
         .collect()
 }
 
-/// A consumer of `producers` for `region`, keeping its state in its own embedded store.
-fn consumer(producers: Vec<Producer>, state: Arc<dyn ConsumerStateStore>) -> Consumer {
-    Consumer::new(producers, state)
+/// A consumer of `producers` into `backend`, keeping its state in `state`.
+fn consumer(
+    backend: &Backend,
+    producers: Vec<Producer>,
+    state: Arc<dyn ConsumerStateStore>,
+) -> Consumer {
+    Consumer::new(
+        producers,
+        backend.keys.clone(),
+        state,
+        backend.clock.clone(),
+        &backend.config,
+    )
 }
 
 fn state_store() -> (Arc<LocalStore>, tempfile::TempDir) {
@@ -192,13 +203,14 @@ async fn lying_or_broken_peers_are_refused_and_the_others_still_pulled() {
         ),
     ];
     let run = consumer(
+        &ch.backend,
         vec![good.producer(plain_http()), liar.producer(plain_http())],
         state.clone(),
     );
     for (case, chunk, reason) in cases {
         liar.serve_index(&[1], NOW);
         liar.serve("v1/CH/keys/1", chunk);
-        let report = run.run(&ch.backend, Poll::WhenDue).await;
+        let report = run.run(Poll::WhenDue).await;
         let (de, fr) = (&report.peers[0], &report.peers[1]);
         assert!(de.error.is_none(), "{case}: the good peer failed: {de:?}");
         let error = fr
@@ -227,14 +239,10 @@ async fn lying_or_broken_peers_are_refused_and_the_others_still_pulled() {
     liar.serve_index(&[1, 2], NOW);
     liar.serve_chunk(1, &keys(100, 2)).await;
     liar.serve_chunk(2, &keys(110, 2)).await;
-    assert!(
-        run.run(&ch.backend, Poll::WhenDue).await.peers[1]
-            .error
-            .is_none()
-    );
+    assert!(run.run(Poll::WhenDue).await.peers[1].error.is_none());
     assert_eq!(remote_keys(&ch).await, 9);
     liar.serve_index(&[1], NOW);
-    let report = run.run(&ch.backend, Poll::WhenDue).await;
+    let report = run.run(Poll::WhenDue).await;
     assert!(
         report.peers[1]
             .error
@@ -302,8 +310,8 @@ async fn a_consumer_killed_mid_pull_resumes_without_losing_or_duplicating_keys()
         calls: AtomicUsize::new(0),
         fail_at: 3,
     });
-    let report = consumer(vec![de.producer(dying.clone())], state.clone())
-        .run(&ch.backend, Poll::WhenDue)
+    let report = consumer(&ch.backend, vec![de.producer(dying.clone())], state.clone())
+        .run(Poll::WhenDue)
         .await;
     assert!(report.peers[0].error.is_some());
     assert_eq!(remote_keys(&ch).await, 4);
@@ -321,14 +329,14 @@ async fn a_consumer_killed_mid_pull_resumes_without_losing_or_duplicating_keys()
         inner: state.clone(),
         forgotten: AtomicUsize::new(0),
     });
-    let report = consumer(vec![de.producer(plain_http())], forgetful)
-        .run(&ch.backend, Poll::WhenDue)
+    let report = consumer(&ch.backend, vec![de.producer(plain_http())], forgetful)
+        .run(Poll::WhenDue)
         .await;
     assert!(report.peers[0].error.is_some());
     assert_eq!(remote_keys(&ch).await, 8);
     // The next run takes chunk 2 again (nothing new in it) and chunk 3.
-    let report = consumer(vec![de.producer(plain_http())], state.clone())
-        .run(&ch.backend, Poll::WhenDue)
+    let report = consumer(&ch.backend, vec![de.producer(plain_http())], state.clone())
+        .run(Poll::WhenDue)
         .await;
     assert!(report.peers[0].error.is_none(), "{report:?}");
     assert_eq!((report.peers[0].batches, report.peers[0].imported), (2, 4));
@@ -350,22 +358,16 @@ async fn the_recommended_next_poll_time_is_honoured() {
     de.serve_index(&[1], NOW + 3600);
     de.serve_chunk(1, &keys(1, 2)).await;
     let (state, _dir) = state_store();
-    let run = consumer(vec![de.producer(plain_http())], state);
-    assert_eq!(
-        run.run(&ch.backend, Poll::WhenDue).await.peers[0].batches,
-        1
-    );
+    let run = consumer(&ch.backend, vec![de.producer(plain_http())], state);
+    assert_eq!(run.run(Poll::WhenDue).await.peers[0].batches, 1);
     de.serve_index(&[1, 2], NOW + 7200);
     de.serve_chunk(2, &keys(9, 2)).await;
     assert_eq!(
-        run.run(&ch.backend, Poll::WhenDue).await.peers[0].not_before,
+        run.run(Poll::WhenDue).await.peers[0].not_before,
         Some(NOW + 3600)
     );
     ch.clock.set(NOW + 3600);
-    assert_eq!(
-        run.run(&ch.backend, Poll::WhenDue).await.peers[0].batches,
-        1
-    );
+    assert_eq!(run.run(Poll::WhenDue).await.peers[0].batches, 1);
     assert_eq!(remote_keys(&ch).await, 4);
 }
 
@@ -388,8 +390,8 @@ async fn googles_export_is_imported_through_a_gaen_index_peer() {
     let key = VerificationKey::from_pem(&pem, "some_id", "1").unwrap();
     let (state, _dir) = state_store();
     let producer = Producer::new(us.config(FeedFormat::GaenIndex), vec![key], plain_http());
-    let run = consumer(vec![producer], state.clone());
-    let report = run.run(&ch.backend, Poll::WhenDue).await;
+    let run = consumer(&ch.backend, vec![producer], state.clone());
+    let report = run.run(Poll::WhenDue).await;
     assert!(report.peers[0].error.is_none(), "{report:?}");
     assert_eq!((report.peers[0].batches, report.peers[0].imported), (1, 2));
     assert_eq!(
@@ -402,7 +404,7 @@ async fn googles_export_is_imported_through_a_gaen_index_peer() {
         Some(name)
     );
     assert_eq!(
-        run.run(&ch.backend, Poll::WhenDue).await.peers[0].batches,
+        run.run(Poll::WhenDue).await.peers[0].batches,
         0,
         "a file is taken once"
     );

@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use enfeed::api::{self, AccessPolicy};
+use enfeed::domain::access::AccessPolicy;
 use enfeed::domain::export::{ExportFile, ExportLimits, read_export};
 use enfeed::domain::feed::{Feed, FeedIndex};
 use enfeed::domain::key::{INTERVALS_PER_DAY, interval_of};
+use enfeed::entry::api;
 use enfeed::ports::ManualClock;
 use enfeed::signing::VerificationKey;
 use enfeed::{Backend, Config};

@@ -31,8 +31,8 @@ use aws_sdk_dynamodb::types::{
     TimeToLiveSpecification, TransactWriteItem, Update,
 };
 
-use crate::dataprep::Publication;
 use crate::domain::key::{DiagnosisKey, KEY_LEN, ReportType};
+use crate::domain::publication::Publication;
 use crate::ports::{
     CodeClaim, CodeRecord, CodeStore, CodeUse, Inserted, KeyCounts, KeyStore, NewKeys, Origin,
     PublicationStore, StoreError, StoredKey, UnixSeconds, check_claim, pack_regions,

@@ -23,10 +23,10 @@ use lambda_http::{Body, Request, RequestExt as _};
 use serde::Serialize;
 
 use crate::Backend;
-use crate::api::Peer;
-use crate::consumer::{ConsumerReport, Poll};
-use crate::dataprep::{DataPrepError, DataPrepReport};
+use crate::domain::access::Peer;
 use crate::domain::key::RegionId;
+use crate::services::consumer::{ConsumerReport, Poll};
+use crate::services::dataprep::{DataPrepError, DataPrepReport};
 
 /// The region named by a client certificate's subject: its common name, e.g. `CN=DE,O=...`.
 pub fn peer_of_subject(subject_dn: &str) -> Option<Peer> {
@@ -128,7 +128,7 @@ pub async fn run_dataprep(
 /// consumer state table). A backend without configured peers reports that it pulled nothing.
 pub async fn run_consumer(backend: &Backend, event: EventBridgeEvent) -> ConsumerReport {
     let event = event.id.as_deref().unwrap_or("-");
-    if backend.consumer.is_none() {
+    if !backend.pulls_peers() {
         tracing::info!(event, "no peers are configured; nothing to pull");
     }
     let report = backend.run_consumer(Poll::WhenDue).await;
@@ -144,9 +144,9 @@ pub async fn run_consumer(backend: &Backend, event: EventBridgeEvent) -> Consume
 /// The router of the feed gateway and the upload function: the core's, with admin routes off
 /// (they need a bearer token, and none is configured on Lambda).
 pub fn http_app(backend: Arc<Backend>, a2a_consumers: Vec<RegionId>) -> Router {
-    crate::api::router(
+    crate::entry::api::router(
         backend,
-        crate::api::AccessPolicy {
+        crate::domain::access::AccessPolicy {
             admin_token: String::new(),
             a2a_consumers,
         },

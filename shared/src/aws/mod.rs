@@ -27,9 +27,9 @@ pub use dynamo::{
 pub use s3::{CHUNK_TAG, S3BlobStore};
 pub use secrets::{NoSigningKeys, SigningKeysError, load_signer};
 
-use crate::consumer::{Consumer, Producer, ProducerError};
 use crate::domain::key::RegionId;
 use crate::domain::peers::{PeersError, PeersFile};
+use crate::entry::peers::{ProducerError, open_producer};
 use crate::ports::{Clock, Signer, SystemClock};
 use crate::{Backend, Config};
 
@@ -180,10 +180,10 @@ pub async fn backend(
         let producers = PeersFile::load(path)?
             .peers
             .into_iter()
-            .map(Producer::open)
+            .map(open_producer)
             .collect::<Result<Vec<_>, _>>()?;
         let state = DynamoConsumerState::new(aws_sdk_dynamodb::Client::new(sdk), table);
-        backend.consumer = Some(Arc::new(Consumer::new(producers, Arc::new(state))));
+        backend.pull_from(producers, Arc::new(state));
     }
     Ok(backend)
 }

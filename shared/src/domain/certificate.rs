@@ -1,8 +1,8 @@
 //! Verification certificates, as in Google's reference key server: the health authority's
 //! verification server signs a JWT (ES256) whose `tekmac` claim binds it to the keys of one
-//! upload. [`CertificateVerifier`] is the [`UploadVerifier`] that checks them, handing other
-//! payloads (one-time codes) to a fallback. (The lab's `CertificateIssuer` signs them, for tests
-//! and simulated health authorities.)
+//! upload. [`TrustedIssuers`] checks them (the certificate verifier service puts that check
+//! behind the upload verifier port). The lab's `CertificateIssuer` signs them, for tests and
+//! simulated health authorities.
 //!
 //! The JWS is verified with ring directly: it is one ECDSA P-256 check over `header.claims`,
 //! and accepting nothing but `ES256` is then a string comparison rather than a library
@@ -11,16 +11,13 @@
 //! already stored.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD as BASE64URL};
 use ring::hmac;
 use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use serde::Deserialize;
 
-use crate::authorize::{Authorization, UploadVerifier, VerifyError};
 use crate::domain::key::{DiagnosisKey, ReportType, UnixSeconds};
 use crate::domain::signature::VerificationKey;
 use crate::domain::upload::Upload;
@@ -164,14 +161,20 @@ struct Issuer {
     keys: HashMap<String, UnparsedPublicKey<Vec<u8>>>,
 }
 
-/// Checks verification certificates; see the [module documentation](self).
-pub struct CertificateVerifier {
+/// The health authorities trusted to sign certificates, and the check of a certificate against
+/// them; see the [module documentation](self).
+pub struct TrustedIssuers {
     issuers: HashMap<String, Issuer>,
-    fallback: Option<Arc<dyn UploadVerifier>>,
 }
 
-impl CertificateVerifier {
-    /// A verifier that trusts `issuers` and nothing else.
+/// Whether a verification payload has the shape of a certificate (a compact JWS: three
+/// dot-separated parts) rather than of a one-time code.
+pub fn is_certificate(payload: &str) -> bool {
+    Jws::split(payload.trim()).is_some()
+}
+
+impl TrustedIssuers {
+    /// Trusts `issuers` and nothing else.
     pub fn new(issuers: Vec<TrustedIssuer>) -> Result<Self, CertificateConfigError> {
         let mut by_name = HashMap::with_capacity(issuers.len());
         for trusted in issuers {
@@ -199,19 +202,7 @@ impl CertificateVerifier {
                 return Err(CertificateConfigError::DuplicateIssuer(trusted.issuer));
             }
         }
-        Ok(Self {
-            issuers: by_name,
-            fallback: None,
-        })
-    }
-
-    /// Hands payloads that are not JWTs (not three dot-separated parts), such as one-time
-    /// codes, to `other`.
-    pub fn or_else(self, other: Arc<dyn UploadVerifier>) -> Self {
-        Self {
-            fallback: Some(other),
-            ..self
-        }
+        Ok(Self { issuers: by_name })
     }
 
     /// Checks the upload's verification payload as a certificate at time `now`.
@@ -283,30 +274,6 @@ impl CertificateVerifier {
             })?;
         jws.verify(key)?;
         Ok((claims, issuer))
-    }
-}
-
-#[async_trait]
-impl UploadVerifier for CertificateVerifier {
-    async fn verify(
-        &self,
-        upload: &Upload,
-        client: &str,
-        now: UnixSeconds,
-    ) -> Result<Authorization, VerifyError> {
-        match &self.fallback {
-            Some(other) if Jws::split(upload.verification_payload.trim()).is_none() => {
-                other.verify(upload, client, now).await
-            }
-            _ => {
-                let certified = self.check(upload, now)?;
-                Ok(Authorization {
-                    claim: None,
-                    report_type: certified.report_type,
-                    symptom_onset_interval: certified.symptom_onset_interval,
-                })
-            }
-        }
     }
 }
 

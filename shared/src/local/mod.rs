@@ -15,8 +15,8 @@ use std::sync::Arc;
 pub use files::FileBlobStore;
 pub use store::LocalStore;
 
-use crate::consumer::{Consumer, Producer, ProducerError};
 use crate::domain::peers::PeerConfig;
+use crate::entry::peers::{ProducerError, open_producer};
 use crate::ports::{Clock, StoreError};
 use crate::signing::{KeyError, KeyFileSigner};
 use crate::{Backend, Config};
@@ -50,11 +50,11 @@ pub fn open_backend(
     let producers = peers
         .iter()
         .cloned()
-        .map(Producer::open)
+        .map(open_producer)
         .collect::<Result<Vec<_>, _>>()?;
     let mut backend = Backend::new(config, store.clone(), blobs, Arc::new(signer), clock);
     if !producers.is_empty() {
-        backend.consumer = Some(Arc::new(Consumer::new(producers, store)));
+        backend.pull_from(producers, store);
     }
     Ok(backend)
 }

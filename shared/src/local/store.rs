@@ -12,8 +12,8 @@ use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
 };
 
-use crate::dataprep::Publication;
 use crate::domain::key::{DiagnosisKey, KEY_LEN, RegionId, ReportType};
+use crate::domain::publication::Publication;
 use crate::ports::{
     self, CodeClaim, CodeRecord, CodeStore, CodeUse, ConsumerStateStore, Inserted, KeyCounts,
     KeyStore, NewKeys, Origin, PeerState, PublicationStore, StoreError, StoredKey, UnixSeconds,

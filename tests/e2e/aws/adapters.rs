@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use enfeed::aws::{DynamoConsumerState, DynamoStore, S3BlobStore, load_signer};
-use enfeed::dataprep::{ChunkRecord, FeedRecord, Publication};
 use enfeed::domain::feed::Feed;
 use enfeed::domain::key::{DiagnosisKey, ReportType};
+use enfeed::domain::publication::{ChunkRecord, FeedRecord, Publication};
 use enfeed::ports::{
     BlobKind, BlobStore, CodeClaim, CodeRecord, CodeRefused, CodeStore, ConsumerStateStore,
     Inserted, KeyStore, NewKeys, Origin, PeerState, PublicationStore, Put, StoreError, StoredKey,

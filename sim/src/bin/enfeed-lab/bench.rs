@@ -17,9 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use enfeed::api::{self, AccessPolicy};
+use enfeed::domain::access::AccessPolicy;
 use enfeed::domain::export::{ExportLimits, encode_export_bin, read_export, zip_export};
 use enfeed::domain::key::{DiagnosisKey, INTERVALS_PER_DAY, RegionId, ReportType, interval_of};
+use enfeed::entry::api;
 use enfeed::ports::{Clock as _, ManualClock, NewKeys, Origin, StoredKey, SystemClock};
 use enfeed::signing::VerificationKey;
 use rand_chacha::ChaCha20Rng;
@@ -227,7 +228,7 @@ fn floor_seconds(files: &[(String, Vec<u8>)]) -> anyhow::Result<f64> {
     Ok(floor.as_secs_f64())
 }
 
-fn feeds(report: &enfeed::dataprep::DataPrepReport) -> usize {
+fn feeds(report: &enfeed::services::dataprep::DataPrepReport) -> usize {
     let mut feeds: Vec<&str> = report
         .chunks
         .iter()

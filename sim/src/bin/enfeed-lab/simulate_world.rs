@@ -545,7 +545,7 @@ fn human_bytes(bytes: f64) -> String {
 
 /// The live check: a small world of real regions against the model's figures.
 async fn live(args: &SimulateWorldArgs) -> anyhow::Result<()> {
-    use enfeed::consumer::Poll;
+    use enfeed::services::consumer::Poll;
     use enfeed_sim::world::{RegionPlan, World as LiveWorld};
 
     let strategy = args.live_strategy;

@@ -26,15 +26,14 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::Backend;
-use crate::authorize::VerifyError;
-use crate::backend::PublishError;
-use crate::consumer::Poll;
-pub use crate::domain::access::{AccessPolicy, Peer};
+use crate::domain::access::{AccessPolicy, Peer};
 use crate::domain::digest::sha256;
-use crate::domain::feed::{Feed, FeedIndex};
+use crate::domain::feed::{BadFeedPath, Feed};
 use crate::domain::key::RegionId;
 use crate::domain::upload::{MAX_BODY_BYTES, UploadError};
-use crate::ports::{Blob, BlobKind, CodeRefused};
+use crate::ports::{Blob, CodeRefused, VerifyError};
+use crate::services::consumer::Poll;
+use crate::services::publish::{PublishError, PublishResponse};
 
 #[derive(Clone)]
 struct App {
@@ -142,7 +141,7 @@ fn client_of(request: &Request) -> String {
 async fn publish(
     State(app): State<App>,
     request: Request,
-) -> Result<Json<crate::backend::PublishResponse>, ApiError> {
+) -> Result<Json<PublishResponse>, ApiError> {
     let client = client_of(&request);
     // Read one byte past the limit, so an oversize body is told apart from a broken one.
     let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES + 1)
@@ -208,7 +207,7 @@ async fn verification_keys(State(app): State<App>) -> impl IntoResponse {
     #[derive(Serialize)]
     struct Keys {
         region: RegionId,
-        keys: Vec<crate::backend::PublishedKey>,
+        keys: Vec<crate::entry::backend::PublishedKey>,
     }
     Json(Keys {
         region: app.backend.config.region,
@@ -221,7 +220,7 @@ async fn public_index(State(app): State<App>) -> Result<Response, ApiError> {
 }
 
 async fn public_chunk(State(app): State<App>, Path(n): Path<String>) -> Result<Response, ApiError> {
-    serve_blob(&app, Feed::Public.chunk_path(chunk_number(&n)?)).await
+    serve_chunk(&app, Feed::Public, chunk_number(&n)?).await
 }
 
 async fn backend_index(
@@ -239,7 +238,7 @@ async fn backend_chunk(
     request: Request,
 ) -> Result<Response, ApiError> {
     let feed = backend_feed(&app, &feed, &request)?;
-    serve_blob(&app, feed.chunk_path(chunk_number(&n)?)).await
+    serve_chunk(&app, feed, chunk_number(&n)?).await
 }
 
 fn chunk_number(n: &str) -> Result<u32, ApiError> {
@@ -254,12 +253,11 @@ fn chunk_number(n: &str) -> Result<u32, ApiError> {
 
 /// Resolves `/v1/{segment}/keys` to a backend feed the caller may read.
 fn backend_feed(app: &App, segment: &str, request: &Request) -> Result<Feed, ApiError> {
-    let feed: Feed =
-        format!("v1/{segment}/keys")
-            .parse()
-            .map_err(|e: crate::domain::feed::BadFeedPath| {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
-            })?;
+    let feed: Feed = format!("v1/{segment}/keys")
+        .parse()
+        .map_err(|e: BadFeedPath| {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+        })?;
     let peer = request.extensions().get::<Peer>().copied();
     if bearer_is_admin(app, request.headers()) || app.access.may_read(feed, peer) {
         return Ok(feed);
@@ -282,37 +280,25 @@ fn backend_feed(app: &App, segment: &str, request: &Request) -> Result<Feed, Api
 async fn serve_index(app: &App, feed: Feed) -> Result<Response, ApiError> {
     let blob = app
         .backend
-        .blobs
-        .get(&feed.index_path())
+        .feeds()
+        .index(feed)
         .await
         .map_err(ApiError::internal)?;
-    let blob = blob.unwrap_or_else(|| {
-        let config = &app.backend.config;
-        let empty = FeedIndex {
-            region: config.region,
-            chunks: Vec::new(),
-            recommended_next_poll_time: app.backend.clock.now() + config.dataprep_interval,
-        };
-        Blob {
-            kind: BlobKind::Index,
-            bytes: serde_json::to_vec(&empty).expect("indexes serialize"),
-        }
-    });
     Ok(blob_response(blob))
 }
 
-async fn serve_blob(app: &App, name: String) -> Result<Response, ApiError> {
+async fn serve_chunk(app: &App, feed: Feed, n: u32) -> Result<Response, ApiError> {
     let blob = app
         .backend
-        .blobs
-        .get(&name)
+        .feeds()
+        .chunk(feed, n)
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                format!("{name} does not exist"),
+                format!("{} does not exist", feed.chunk_path(n)),
             )
         })?;
     Ok(blob_response(blob))

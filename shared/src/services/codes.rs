@@ -1,7 +1,7 @@
-//! Who may upload: the [`UploadVerifier`] port, and its first implementation, one-time codes
-//! issued by the health authority. A code is single use (consumed in the transaction that
-//! stores the keys), expires, is stored only as a hash, and wrong codes are rate limited per
-//! client with an atomic counter, so parallel guesses cannot slip past the limit.
+//! One-time codes, the first [`UploadVerifier`]: issued by the health authority, each
+//! authorises one upload. A code is single use (consumed in the transaction that stores the
+//! keys), expires, is stored only as a hash, and wrong codes are rate limited per client with an
+//! atomic counter, so parallel guesses cannot slip past the limit.
 
 use std::sync::Arc;
 
@@ -10,8 +10,10 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::domain::digest::sha256;
 use crate::domain::upload::{Upload, upload_digest};
-pub use crate::ports::{Authorization, UploadVerifier, VerifyError};
-use crate::ports::{CodeClaim, CodeRecord, CodeStore, StoreError, UnixSeconds};
+use crate::ports::{
+    Authorization, CodeClaim, CodeRecord, CodeStore, StoreError, UnixSeconds, UploadVerifier,
+    VerifyError,
+};
 
 /// Digits in a one-time code.
 pub const CODE_DIGITS: usize = 10;

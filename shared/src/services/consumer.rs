@@ -18,18 +18,17 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::Backend;
+use crate::domain::config::Config;
 use crate::domain::export::{ExportError, ExportLimits, read_export};
 use crate::domain::feed::{Feed, FeedIndex};
-use crate::domain::key::{RegionId, interval_of};
+use crate::domain::key::{DiagnosisKey, RegionId, interval_of};
 use crate::domain::peers::{FeedFormat, PeerConfig, Replication};
+use crate::domain::signature::VerificationKey;
 use crate::domain::upload::{KeyProblem, check_key};
 use crate::ports::{
-    ConsumerStateStore, Fetch, FetchError, Inserted, NewKeys, Origin, PeerState, StoreError,
-    StoredKey, UnixSeconds,
+    Clock, ConsumerStateStore, Fetch, FetchError, Inserted, KeyStore, NewKeys, Origin, PeerState,
+    StoreError, StoredKey, UnixSeconds,
 };
-use crate::signing::{KeyError, VerificationKey};
-use crate::tls::{HttpsFetch, TlsError};
 
 /// Largest index accepted from a producer.
 const MAX_INDEX_BYTES: usize = 1 << 20;
@@ -44,43 +43,8 @@ pub struct Producer {
     fetch: Arc<dyn Fetch>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ProducerError {
-    #[error("peer {0}: cannot read verification key {1}: {2}")]
-    Key(RegionId, String, std::io::Error),
-    #[error("peer {0}: {1}")]
-    BadKey(RegionId, KeyError),
-    #[error("peer {0}: {1}")]
-    Tls(RegionId, TlsError),
-}
-
 impl Producer {
-    /// A producer as configured: its PEM keys read, an HTTPS client with the TLS identity.
-    pub fn open(config: PeerConfig) -> Result<Self, ProducerError> {
-        let region = config.region;
-        let keys = config
-            .verification_keys
-            .iter()
-            .map(|path| {
-                let pem = std::fs::read_to_string(path)
-                    .map_err(|e| ProducerError::Key(region, path.display().to_string(), e))?;
-                let version = path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                VerificationKey::from_pem(&pem, region.as_str(), &version)
-                    .map_err(|e| ProducerError::BadKey(region, e))
-            })
-            .collect::<Result<_, _>>()?;
-        let identity = config
-            .client_cert
-            .as_deref()
-            .zip(config.client_key.as_deref());
-        let fetch = HttpsFetch::new(identity, config.server_ca.as_deref())
-            .map_err(|e| ProducerError::Tls(region, e))?;
-        Ok(Self::new(config, keys, Arc::new(fetch)))
-    }
-
+    /// A producer reached through `fetch`, whose files are signed by any of `keys`.
     pub fn new(config: PeerConfig, keys: Vec<VerificationKey>, fetch: Arc<dyn Fetch>) -> Self {
         Self {
             config,
@@ -143,27 +107,46 @@ pub enum Poll {
     Now,
 }
 
-/// Pulls every configured producer.
+/// Pulls every configured producer into the key store, keeping its place in the state store.
 pub struct Consumer {
     producers: Vec<Producer>,
+    keys: Arc<dyn KeyStore>,
     state: Arc<dyn ConsumerStateStore>,
+    clock: Arc<dyn Clock>,
+    /// This backend's region: the per-region feed it pulls is named by it.
+    own: RegionId,
+    /// The retention period T of the keys it stores.
+    retention: u64,
 }
 
 impl Consumer {
-    pub fn new(producers: Vec<Producer>, state: Arc<dyn ConsumerStateStore>) -> Self {
-        Self { producers, state }
+    pub fn new(
+        producers: Vec<Producer>,
+        keys: Arc<dyn KeyStore>,
+        state: Arc<dyn ConsumerStateStore>,
+        clock: Arc<dyn Clock>,
+        config: &Config,
+    ) -> Self {
+        Self {
+            producers,
+            keys,
+            state,
+            clock,
+            own: config.region,
+            retention: config.retention(),
+        }
     }
 
     /// Pulls every producer that is due, or every producer when `poll` is [`Poll::Now`]. A
     /// producer that fails is logged and reported; the others are pulled all the same.
-    pub async fn run(&self, backend: &Backend, poll: Poll) -> ConsumerReport {
+    pub async fn run(&self, poll: Poll) -> ConsumerReport {
         let mut report = ConsumerReport::default();
         for producer in &self.producers {
             let mut peer = PeerReport {
                 region: producer.config.region.to_string(),
                 ..PeerReport::default()
             };
-            if let Err(error) = self.pull(backend, producer, poll, &mut peer).await {
+            if let Err(error) = self.pull(producer, poll, &mut peer).await {
                 tracing::warn!(peer = %producer.config.region, %error, "pull from peer stopped");
                 peer.error = Some(error.to_string());
             }
@@ -174,12 +157,11 @@ impl Consumer {
 
     async fn pull(
         &self,
-        backend: &Backend,
         producer: &Producer,
         poll: Poll,
         report: &mut PeerReport,
     ) -> Result<(), PullError> {
-        let now = backend.clock.now();
+        let now = self.clock.now();
         let region = producer.config.region;
         let mut state = self.state.load_peer(region).await?;
         if poll == Poll::WhenDue && now < state.recommended_next_poll_time {
@@ -187,7 +169,7 @@ impl Consumer {
             return Ok(());
         }
         let (batches, next_poll) = match producer.config.format {
-            FeedFormat::Enfeed => enfeed_batches(backend, producer, &state).await?,
+            FeedFormat::Enfeed => enfeed_batches(self.own, producer, &state).await?,
             FeedFormat::GaenIndex => gaen_index_batches(producer, &state).await?,
         };
         for (batch, path) in batches {
@@ -200,10 +182,10 @@ impl Consumer {
                 .await?;
             let keys = checked_keys(producer, &batch, &bytes, now, report)?;
             let count = keys.len();
-            let inserted = backend
+            let inserted = self
                 .keys
                 .insert(NewKeys {
-                    keys: remote_keys(backend, keys, now),
+                    keys: remote_keys(keys, now, self.retention),
                     claim: None,
                     now,
                 })
@@ -224,13 +206,13 @@ impl Consumer {
 /// The batches of an enfeed producer after the last one taken, with the paths of their chunks,
 /// and when to poll next.
 async fn enfeed_batches(
-    backend: &Backend,
+    own: RegionId,
     producer: &Producer,
     state: &PeerState,
 ) -> Result<(Vec<(String, String)>, UnixSeconds), PullError> {
     let feed = match producer.config.replication {
         Replication::A2a => Feed::AllToAll,
-        Replication::Partial => Feed::Region(backend.config.region),
+        Replication::Partial => Feed::Region(own),
     };
     let body = producer
         .fetch
@@ -299,7 +281,7 @@ fn checked_keys(
     bytes: &[u8],
     now: UnixSeconds,
     report: &mut PeerReport,
-) -> Result<Vec<crate::domain::key::DiagnosisKey>, PullError> {
+) -> Result<Vec<DiagnosisKey>, PullError> {
     let file_error = |error| PullError::File {
         batch: batch.to_string(),
         error,
@@ -328,18 +310,14 @@ fn checked_keys(
     Ok(keys)
 }
 
-fn remote_keys(
-    backend: &Backend,
-    keys: Vec<crate::domain::key::DiagnosisKey>,
-    now: UnixSeconds,
-) -> Vec<StoredKey> {
+fn remote_keys(keys: Vec<DiagnosisKey>, now: UnixSeconds, retention: u64) -> Vec<StoredKey> {
     keys.into_iter()
         .map(|key| StoredKey {
             key,
             origin: Origin::Remote,
             regions: Vec::new(),
             publish_at: now,
-            expires_at: now + backend.config.retention(),
+            expires_at: now + retention,
         })
         .collect()
 }

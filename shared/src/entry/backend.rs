@@ -1,23 +1,26 @@
-//! One region's backend: the ports wired together, and the operations that the entry points
-//! (the HTTP API, the command line, the Lambda functions) call.
+//! One region's backend: the adapters it was given, wired into the services, and the operations
+//! that the entry points (the HTTP API, the command line, the Lambda functions) call.
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::authorize::{IssuedCode, OneTimeCodes, UploadVerifier, VerifyError};
-use crate::consumer::{Consumer, ConsumerReport, Poll};
-use crate::dataprep::{self, DataPrepError, DataPrepReport};
-use crate::domain::certificate::{CertificateConfigError, CertificateVerifier, TrustedIssuer};
+use crate::domain::certificate::{CertificateConfigError, TrustedIssuer};
 use crate::domain::config::Config;
-use crate::domain::upload::{PublishRequest, UploadError, publish_at};
+use crate::domain::signature::SignatureInfo;
 use crate::ports::{
-    BlobStore, Clock, CodeStore, Inserted, KeyStore, NewKeys, Origin, PublicationStore, Signer,
-    StoreError, StoredKey,
+    BlobStore, Clock, CodeStore, ConsumerStateStore, KeyStore, PublicationStore, Signer,
+    StoreError, UploadVerifier,
 };
-use crate::signing::SignatureInfo;
+use crate::services::certificates::CertificateVerifier;
+use crate::services::codes::{IssuedCode, OneTimeCodes};
+use crate::services::consumer::{Consumer, ConsumerReport, Poll, Producer};
+use crate::services::dataprep::{DataPrep, DataPrepError, DataPrepReport};
+use crate::services::feeds::Feeds;
+use crate::services::publish::{PublishError, PublishResponse, Publisher};
 
-/// The ports of one backend.
+/// The ports of one backend. Each operation runs the service that does it over the ports that
+/// service needs (services are a few shared pointers: building one costs nothing).
 #[derive(Clone)]
 pub struct Backend {
     pub config: Config,
@@ -36,32 +39,6 @@ pub struct Backend {
 /// Anything that can store keys, codes and publication state: one adapter for all three.
 pub trait Storage: KeyStore + CodeStore + PublicationStore + 'static {}
 impl<T: KeyStore + CodeStore + PublicationStore + 'static> Storage for T {}
-
-/// The answer to a successful upload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PublishResponse {
-    pub inserted_exposures: u32,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error(transparent)]
-    Invalid(#[from] UploadError),
-    #[error(transparent)]
-    Unauthorized(#[from] VerifyError),
-    #[error(transparent)]
-    Store(StoreError),
-}
-
-impl From<StoreError> for PublishError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Code(refused) => PublishError::Unauthorized(refused.into()),
-            other => PublishError::Store(other),
-        }
-    }
-}
 
 /// A public key phones and peers verify this region's chunks with.
 #[derive(Clone, Debug, Serialize)]
@@ -103,48 +80,36 @@ impl Backend {
         Ok(())
     }
 
-    /// Takes an upload (`POST /v1/publish`): parses, validates, verifies, and stores it, all or
-    /// nothing. `client` identifies the caller for rate limiting.
+    /// Pulls from `producers`, keeping its place in each one's feed in `state`.
+    pub fn pull_from(&mut self, producers: Vec<Producer>, state: Arc<dyn ConsumerStateStore>) {
+        self.consumer = Some(Arc::new(Consumer::new(
+            producers,
+            self.keys.clone(),
+            state,
+            self.clock.clone(),
+            &self.config,
+        )));
+    }
+
+    /// Whether the backend pulls any peer's feeds.
+    pub fn pulls_peers(&self) -> bool {
+        self.consumer.is_some()
+    }
+
+    /// Takes an upload (`POST /v1/publish`); see [`Publisher::publish`].
     pub async fn publish(
         &self,
         body: &[u8],
         client: &str,
     ) -> Result<PublishResponse, PublishError> {
-        let now = self.clock.now();
-        let mut upload = PublishRequest::from_json(body)?.validate(self.config.region, now)?;
-        let authorization = self.verifier.verify(&upload, client, now).await?;
-        upload.certify(
-            authorization.report_type,
-            authorization.symptom_onset_interval,
-        );
-        let keys = upload
-            .keys
-            .into_iter()
-            .map(|key| StoredKey {
-                publish_at: publish_at(&key, now, self.config.embargo),
-                expires_at: now + self.config.retention(),
-                key,
-                origin: Origin::Local,
-                regions: upload.regions.clone(),
-            })
-            .collect();
-        let inserted = self
-            .keys
-            .insert(NewKeys {
-                keys,
-                claim: authorization.claim,
-                now,
-            })
-            .await?;
-        let (Inserted::Stored(n) | Inserted::Replayed(n)) = inserted;
-        tracing::info!(
-            inserted = n,
-            replay = matches!(inserted, Inserted::Replayed(_)),
-            "upload stored"
-        );
-        Ok(PublishResponse {
-            inserted_exposures: n,
-        })
+        Publisher::new(
+            self.config.clone(),
+            self.keys.clone(),
+            self.verifier.clone(),
+            self.clock.clone(),
+        )
+        .publish(body, client)
+        .await
     }
 
     /// Issues a one-time code for a person who tested positive.
@@ -154,16 +119,35 @@ impl Backend {
 
     /// Publishes what is new and retires what has expired.
     pub async fn run_dataprep(&self) -> Result<DataPrepReport, DataPrepError> {
-        dataprep::run(self).await
+        DataPrep::new(
+            self.config.clone(),
+            self.keys.clone(),
+            self.publications.clone(),
+            self.blobs.clone(),
+            self.signer.clone(),
+            self.clock.clone(),
+        )
+        .run()
+        .await
     }
 
     /// Pulls what is new from the peers (those due, or all with [`Poll::Now`]); nothing
     /// without configured peers.
     pub async fn run_consumer(&self, poll: Poll) -> ConsumerReport {
         match &self.consumer {
-            Some(consumer) => consumer.run(self, poll).await,
+            Some(consumer) => consumer.run(poll).await,
             None => ConsumerReport::default(),
         }
+    }
+
+    /// The published feeds.
+    pub fn feeds(&self) -> Feeds {
+        Feeds::new(
+            self.config.region,
+            self.config.dataprep_interval,
+            self.blobs.clone(),
+            self.clock.clone(),
+        )
     }
 
     /// The public keys that verify this region's chunks, newest first.
