@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use enfeed::domain::export::{ExportFile, ExportLimits, read_export};
-use enfeed::signing::VerificationKey;
+use enfeed::domain::signature::VerificationKey;
 
 #[derive(clap::Args)]
 pub struct InspectArgs {

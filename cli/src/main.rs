@@ -59,7 +59,7 @@ impl Region {
     /// The region's backend, pulling from the peers of its peers file.
     fn open(self) -> anyhow::Result<Backend> {
         let peers = self.peers()?;
-        let mut backend = enfeed::local::open_backend(
+        let mut backend = enfeed::entry::local::open_backend(
             self.config,
             &self.data,
             Arc::new(SystemClock),
@@ -133,8 +133,8 @@ fn main() -> anyhow::Result<()> {
             Command::Keys {
                 command: KeysCommand::Rotate { data },
             } => {
-                let version = enfeed::signing::KeyFileSigner::rotate(
-                    &data.join(enfeed::local::SIGNING_KEYS),
+                let version = enfeed::adapters::local::signing_keys::rotate(
+                    &data.join(enfeed::adapters::local::SIGNING_KEYS),
                 )?;
                 println!("added signing key {version}");
                 Ok(())

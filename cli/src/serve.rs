@@ -81,12 +81,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         &args.tls_key,
         &args.client_ca,
     ) {
-        let tls = enfeed::tls::server_config(cert, key, ca)?;
+        let tls = enfeed::adapters::tls::listener::server_config(cert, key, ca)?;
         let backend_listener = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("listening on {address}"))?;
         tracing::info!(backend_listen = %backend_listener.local_addr()?, "serving backend feeds over mutual TLS");
-        tokio::spawn(enfeed::tls::serve(backend_listener, tls, app.clone()));
+        tokio::spawn(enfeed::adapters::tls::listener::serve(
+            backend_listener,
+            tls,
+            app.clone(),
+        ));
     }
 
     let interval = backend.config.dataprep_interval;

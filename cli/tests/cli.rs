@@ -55,7 +55,8 @@ fn inspect_reads_and_verifies_googles_real_export_file() {
 fn inspect_refuses_a_signature_by_another_key_and_a_file_that_is_no_export() {
     let dir = google_export();
     let scratch = tempfile::tempdir().unwrap();
-    let other = enfeed::signing::KeyFileSigner::open_or_create(scratch.path(), "XX").unwrap();
+    let other =
+        enfeed::adapters::local::signing_keys::open_or_create(scratch.path(), "XX").unwrap();
     let other_pem = scratch.path().join("other.pem");
     std::fs::write(&other_pem, other.verification_keys()[0].to_pem()).unwrap();
     let (ok, _, err) = run(enfeed()
@@ -234,8 +235,11 @@ async fn three_serve_processes_replicate_over_mutual_tls() {
     let regions = ["AT", "BE", "CZ"];
     let ports: Vec<(u16, u16)> = regions.iter().map(|_| (free_port(), free_port())).collect();
     for region in regions {
-        let keys = root.path().join(region).join(enfeed::local::SIGNING_KEYS);
-        let signer = enfeed::signing::KeyFileSigner::open_or_create(&keys, region).unwrap();
+        let keys = root
+            .path()
+            .join(region)
+            .join(enfeed::adapters::local::SIGNING_KEYS);
+        let signer = enfeed::adapters::local::signing_keys::open_or_create(&keys, region).unwrap();
         std::fs::write(
             root.path().join(format!("{region}.pem")),
             signer.verification_keys()[0].to_pem(),

@@ -1,29 +1,32 @@
 //! The enfeed core: everything a regional Exposure Notification backend does, independent of
-//! where it runs.
+//! where it runs. Its folders are its layers, each built only on the ones before it:
 //!
-//! - Domain: [`key`] (Diagnosis Keys, regions), [`upload`] (the upload and its rules),
-//!   [`authorize`] (who may upload: one-time codes, and [`certificate`]s of health
-//!   authorities), [`export`] (the GAEN export file), [`feed`] (feeds and
-//!   their paths), [`dataprep`] (publishing chunks), [`phone`] (a simulated phone with the real
-//!   Exposure Notification cryptography), [`consumer`] (pulling peers' feeds) with [`peers`] (its
-//!   configuration).
-//! - Ports: [`ports`] (key store, code store, publication store, consumer state, blob store,
-//!   clock, fetch) and
-//!   [`signing`] (the signer); [`tls`] holds the mutual-TLS listener and fetch adapter.
-//! - Adapters: [`local`] (embedded storage and files, the default) and, with the `aws` feature,
-//!   `aws` (DynamoDB, S3, SSM and the Lambda handlers of the serverless deployment).
-//! - [`scale`]: a model of a world of regions at scale, costed in bytes of real chunk files.
-//! - Entry points share [`backend::Backend`] and the HTTP API in [`api`].
+//! 1. [`domain`]: values and rules, no I/O. [`domain::key`] (Diagnosis Keys, regions, time),
+//!    [`domain::upload`] (the upload and its rules), [`domain::certificate`] (verification
+//!    certificates), [`domain::export`] (the GAEN export file), [`domain::signature`] (signing
+//!    identities and public keys), [`domain::feed`] (feeds and indexes),
+//!    [`domain::publication`] (what data-prep published), [`domain::access`] (who may read
+//!    which feed), [`domain::config`] and [`domain::peers`] (settings), [`domain::digest`].
+//! 2. [`ports`]: what the core asks of the world, one file per port: the key, code,
+//!    publication and consumer-state stores, blobs, the signer, the upload verifier, fetch, the
+//!    clock.
+//! 3. [`services`]: what a region does, each over the ports it uses: [`services::publish`],
+//!    [`services::codes`], [`services::certificates`], [`services::dataprep`],
+//!    [`services::feeds`], [`services::consumer`].
+//! 4. [`adapters`]: the ports made real: [`adapters::local`] (redb and files, the default),
+//!    `adapters::aws` (DynamoDB, S3, SSM; cargo feature `aws`), [`adapters::ecdsa`] (the
+//!    signer), [`adapters::tls`] (mutual TLS: the fetch client and the peers' listener).
+//! 5. [`entry`]: what the entry points share: [`entry::backend`] (the wiring),
+//!    [`entry::api`] (the HTTP API), [`entry::local`] and `entry::lambda` (each mode's set-up),
+//!    [`entry::peers`] (producers opened from the peers file).
+//!
+//! `docs/architecture.md` draws it; a test fails when a module imports from a later layer.
 
-#[cfg(feature = "aws")]
-pub mod aws;
+pub mod adapters;
 pub mod domain;
 pub mod entry;
-pub mod local;
 pub mod ports;
 pub mod services;
-pub mod signing;
-pub mod tls;
 
 pub use domain::config::Config;
 pub use entry::backend::Backend;

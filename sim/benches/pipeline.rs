@@ -2,10 +2,13 @@
 //! export file written by data-prep, and the same file read, verified and checked by a
 //! consumer. `enfeed bench` measures the whole pipeline on the embedded store.
 
+use enfeed::adapters::ecdsa::EcdsaSigner;
+use enfeed::adapters::local::signing_keys;
 use enfeed::domain::export::{ExportHeader, ExportLimits, read_export};
 use enfeed::domain::key::{DiagnosisKey, interval_of};
+use enfeed::domain::signature::VerificationKey;
+use enfeed::ports::Signer as _;
 use enfeed::ports::write_export;
-use enfeed::signing::{KeyFileSigner, Signer as _, VerificationKey};
 use enfeed_sim::scale::case_keys;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -17,7 +20,7 @@ fn main() {
 }
 
 /// `n` keys of real-looking cases, sorted as data-prep sorts them, and a signer.
-fn fixture(n: usize) -> (Vec<DiagnosisKey>, KeyFileSigner, tempfile::TempDir) {
+fn fixture(n: usize) -> (Vec<DiagnosisKey>, EcdsaSigner, tempfile::TempDir) {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let mut keys: Vec<DiagnosisKey> = (0..n.div_ceil(14))
         .flat_map(|_| case_keys(&mut rng, NOW, 14))
@@ -25,7 +28,7 @@ fn fixture(n: usize) -> (Vec<DiagnosisKey>, KeyFileSigner, tempfile::TempDir) {
         .collect();
     keys.sort_unstable_by_key(|k| k.key_data);
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let signer = KeyFileSigner::open_or_create(dir.path(), "CH").expect("a signer");
+    let signer = signing_keys::open_or_create(dir.path(), "CH").expect("a signer");
     (keys, signer, dir)
 }
 

@@ -37,13 +37,14 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde::Serialize;
 
+use enfeed::adapters::local::signing_keys;
 use enfeed::domain::export::{ExportError, ExportHeader};
 use enfeed::domain::feed::FeedIndex;
 use enfeed::domain::key::{
     DiagnosisKey, INTERVALS_PER_DAY, KEY_LEN, RegionId, ReportType, interval_of,
 };
+use enfeed::domain::signature::KeyError;
 use enfeed::ports::write_export;
-use enfeed::signing::{KeyError, KeyFileSigner};
 
 /// Raw bytes of one key in the paper's estimate.
 pub const RAW_KEY_BYTES: f64 = KEY_LEN as f64;
@@ -444,7 +445,7 @@ impl Encoding {
     /// one case per 14 keys) and records each zip's size.
     pub async fn measure(sizes: &[usize]) -> Result<Self, ScaleError> {
         let dir = tempfile::tempdir()?;
-        let signer = KeyFileSigner::open_or_create(dir.path(), "CH")?;
+        let signer = signing_keys::open_or_create(dir.path(), "CH")?;
         let now = 1_750_000_000;
         let mut rng = ChaCha20Rng::seed_from_u64(7);
         let largest = sizes.iter().copied().max().unwrap_or(0);

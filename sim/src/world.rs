@@ -17,6 +17,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
 use serde_json::{Value, json};
 
+use enfeed::Backend;
+use enfeed::adapters::local::{self, signing_keys};
 use enfeed::domain::access::AccessPolicy;
 use enfeed::domain::certificate::TrustedIssuer;
 use enfeed::domain::config::Config;
@@ -24,11 +26,11 @@ use enfeed::domain::export::{ExportLimits, read_export};
 use enfeed::domain::feed::{Feed, FeedIndex};
 use enfeed::domain::key::{DiagnosisKey, RegionId};
 use enfeed::domain::peers::{FeedFormat, PeerConfig, Replication};
+use enfeed::domain::signature::VerificationKey;
 use enfeed::entry::api;
+use enfeed::ports::Signer as _;
 use enfeed::ports::{Clock, ManualClock};
 use enfeed::services::consumer::Poll;
-use enfeed::signing::{KeyFileSigner, Signer as _, VerificationKey};
-use enfeed::{Backend, local};
 
 /// What went wrong while building or driving a world.
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +200,7 @@ impl World {
         let mut listeners = BTreeMap::new();
         for region in plan {
             let data = dir.path().join(region.region.as_str());
-            let signer = KeyFileSigner::open_or_create(
+            let signer = signing_keys::open_or_create(
                 &data.join(local::SIGNING_KEYS),
                 region.region.as_str(),
             )
@@ -259,7 +261,8 @@ impl World {
             config.padding_min = region.padding_min;
             let data = dir.path().join(region.region.as_str());
             let mut backend =
-                local::open_backend(config, &data, clock.clone(), &peers).map_err(fail)?;
+                enfeed::entry::local::open_backend(config, &data, clock.clone(), &peers)
+                    .map_err(fail)?;
             if !region.trusted_issuers.is_empty() {
                 backend
                     .trust(region.trusted_issuers.clone())
@@ -274,15 +277,23 @@ impl World {
             let app = api::router(backend.clone(), access);
             let (server_cert, server_key) =
                 ca.issue(&format!("{}-server", region.region), "localhost", true)?;
-            let tls = enfeed::tls::server_config(&server_cert, &server_key, &ca.ca_pem())
-                .map_err(fail)?;
+            let tls = enfeed::adapters::tls::listener::server_config(
+                &server_cert,
+                &server_key,
+                &ca.ca_pem(),
+            )
+            .map_err(fail)?;
             let public_server = axum::serve(
                 public,
                 app.clone()
                     .into_make_service_with_connect_info::<SocketAddr>(),
             );
             let tasks = vec![
-                tokio::spawn(log_failure(enfeed::tls::serve(backend_listener, tls, app))),
+                tokio::spawn(log_failure(enfeed::adapters::tls::listener::serve(
+                    backend_listener,
+                    tls,
+                    app,
+                ))),
                 tokio::spawn(log_failure(public_server.into_future())),
             ];
             nodes.insert(

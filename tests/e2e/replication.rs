@@ -8,16 +8,18 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use axum::http::{StatusCode, Uri};
 use enfeed::Backend;
+use enfeed::adapters::ecdsa::EcdsaSigner;
+use enfeed::adapters::local::LocalStore;
+use enfeed::adapters::local::signing_keys;
+use enfeed::adapters::tls::HttpsFetch;
 use enfeed::domain::export::ExportHeader;
 use enfeed::domain::feed::{Feed, FeedIndex};
 use enfeed::domain::key::{DiagnosisKey, RegionId, ReportType};
 use enfeed::domain::peers::{FeedFormat, PeerConfig, Replication};
-use enfeed::local::LocalStore;
+use enfeed::domain::signature::VerificationKey;
 use enfeed::ports::write_export;
 use enfeed::ports::{ConsumerStateStore, Fetch, FetchError, PeerState, Signer as _, StoreError};
 use enfeed::services::consumer::{Consumer, Poll, Producer};
-use enfeed::signing::{KeyFileSigner, VerificationKey};
-use enfeed::tls::HttpsFetch;
 use enfeed_sim::world::{RegionPlan, World};
 use enfeed_tests::{NOW, TestRegion, day_start, fixtures};
 
@@ -26,7 +28,7 @@ struct FakePeer {
     region: RegionId,
     url: String,
     files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
-    signer: KeyFileSigner,
+    signer: EcdsaSigner,
     _keys: tempfile::TempDir,
     server: tokio::task::JoinHandle<()>,
 }
@@ -53,7 +55,7 @@ impl FakePeer {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         let keys = tempfile::tempdir().unwrap();
-        let signer = KeyFileSigner::open_or_create(keys.path(), region).unwrap();
+        let signer = signing_keys::open_or_create(keys.path(), region).unwrap();
         Self {
             region: region.parse().unwrap(),
             url,

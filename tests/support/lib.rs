@@ -13,9 +13,9 @@ use enfeed::domain::access::AccessPolicy;
 use enfeed::domain::export::{ExportFile, ExportLimits, read_export};
 use enfeed::domain::feed::{Feed, FeedIndex};
 use enfeed::domain::key::{INTERVALS_PER_DAY, interval_of};
+use enfeed::domain::signature::VerificationKey;
 use enfeed::entry::api;
 use enfeed::ports::ManualClock;
-use enfeed::signing::VerificationKey;
 use enfeed::{Backend, Config};
 use serde_json::{Value, json};
 
@@ -56,13 +56,13 @@ impl TestRegion {
         Self::in_dir(config, tempfile::tempdir().unwrap()).await
     }
 
-    /// A region signing with `keys` signing keys (v1 .. v<keys>), as after rotations.
+    /// A region signing with `keys` signing keys (`v1` to `v<keys>`), as after rotations.
     pub async fn start_with_signing_keys(region: &str, keys: usize) -> Self {
         let data = tempfile::tempdir().unwrap();
-        let dir = data.path().join(enfeed::local::SIGNING_KEYS);
-        enfeed::signing::KeyFileSigner::open_or_create(&dir, region).unwrap();
+        let dir = data.path().join(enfeed::adapters::local::SIGNING_KEYS);
+        enfeed::adapters::local::signing_keys::open_or_create(&dir, region).unwrap();
         for _ in 1..keys {
-            enfeed::signing::KeyFileSigner::rotate(&dir).unwrap();
+            enfeed::adapters::local::signing_keys::rotate(&dir).unwrap();
         }
         let mut config = Config::new(region.parse().unwrap());
         config.padding_min = 0;
@@ -71,8 +71,9 @@ impl TestRegion {
 
     async fn in_dir(config: Config, data: tempfile::TempDir) -> Self {
         let clock = Arc::new(ManualClock::new(NOW));
-        let backend =
-            Arc::new(enfeed::local::open_backend(config, data.path(), clock.clone(), &[]).unwrap());
+        let backend = Arc::new(
+            enfeed::entry::local::open_backend(config, data.path(), clock.clone(), &[]).unwrap(),
+        );
         let app = api::router(
             backend.clone(),
             AccessPolicy {

@@ -139,7 +139,7 @@ impl Moto {
             .region(Region::new(AWS_REGION))
             .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
             .endpoint_url(&self.endpoint)
-            .http_client(enfeed::aws::http_client())
+            .http_client(enfeed::adapters::aws::http_client())
             .load()
             .await
     }

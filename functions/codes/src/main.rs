@@ -3,16 +3,16 @@
 
 use std::sync::Arc;
 
-use enfeed::aws::{self, lambda};
+use enfeed::entry::lambda::{self, handlers};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    aws::init_logging();
-    let (backend, _) = aws::backend_from_env().await?;
+    lambda::init_logging();
+    let (backend, _) = lambda::backend_from_env().await?;
     let backend = Arc::new(backend);
     lambda_http::run(lambda_http::service_fn(move |request| {
         let backend = backend.clone();
-        async move { lambda::issue_code(&backend, request).await }
+        async move { handlers::issue_code(&backend, request).await }
     }))
     .await
     .map_err(|e| anyhow::anyhow!(e))

@@ -7,17 +7,17 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
-use enfeed::aws::{self, lambda};
+use enfeed::entry::lambda::{self, handlers};
 use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    aws::init_logging();
-    let (backend, _) = aws::backend_from_env().await?;
+    lambda::init_logging();
+    let (backend, _) = lambda::backend_from_env().await?;
     let backend = Arc::new(backend);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<EventBridgeEvent>| {
         let backend = backend.clone();
-        async move { Ok::<_, Infallible>(lambda::run_consumer(&backend, event.payload).await) }
+        async move { Ok::<_, Infallible>(handlers::run_consumer(&backend, event.payload).await) }
     }))
     .await
     .map_err(|e| anyhow::anyhow!(e))

@@ -5,18 +5,18 @@
 use std::sync::Arc;
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
-use enfeed::aws::{self, lambda};
+use enfeed::entry::lambda::{self, handlers};
 use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    aws::init_logging();
-    let (backend, _) = aws::backend_from_env().await?;
+    lambda::init_logging();
+    let (backend, _) = lambda::backend_from_env().await?;
     let backend = Arc::new(backend);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<EventBridgeEvent>| {
         let backend = backend.clone();
         async move {
-            lambda::run_dataprep(&backend, event.payload)
+            handlers::run_dataprep(&backend, event.payload)
                 .await
                 .map_err(lambda_runtime::Error::from)
         }

@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
-use enfeed::aws::{self, lambda};
+use enfeed::entry::lambda::{self, handlers};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    aws::init_logging();
-    let (backend, settings) = aws::backend_from_env().await?;
-    let app = lambda::http_app(Arc::new(backend), aws::a2a_consumers(&settings)?);
+    lambda::init_logging();
+    let (backend, settings) = lambda::backend_from_env().await?;
+    let app = handlers::http_app(Arc::new(backend), lambda::a2a_consumers(&settings)?);
     lambda_http::run(lambda_http::service_fn(move |request| {
-        lambda::serve_http(app.clone(), request)
+        handlers::serve_http(app.clone(), request)
     }))
     .await
     .map_err(|e| anyhow::anyhow!(e))

@@ -25,12 +25,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::Backend;
 use crate::domain::access::{AccessPolicy, Peer};
 use crate::domain::digest::sha256;
 use crate::domain::feed::{BadFeedPath, Feed};
 use crate::domain::key::RegionId;
 use crate::domain::upload::{MAX_BODY_BYTES, UploadError};
+use crate::entry::backend::Backend;
 use crate::ports::{Blob, CodeRefused, VerifyError};
 use crate::services::consumer::Poll;
 use crate::services::publish::{PublishError, PublishResponse};

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
+use crate::adapters::tls::{HttpsFetch, TlsError};
 use crate::domain::key::RegionId;
 use crate::domain::peers::PeerConfig;
 use crate::domain::signature::{KeyError, VerificationKey};
 use crate::services::consumer::Producer;
-use crate::tls::{HttpsFetch, TlsError};
 
 /// Why a configured producer cannot be pulled.
 #[derive(Debug, thiserror::Error)]

@@ -3,15 +3,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use enfeed::aws::{DynamoConsumerState, DynamoStore, S3BlobStore, load_signer};
+use enfeed::adapters::aws::{DynamoConsumerState, DynamoStore, S3BlobStore, load_signer};
 use enfeed::domain::feed::Feed;
 use enfeed::domain::key::{DiagnosisKey, ReportType};
 use enfeed::domain::publication::{ChunkRecord, FeedRecord, Publication};
+use enfeed::ports::Signer as _;
 use enfeed::ports::{
     BlobKind, BlobStore, CodeClaim, CodeRecord, CodeRefused, CodeStore, ConsumerStateStore,
     Inserted, KeyStore, NewKeys, Origin, PeerState, PublicationStore, Put, StoreError, StoredKey,
 };
-use enfeed::signing::Signer as _;
 use enfeed_tests::NOW;
 
 use super::{BUCKET, CONSUMER_TABLE, Cloud, KEYS_PATH, TABLE};
@@ -484,8 +484,8 @@ async fn publication_state_is_saved_by_compare_and_set() {
 async fn signing_keys_come_from_ssm_newest_first() {
     let cloud = Cloud::start().await;
     let keys = tempfile::tempdir().unwrap();
-    enfeed::signing::KeyFileSigner::open_or_create(keys.path(), "CH").unwrap();
-    enfeed::signing::KeyFileSigner::rotate(keys.path()).unwrap();
+    enfeed::adapters::local::signing_keys::open_or_create(keys.path(), "CH").unwrap();
+    enfeed::adapters::local::signing_keys::rotate(keys.path()).unwrap();
     let v2 = std::fs::read_to_string(keys.path().join("v2.pem")).unwrap();
     cloud
         .ssm

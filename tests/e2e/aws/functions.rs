@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use enfeed::aws::lambda;
 use enfeed::domain::feed::Feed;
+use enfeed::entry::lambda::handlers as lambda;
 use enfeed_tests::{person_keys, upload_body};
 use serde_json::{Value, json};
 
@@ -167,9 +167,10 @@ async fn the_feed_gateway_serves_backend_feeds_to_entitled_peers_only() {
     // The gateway: no signing keys, read access to the bucket, AT entitled to all-to-all.
     let mut settings = cloud.settings.clone();
     settings.signing_keys_path = None;
-    let gateway = enfeed::aws::backend(cloud.config(), &settings, &cloud.sdk, cloud.clock.clone())
-        .await
-        .unwrap();
+    let gateway =
+        enfeed::entry::lambda::backend(cloud.config(), &settings, &cloud.sdk, cloud.clock.clone())
+            .await
+            .unwrap();
     let app = lambda::http_app(Arc::new(gateway), settings.a2a_consumers.clone());
     let get = |path: &str, subject: Option<&str>| {
         let event = api_event("GET", path, None, "203.0.113.50");
@@ -237,16 +238,17 @@ async fn serve_peer_feed(chunk: Vec<u8>) -> (String, tokio::task::JoinHandle<()>
 
 #[tokio::test]
 async fn the_consumer_pulls_a_peer_feed_into_the_table_and_dataprep_publishes_it_to_phones_only() {
+    use enfeed::adapters::local::signing_keys;
     use enfeed::domain::export::ExportHeader;
     use enfeed::domain::key::{DiagnosisKey, ReportType};
     use enfeed::ports::ConsumerStateStore as _;
+    use enfeed::ports::Signer as _;
     use enfeed::ports::write_export;
-    use enfeed::signing::{KeyFileSigner, Signer as _};
 
     let cloud = Cloud::start().await;
     // The peer DE: its signing key, one chunk of three keys for CH.
     let dir = tempfile::tempdir().unwrap();
-    let de_signer = KeyFileSigner::open_or_create(&dir.path().join("de-keys"), "DE").unwrap();
+    let de_signer = signing_keys::open_or_create(&dir.path().join("de-keys"), "DE").unwrap();
     let keys: Vec<DiagnosisKey> = (0..3u8)
         .map(|i| DiagnosisKey {
             key_data: [0xd0 + i; 16],
@@ -285,15 +287,19 @@ async fn the_consumer_pulls_a_peer_feed_into_the_table_and_dataprep_publishes_it
     let mut settings = cloud.settings.clone();
     settings.peers_file = Some(peers);
     settings.signing_keys_path = None;
-    let consumer = enfeed::aws::backend(cloud.config(), &settings, &cloud.sdk, cloud.clock.clone())
-        .await
-        .unwrap();
+    let consumer =
+        enfeed::entry::lambda::backend(cloud.config(), &settings, &cloud.sdk, cloud.clock.clone())
+            .await
+            .unwrap();
     let report = lambda::run_consumer(&consumer, scheduled_event("enfeed-consumer")).await;
     assert_eq!(report.peers.len(), 1);
     assert_eq!(report.peers[0].error, None, "{report:?}");
     assert_eq!((report.peers[0].batches, report.peers[0].imported), (1, 3));
     assert_eq!(consumer.keys.count().await.unwrap().remote, 3);
-    let state = enfeed::aws::DynamoConsumerState::new(cloud.dynamo.clone(), super::CONSUMER_TABLE);
+    let state = enfeed::adapters::aws::DynamoConsumerState::new(
+        cloud.dynamo.clone(),
+        super::CONSUMER_TABLE,
+    );
     let de = state.load_peer("DE".parse().unwrap()).await.unwrap();
     assert_eq!(de.last_batch_id.as_deref(), Some("1"));
     // Pulled again: nothing new.

@@ -15,11 +15,15 @@ use aws_sdk_s3::types::{
     VersioningConfiguration,
 };
 use aws_sdk_ssm::types::ParameterType;
-use enfeed::aws::{DynamoConsumerState, DynamoStore, Settings};
+use enfeed::adapters::aws::{DynamoConsumerState, DynamoStore};
+use enfeed::adapters::ecdsa::EcdsaSigner;
+use enfeed::adapters::local::signing_keys;
 use enfeed::domain::export::{ExportFile, ExportLimits, read_export};
 use enfeed::domain::feed::{Feed, FeedIndex};
+use enfeed::domain::signature::VerificationKey;
+use enfeed::entry::lambda::Settings;
 use enfeed::ports::ManualClock;
-use enfeed::signing::{KeyFileSigner, Signer as _, VerificationKey};
+use enfeed::ports::Signer as _;
 use enfeed::{Backend, Config};
 use enfeed_tests::NOW;
 use enfeed_tests::moto::{AWS_REGION, Moto};
@@ -50,7 +54,7 @@ impl Cloud {
         let moto = Moto::start().await;
         let sdk = moto.sdk_config().await;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-        let s3 = enfeed::aws::s3_client(&sdk, true);
+        let s3 = enfeed::adapters::aws::s3_client(&sdk, true);
         let ssm = aws_sdk_ssm::Client::new(&sdk);
         DynamoStore::create_table(&dynamo, TABLE).await.unwrap();
         DynamoConsumerState::create_table(&dynamo, CONSUMER_TABLE)
@@ -78,7 +82,7 @@ impl Cloud {
             .await
             .unwrap();
         let keys = tempfile::tempdir().unwrap();
-        KeyFileSigner::open_or_create(keys.path(), "CH").unwrap();
+        signing_keys::open_or_create(keys.path(), "CH").unwrap();
         let signing_pem = std::fs::read_to_string(keys.path().join("v1.pem")).unwrap();
         ssm.put_parameter()
             .name(format!("{KEYS_PATH}/v1"))
@@ -117,7 +121,7 @@ impl Cloud {
     /// A backend as a freshly started function builds it: its own SDK clients, its signing
     /// keys loaded from SSM.
     pub async fn backend(&self) -> Backend {
-        enfeed::aws::backend(self.config(), &self.settings, &self.sdk, self.clock.clone())
+        enfeed::entry::lambda::backend(self.config(), &self.settings, &self.sdk, self.clock.clone())
             .await
             .unwrap()
     }
@@ -125,7 +129,7 @@ impl Cloud {
     /// The public key of the signing key, derived here from the PEM rather than asked of the
     /// backend.
     pub fn verification_keys(&self) -> Vec<VerificationKey> {
-        KeyFileSigner::from_pems("CH", &[("v1".into(), self.signing_pem.clone())])
+        EcdsaSigner::from_pems("CH", &[("v1".into(), self.signing_pem.clone())])
             .unwrap()
             .verification_keys()
     }

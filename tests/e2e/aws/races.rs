@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use enfeed::Backend;
-use enfeed::aws::lambda;
 use enfeed::domain::feed::Feed;
+use enfeed::entry::lambda::handlers as lambda;
 use enfeed::ports::Clock as _;
 use enfeed_tests::{DiesHalfway, person_keys_at, upload_body};
 

@@ -20,9 +20,9 @@ use anyhow::Context as _;
 use enfeed::domain::access::AccessPolicy;
 use enfeed::domain::export::{ExportLimits, encode_export_bin, read_export, zip_export};
 use enfeed::domain::key::{DiagnosisKey, INTERVALS_PER_DAY, RegionId, ReportType, interval_of};
+use enfeed::domain::signature::VerificationKey;
 use enfeed::entry::api;
 use enfeed::ports::{Clock as _, ManualClock, NewKeys, Origin, StoredKey, SystemClock};
-use enfeed::signing::VerificationKey;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -100,7 +100,7 @@ async fn dataprep_and_consumer(args: &BenchArgs) -> anyhow::Result<()> {
     let own: RegionId = "CH".parse()?;
     let mut config = enfeed::Config::new(own);
     config.padding_min = 0;
-    let backend = enfeed::local::open_backend(config, dir.path(), clock.clone(), &[])?;
+    let backend = enfeed::entry::local::open_backend(config, dir.path(), clock.clone(), &[])?;
 
     let started = Instant::now();
     let others: Vec<RegionId> = ["DE", "FR", "IT", "AT", "LI"]
@@ -274,7 +274,7 @@ fn generated_key(
 async fn uploads(args: &BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let config = enfeed::Config::new("CH".parse()?);
-    let backend = Arc::new(enfeed::local::open_backend(
+    let backend = Arc::new(enfeed::entry::local::open_backend(
         config,
         dir.path(),
         Arc::new(SystemClock),

@@ -1,61 +1,40 @@
-//! [`KeyFileSigner`], the adapter of the [`Signer`] port over ECDSA P-256 private keys in
-//! PKCS#8 PEM files, one file per key version.
-
-use std::fs;
-use std::io::{self, Write};
-use std::path::Path;
+//! [`EcdsaSigner`], the adapter of the [`Signer`] port over ECDSA P-256 private keys held in
+//! memory (PKCS#8 PEM, from the local key files or a secret store), signing with ring.
 
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 
-pub use crate::domain::signature::{KeyError, MAX_SIGNING_KEYS, SignatureInfo, VerificationKey};
-use crate::domain::signature::{PRIVATE_KEY_PEM_LABEL, SigningError, encode_pem, pem_contents};
-pub use crate::ports::Signer;
+use crate::domain::signature::{
+    KeyError, MAX_SIGNING_KEYS, PRIVATE_KEY_PEM_LABEL, SignatureInfo, SigningError,
+    VerificationKey, encode_pem, pem_contents,
+};
+use crate::ports::Signer;
 
-/// Signer over ECDSA P-256 private keys kept in PEM files (PKCS#8 `PRIVATE KEY`).
+/// Signs with ECDSA P-256 private keys, every key for every file, newest first.
 #[derive(Debug)]
-pub struct KeyFileSigner {
+pub struct EcdsaSigner {
     /// Newest first.
     keys: Vec<SigningKey>,
     rng: SystemRandom,
 }
 
+/// One private key and the identity export files name it by.
 #[derive(Debug)]
-struct SigningKey {
+pub struct SigningKey {
     info: SignatureInfo,
     pair: EcdsaKeyPair,
 }
 
-impl KeyFileSigner {
-    /// Loads every `v<N>.pem` file in `dir` (N = 1, 2, ...: the key version is `v<N>`), newest
-    /// (highest N) first. If there is none, generates `v1.pem`, creating `dir` if missing (file
-    /// mode 0600 on unix). `key_id` goes in every [`SignatureInfo`].
-    pub fn open_or_create(dir: &Path, key_id: &str) -> Result<Self, KeyError> {
-        let mut versions = key_file_versions(dir)?;
-        if versions.is_empty() {
-            create_key_file(dir, 1)?;
-            versions.push(1);
+impl EcdsaSigner {
+    /// A signer of `keys`, newest first: 1 to [`MAX_SIGNING_KEYS`] of them.
+    pub fn new(keys: Vec<SigningKey>) -> Result<Self, KeyError> {
+        if !(1..=MAX_SIGNING_KEYS).contains(&keys.len()) {
+            return Err(KeyError::KeyCount { count: keys.len() });
         }
-        let keys = versions
-            .into_iter()
-            .rev()
-            .map(|version| {
-                let path = dir.join(key_file_name(version));
-                let pem_text = fs::read_to_string(&path).map_err(io_error(&path))?;
-                let info = SignatureInfo::ecdsa_p256(key_id, &version_name(version));
-                SigningKey::from_pem(info, &pem_text, &path.display().to_string())
-            })
-            .collect::<Result<_, _>>()?;
-        Self::new(keys)
-    }
-
-    /// Generates the next version's key file (`v<max+1>.pem`) for rotation; returns its version.
-    pub fn rotate(dir: &Path) -> Result<String, KeyError> {
-        let next = key_file_versions(dir)?
-            .last()
-            .map_or(1, |newest| newest.saturating_add(1));
-        create_key_file(dir, next)?;
-        Ok(version_name(next))
+        Ok(Self {
+            keys,
+            rng: SystemRandom::new(),
+        })
     }
 
     /// Keys from PEM texts already in memory (e.g. a secret fetched from a secret manager), as
@@ -71,20 +50,10 @@ impl KeyFileSigner {
             .collect::<Result<_, _>>()?;
         Self::new(keys)
     }
-
-    fn new(keys: Vec<SigningKey>) -> Result<Self, KeyError> {
-        if !(1..=MAX_SIGNING_KEYS).contains(&keys.len()) {
-            return Err(KeyError::KeyCount { count: keys.len() });
-        }
-        Ok(Self {
-            keys,
-            rng: SystemRandom::new(),
-        })
-    }
 }
 
 #[async_trait::async_trait]
-impl Signer for KeyFileSigner {
+impl Signer for EcdsaSigner {
     fn signature_infos(&self) -> Vec<SignatureInfo> {
         self.keys.iter().map(|key| key.info.clone()).collect()
     }
@@ -116,8 +85,9 @@ impl Signer for KeyFileSigner {
 }
 
 impl SigningKey {
-    /// `label` names the key's source in errors.
-    fn from_pem(info: SignatureInfo, pem_text: &str, label: &str) -> Result<Self, KeyError> {
+    /// The key in `pem_text` (PKCS#8 `PRIVATE KEY`), named by `info`; `label` names its source
+    /// in errors.
+    pub fn from_pem(info: SignatureInfo, pem_text: &str, label: &str) -> Result<Self, KeyError> {
         let pkcs8 = pem_contents(pem_text, PRIVATE_KEY_PEM_LABEL, label)?;
         let pair = EcdsaKeyPair::from_pkcs8(
             &ECDSA_P256_SHA256_ASN1_SIGNING,
@@ -132,64 +102,20 @@ impl SigningKey {
     }
 }
 
-/// The versions N of the `v<N>.pem` files in `dir`, ascending; none if `dir` does not exist.
-fn key_file_versions(dir: &Path) -> Result<Vec<u32>, KeyError> {
-    let entries = match fs::read_dir(dir) {
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        entries => entries.map_err(io_error(dir))?,
-    };
-    let mut versions = Vec::new();
-    for entry in entries {
-        let name = entry.map_err(io_error(dir))?.file_name();
-        versions.extend(name.to_str().and_then(parse_key_file_name));
-    }
-    versions.sort_unstable();
-    Ok(versions)
-}
-
-fn parse_key_file_name(name: &str) -> Option<u32> {
-    let version = name.strip_prefix('v')?.strip_suffix(".pem")?.parse().ok()?;
-    // Only the canonical spelling counts, not "v0.pem", "v01.pem" or "v+1.pem".
-    (version > 0 && key_file_name(version) == name).then_some(version)
-}
-
-fn version_name(version: u32) -> String {
-    format!("v{version}")
-}
-
-fn key_file_name(version: u32) -> String {
-    format!("v{version}.pem")
-}
-
-/// Writes a new PKCS#8 key as `dir/v<version>.pem`, readable by the owner only; never
-/// overwrites an existing file.
-fn create_key_file(dir: &Path, version: u32) -> Result<(), KeyError> {
+/// A new random ECDSA P-256 private key, as PKCS#8 PEM.
+pub fn generate_private_key_pem() -> Result<String, KeyError> {
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &SystemRandom::new())
         .map_err(|_| KeyError::Generate)?;
-    let pem_text = encode_pem(PRIVATE_KEY_PEM_LABEL, pkcs8.as_ref());
-    fs::create_dir_all(dir).map_err(io_error(dir))?;
-
-    let path = dir.join(key_file_name(version));
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
-        .open(&path)
-        .and_then(|mut file| file.write_all(pem_text.as_bytes()))
-        .map_err(io_error(&path))
-}
-
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyError + '_ {
-    move |source| KeyError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    Ok(encode_pem(PRIVATE_KEY_PEM_LABEL, pkcs8.as_ref()))
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::fs;
+    use std::path::Path;
+
     use super::*;
+    use crate::adapters::local::signing_keys;
     use crate::domain::export::ExportError::*;
     use crate::domain::export::tests::{test_header, test_keys};
     use crate::domain::export::{ExportLimits, MAX_KEYS_PER_FILE, read_export};
@@ -216,16 +142,16 @@ pub(crate) mod tests {
         fs::read_to_string(dir.join(file)).unwrap()
     }
 
-    fn signer_from_file(dir: &Path, file: &str) -> Result<KeyFileSigner, KeyError> {
-        KeyFileSigner::from_pems("222", &[("v1".to_owned(), read(dir, file))])
+    fn signer_from_file(dir: &Path, file: &str) -> Result<EcdsaSigner, KeyError> {
+        EcdsaSigner::from_pems("222", &[("v1".to_owned(), read(dir, file))])
     }
 
     #[tokio::test]
     async fn signatures_verify_with_the_matching_public_key_only() {
         let dir = tempfile::tempdir().unwrap();
-        KeyFileSigner::open_or_create(dir.path(), "222").unwrap();
-        KeyFileSigner::rotate(dir.path()).unwrap();
-        let signer = KeyFileSigner::open_or_create(dir.path(), "222").unwrap();
+        signing_keys::open_or_create(dir.path(), "222").unwrap();
+        signing_keys::rotate(dir.path()).unwrap();
+        let signer = signing_keys::open_or_create(dir.path(), "222").unwrap();
         let [v2, v1] = <[VerificationKey; 2]>::try_from(signer.verification_keys()).unwrap();
 
         let signatures = signer.sign(b"export").await.unwrap();
@@ -234,36 +160,6 @@ pub(crate) mod tests {
         assert!(v1.verify(b"export", &sig_v1));
         assert!(!v1.verify(b"export", &sig_v2));
         assert!(!v2.verify(b"exporT", &sig_v2));
-    }
-
-    #[test]
-    fn creates_the_first_key_once_and_rotates_to_new_versions() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys_dir = dir.path().join("keys");
-        let first = KeyFileSigner::open_or_create(&keys_dir, "222").unwrap();
-        let reopened = KeyFileSigner::open_or_create(&keys_dir, "222").unwrap();
-        assert_eq!(first.verification_keys(), reopened.verification_keys());
-        let v1 = SignatureInfo::ecdsa_p256("222", "v1");
-        assert_eq!(first.signature_infos(), [v1]);
-
-        assert_eq!(KeyFileSigner::rotate(&keys_dir).unwrap(), "v2");
-        assert_eq!(KeyFileSigner::rotate(&keys_dir).unwrap(), "v3");
-        fs::write(keys_dir.join("v01.pem"), "not a key").unwrap();
-        fs::write(keys_dir.join("notes.txt"), "ignored").unwrap();
-        let signer = KeyFileSigner::open_or_create(&keys_dir, "222").unwrap();
-        let versions: Vec<_> = signer
-            .signature_infos()
-            .into_iter()
-            .map(|info| info.key_version)
-            .collect();
-        assert_eq!(versions, ["v3", "v2", "v1"]);
-
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let metadata = fs::metadata(keys_dir.join("v1.pem")).unwrap();
-            assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
-        }
     }
 
     #[test]
@@ -278,7 +174,7 @@ pub(crate) mod tests {
 
         let keys = [("v2", "genpkey.pem"), ("v1", "pkcs8.pem")]
             .map(|(version, file)| (version.to_owned(), read(dir.path(), file)));
-        let signer = KeyFileSigner::from_pems("222", &keys).unwrap();
+        let signer = EcdsaSigner::from_pems("222", &keys).unwrap();
         let public_pem = read(dir.path(), "genpkey.pub.pem");
         let public = VerificationKey::from_pem(&public_pem, "222", "v2").unwrap();
         assert_eq!(signer.verification_keys()[0], public);
@@ -298,14 +194,14 @@ pub(crate) mod tests {
 
     #[test]
     fn a_signer_needs_at_least_one_key() {
-        let error = KeyFileSigner::from_pems("222", &[]).unwrap_err();
+        let error = EcdsaSigner::from_pems("222", &[]).unwrap_err();
         assert!(matches!(error, KeyError::KeyCount { count: 0 }), "{error}");
     }
 
     #[test]
     fn verification_key_pem_round_trips() {
         let dir = tempfile::tempdir().unwrap();
-        let signer = KeyFileSigner::open_or_create(dir.path(), "222").unwrap();
+        let signer = signing_keys::open_or_create(dir.path(), "222").unwrap();
         let key = signer.verification_keys().remove(0);
         let pem_text = key.to_pem();
         assert!(
@@ -357,10 +253,10 @@ pub(crate) mod tests {
         assert!(matches!(not_pem, Err(KeyError::Pem { .. })));
     }
 
-    fn signer_with_two_versions(dir: &Path) -> KeyFileSigner {
-        KeyFileSigner::open_or_create(dir, "228").unwrap();
-        KeyFileSigner::rotate(dir).unwrap();
-        KeyFileSigner::open_or_create(dir, "228").unwrap()
+    fn signer_with_two_versions(dir: &Path) -> EcdsaSigner {
+        signing_keys::open_or_create(dir, "228").unwrap();
+        signing_keys::rotate(dir).unwrap();
+        signing_keys::open_or_create(dir, "228").unwrap()
     }
 
     #[tokio::test]
@@ -388,7 +284,7 @@ pub(crate) mod tests {
         // A peer that knows a key under another identity still verifies the file.
         let renamed = VerificationKey::from_pem(&v1.to_pem(), "other", "7").unwrap();
         assert_eq!(file.verify(&[renamed]).unwrap().key_id, "other");
-        let unrelated = KeyFileSigner::open_or_create(&dir.path().join("other"), "228").unwrap();
+        let unrelated = signing_keys::open_or_create(&dir.path().join("other"), "228").unwrap();
         let error = file.verify(&unrelated.verification_keys()).unwrap_err();
         assert!(
             matches!(
@@ -405,7 +301,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn openssl_verifies_our_signature() {
         let dir = tempfile::tempdir().unwrap();
-        let signer = KeyFileSigner::open_or_create(&dir.path().join("keys"), "228").unwrap();
+        let signer = signing_keys::open_or_create(&dir.path().join("keys"), "228").unwrap();
         let zip = write_export(&test_header(), &test_keys(20), &signer)
             .await
             .unwrap();
@@ -428,7 +324,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_full_file_fits_the_default_limits() {
         let dir = tempfile::tempdir().unwrap();
-        let signer = KeyFileSigner::open_or_create(dir.path(), "228").unwrap();
+        let signer = signing_keys::open_or_create(dir.path(), "228").unwrap();
         let keys = test_keys(MAX_KEYS_PER_FILE);
         let zip = write_export(&test_header(), &keys, &signer).await.unwrap();
         let file = read_export(&zip, &ExportLimits::default()).unwrap();

@@ -9,11 +9,11 @@
 use aws_sdk_ssm::Client;
 use aws_sdk_ssm::error::DisplayErrorContext;
 
+use crate::adapters::ecdsa::EcdsaSigner;
 use crate::domain::signature::{
     KeyError, MAX_SIGNING_KEYS, SignatureInfo, SigningError, VerificationKey,
 };
 use crate::ports::Signer;
-use crate::signing::KeyFileSigner;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SigningKeysError {
@@ -40,7 +40,7 @@ pub async fn load_signer(
     ssm: &Client,
     path: &str,
     key_id: &str,
-) -> Result<KeyFileSigner, SigningKeysError> {
+) -> Result<EcdsaSigner, SigningKeysError> {
     let path = path.trim_end_matches('/');
     let read_error = |reason: String| SigningKeysError::Read {
         path: path.to_string(),
@@ -76,7 +76,7 @@ pub async fn load_signer(
         .into_iter()
         .map(|(version, pem)| (format!("v{version}"), pem))
         .collect();
-    Ok(KeyFileSigner::from_pems(key_id, &pems)?)
+    Ok(EcdsaSigner::from_pems(key_id, &pems)?)
 }
 
 /// The signer of a function that is deployed without access to the signing keys: it names no

@@ -1,28 +1,18 @@
-//! The embedded adapters: what `enfeed serve` runs on, with no cloud services. One data
-//! directory holds everything:
-//!
-//! - `enfeed.redb`: keys, codes and publication state ([`LocalStore`]);
-//! - `feeds/`: published chunks and indexes ([`FileBlobStore`]);
-//! - `signing-keys/`: the region's ECDSA P-256 signing keys ([`crate::signing::KeyFileSigner`]).
-
-mod files;
-pub mod fs;
-mod store;
+//! A region on the embedded adapters, all in one data directory: what `enfeed serve` and the
+//! other `enfeed` commands open.
 
 use std::path::Path;
 use std::sync::Arc;
 
-pub use files::FileBlobStore;
-pub use store::LocalStore;
-
+use crate::adapters::local::{
+    DATABASE, FEEDS, FileBlobStore, LocalStore, SIGNING_KEYS, signing_keys,
+};
+use crate::domain::config::Config;
 use crate::domain::peers::PeerConfig;
+use crate::domain::signature::KeyError;
+use crate::entry::backend::Backend;
 use crate::entry::peers::{ProducerError, open_producer};
 use crate::ports::{Clock, StoreError};
-use crate::signing::{KeyError, KeyFileSigner};
-use crate::{Backend, Config};
-
-/// The folder of the data directory that holds the signing keys.
-pub const SIGNING_KEYS: &str = "signing-keys";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -44,9 +34,9 @@ pub fn open_backend(
     peers: &[PeerConfig],
 ) -> Result<Backend, OpenError> {
     std::fs::create_dir_all(data).map_err(|e| OpenError::DataDir(data.display().to_string(), e))?;
-    let store = Arc::new(LocalStore::open(&data.join("enfeed.redb"))?);
-    let signer = KeyFileSigner::open_or_create(&data.join(SIGNING_KEYS), &config.signing_key_id())?;
-    let blobs = Arc::new(FileBlobStore::new(data.join("feeds")));
+    let store = Arc::new(LocalStore::open(&data.join(DATABASE))?);
+    let signer = signing_keys::open_or_create(&data.join(SIGNING_KEYS), &config.signing_key_id())?;
+    let blobs = Arc::new(FileBlobStore::new(data.join(FEEDS)));
     let producers = peers
         .iter()
         .cloned()

@@ -22,9 +22,9 @@ use lambda_http::tower::ServiceExt as _;
 use lambda_http::{Body, Request, RequestExt as _};
 use serde::Serialize;
 
-use crate::Backend;
 use crate::domain::access::Peer;
 use crate::domain::key::RegionId;
+use crate::entry::backend::Backend;
 use crate::services::consumer::{ConsumerReport, Poll};
 use crate::services::dataprep::{DataPrepError, DataPrepReport};
 

@@ -1,37 +1,26 @@
-//! The serverless adapters (cargo feature `aws`): the ports on DynamoDB ([`DynamoStore`]), S3
-//! ([`S3BlobStore`]) and SSM Parameter Store ([`load_signer`]), the consumer's state table
-//! ([`ConsumerState`]), the Lambda handlers ([`lambda`]), and the wiring every function shares:
-//! settings from environment variables, the SDK configuration, and [`backend_from_env`].
-//!
-//! Every function reads the core's settings ([`crate::Config`], `ENFEED_REGION`, ...) and
-//! [`Settings`] from its environment; `docs/deploy.md` lists them all.
+//! The Lambda functions' shared part (cargo feature `aws`): each function's settings from its
+//! environment, its backend wired on the AWS adapters, JSON logs for CloudWatch, and the
+//! [`handlers`] the functions' `main`s hand their events to. `docs/deploy.md` lists the
+//! settings.
 
-mod consumer;
-mod dynamo;
-pub mod lambda;
-mod s3;
-mod secrets;
+pub mod handlers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use aws_config::{BehaviorVersion, SdkConfig};
-use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use aws_config::SdkConfig;
 use serde::Deserialize;
 
-pub use consumer::DynamoConsumerState;
-pub use dynamo::{
-    BUCKET_SECONDS, DynamoStore, EXPIRY_INDEX, EXPIRY_SHARDS, MAX_KEYS_PER_TRANSACTION,
-    TTL_ATTRIBUTE, parse_key_hex,
+use crate::adapters::aws::{
+    DynamoConsumerState, DynamoStore, NoSigningKeys, S3BlobStore, SigningKeysError, load_signer,
+    s3_client, sdk_config,
 };
-pub use s3::{CHUNK_TAG, S3BlobStore};
-pub use secrets::{NoSigningKeys, SigningKeysError, load_signer};
-
+use crate::domain::config::Config;
 use crate::domain::key::RegionId;
 use crate::domain::peers::{PeersError, PeersFile};
+use crate::entry::backend::Backend;
 use crate::entry::peers::{ProducerError, open_producer};
 use crate::ports::{Clock, Signer, SystemClock};
-use crate::{Backend, Config};
 
 /// The serverless settings, besides the core's [`Config`]: environment variables named, as the
 /// core's, `ENFEED_` and the field's name in capitals.
@@ -115,35 +104,6 @@ pub enum AwsError {
     Peers(#[from] PeersError),
     #[error(transparent)]
     Producer(#[from] ProducerError),
-}
-
-/// The HTTP client of every AWS SDK client: hyper with rustls on ring, so that no C crypto
-/// library is built.
-pub fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https()
-}
-
-/// The SDK configuration of a function: region and credentials from the Lambda environment
-/// (`AWS_REGION`, the execution role), endpoints overridable with `AWS_ENDPOINT_URL`.
-pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http_client())
-        .load()
-        .await
-}
-
-pub fn dynamodb_client(sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
-    aws_sdk_dynamodb::Client::new(sdk)
-}
-
-pub fn s3_client(sdk: &SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(sdk)
-            .force_path_style(path_style)
-            .build(),
-    )
 }
 
 /// A backend on DynamoDB and S3, signing with the keys under the configured SSM path (or

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType,
 };
 
-use super::dynamo::sdk_error;
+use super::sdk_error;
 use crate::domain::key::RegionId;
 use crate::ports::{ConsumerStateStore, PeerState, StoreError};
 

@@ -1,0 +1,160 @@
+//! How [`DynamoStore`](super::DynamoStore) names and encodes its items: partition and sort
+//! keys of each kind of item, a stored key as an item and back, and the deflated parts of the
+//! publication state.
+
+use std::io::{Read as _, Write as _};
+
+use super::{BUCKET_SECONDS, EXPIRY_SHARDS, Item, TTL_ATTRIBUTE, b, get_b, get_n, get_s, n, s};
+use crate::domain::key::{DiagnosisKey, KEY_LEN, ReportType};
+use crate::ports::{Origin, StoreError, StoredKey, UnixSeconds, pack_regions, unpack_regions};
+
+pub(super) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(super) fn unhex(text: &str) -> Option<Vec<u8>> {
+    text.len()
+        .is_multiple_of(2)
+        .then(|| {
+            (0..text.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+                .collect()
+        })
+        .flatten()
+}
+
+pub(super) fn origin_tag(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Local => "L",
+        Origin::Remote => "R",
+    }
+}
+
+pub(super) fn key_pk(origin: Origin, publish_at: UnixSeconds) -> String {
+    format!("K#{}#{}", origin_tag(origin), publish_at / BUCKET_SECONDS)
+}
+
+pub(super) fn key_sk(publish_at: UnixSeconds, key_data: &[u8]) -> String {
+    format!("{publish_at:020}#{}", hex(key_data))
+}
+
+pub(super) fn seen_pk(key_data: &[u8]) -> String {
+    format!("T#{}", hex(key_data))
+}
+
+/// The seen-marker of the key whose item has sort key `sk` (`<publish_at>#<key hex>`).
+pub(super) fn seen_pk_of_sk(sk: &str) -> String {
+    format!("T#{}", sk.split_once('#').map_or("", |(_, hex)| hex))
+}
+
+/// The attempt counter of `client` in the window starting at `window_start`.
+pub(super) fn attempt_pk(client: &str, window_start: UnixSeconds) -> String {
+    format!("A#{client}#{window_start}")
+}
+
+pub(super) fn code_pk(hash: &[u8; 32]) -> String {
+    format!("C#{}", hex(hash))
+}
+
+pub(super) fn part_sk(version: u64, part: usize) -> String {
+    format!("PART#{version:020}#{part:04}")
+}
+
+/// The item of a stored key, published at `publish_at` (the seal may have moved it).
+pub(super) fn key_item(key: &StoredKey, publish_at: UnixSeconds) -> Item {
+    let data = key.key.key_data;
+    let mut item = Item::from([
+        ("pk".into(), s(key_pk(key.origin, publish_at))),
+        ("sk".into(), s(key_sk(publish_at, &data))),
+        ("kd".into(), b(data.to_vec())),
+        ("rs".into(), n(key.key.rolling_start)),
+        ("rp".into(), n(key.key.rolling_period)),
+        ("tr".into(), n(key.key.transmission_risk)),
+        ("rt".into(), n(key.key.report_type as i32)),
+        ("pa".into(), n(publish_at)),
+        (TTL_ATTRIBUTE.into(), n(key.expires_at)),
+        ("xs".into(), s(format!("X#{}", data[0] % EXPIRY_SHARDS))),
+    ]);
+    if let Some(days) = key.key.days_since_onset {
+        item.insert("dso".into(), n(days));
+    }
+    if !key.regions.is_empty() {
+        item.insert("rg".into(), s(pack_regions(&key.regions)));
+    }
+    item
+}
+
+pub(super) fn key_from_item(item: &Item) -> Result<StoredKey, StoreError> {
+    let pk = get_s(item, "pk")?;
+    let origin = match pk.split('#').nth(1) {
+        Some("L") => Origin::Local,
+        Some("R") => Origin::Remote,
+        _ => {
+            return Err(StoreError::backend(format!(
+                "{pk:?} is not a key partition"
+            )));
+        }
+    };
+    let key_data: [u8; KEY_LEN] = get_b(item, "kd")
+        .and_then(|d| d.try_into().ok())
+        .ok_or_else(|| StoreError::backend("key item without 16 bytes of key data"))?;
+    let regions = match item.get("rg").and_then(|v| v.as_s().ok()) {
+        None => Vec::new(),
+        Some(packed) => unpack_regions(packed)?,
+    };
+    Ok(StoredKey {
+        key: DiagnosisKey {
+            key_data,
+            rolling_start: get_n(item, "rs")?,
+            rolling_period: get_n(item, "rp")?,
+            transmission_risk: get_n(item, "tr")?,
+            report_type: ReportType::from_i32(get_n(item, "rt")?),
+            days_since_onset: item
+                .get("dso")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok()),
+        },
+        origin,
+        regions,
+        publish_at: get_n(item, "pa")?,
+        expires_at: get_n(item, TTL_ATTRIBUTE)?,
+    })
+}
+
+pub(super) fn deflate(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let mut encoder =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).map_err(StoreError::backend)?;
+    encoder.finish().map_err(StoreError::backend)
+}
+
+pub(super) fn inflate(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::new();
+    flate2::read::DeflateDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .map_err(StoreError::backend)?;
+    Ok(out)
+}
+
+/// Whether `text` is a valid hex rendering of 16 bytes of key data (for tooling that reads
+/// the table's `T#` items).
+pub fn parse_key_hex(text: &str) -> Option<[u8; KEY_LEN]> {
+    unhex(text)?.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_keys_order_by_publication_time_then_key() {
+        let a = key_sk(99, &[0xff; 16]);
+        let b = key_sk(100, &[0; 16]);
+        assert!(a < b);
+        assert!(b <= format!("{:020}#~", 100));
+        assert!(b >= format!("{:020}", 100));
+        assert_eq!(parse_key_hex(&hex(&[7; 16])), Some([7; 16]));
+        assert_eq!(key_pk(Origin::Remote, 86_400 * 3 + 5), "K#R#3");
+    }
+}

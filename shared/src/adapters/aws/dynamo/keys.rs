@@ -1,0 +1,393 @@
+//! [`KeyStore`] on DynamoDB: key items by origin and day of publication, a seen-marker per key
+//! for deduplication, the seal, and the expiry index the purge reads.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{ConditionCheck, Put, ReturnValue, TransactWriteItem, Update};
+
+use super::codec::{code_pk, key_from_item, key_item, key_pk, key_sk, seen_pk, seen_pk_of_sk};
+use super::{
+    BUCKET_SECONDS, DynamoStore, EXPIRY_INDEX, EXPIRY_SHARDS, MAX_INSERT_ATTEMPTS,
+    MAX_KEYS_PER_TRANSACTION, SEAL_PK, TTL_ATTRIBUTE, b, cancellation_reasons, get_n, get_s, n, s,
+    sdk_error, unless_condition_failed,
+};
+use crate::ports::{
+    CodeClaim, Inserted, KeyCounts, KeyStore, NewKeys, Origin, StoreError, StoredKey, UnixSeconds,
+    check_claim,
+};
+
+impl DynamoStore {
+    pub(super) async fn read_seal(&self) -> Result<UnixSeconds, StoreError> {
+        match self.get_item(SEAL_PK, SEAL_PK).await? {
+            None => Ok(0),
+            Some(item) => get_n(&item, "seal"),
+        }
+    }
+
+    /// One attempt at storing `keys` (already free of duplicates within the batch) with the
+    /// claim, behind `seal`.
+    pub(super) fn insert_items(
+        &self,
+        keys: &[StoredKey],
+        claim: Option<&CodeClaim>,
+        seal: UnixSeconds,
+        now: UnixSeconds,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let mut items = Vec::with_capacity(keys.len() * 2 + 2);
+        let mut earliest = u64::MAX;
+        for key in keys {
+            // Never behind the seal: data-prep has already read up to it.
+            let publish_at = key.publish_at.max(seal + 1);
+            earliest = earliest.min(publish_at);
+            let data = key.key.key_data;
+            let item = key_item(key, publish_at);
+            let (pk, sk) = (key_pk(key.origin, publish_at), key_sk(publish_at, &data));
+            items.push(
+                TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.table)
+                            .set_item(Some(item))
+                            .build()
+                            .map_err(StoreError::backend)?,
+                    )
+                    .build(),
+            );
+            items.push(
+                TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.table)
+                            .item("pk", s(seen_pk(&data)))
+                            .item("sk", s("T"))
+                            .item("kpk", s(pk))
+                            .item("ksk", s(sk))
+                            .item(TTL_ATTRIBUTE, n(key.expires_at))
+                            // A key is new unless a key with its data is stored and unexpired.
+                            .condition_expression("attribute_not_exists(pk) OR #ttl <= :now")
+                            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                            .expression_attribute_values(":now", n(now))
+                            .build()
+                            .map_err(StoreError::backend)?,
+                    )
+                    .build(),
+            );
+        }
+        if !keys.is_empty() {
+            items.push(
+                TransactWriteItem::builder()
+                    .condition_check(
+                        ConditionCheck::builder()
+                            .table_name(&self.table)
+                            .key("pk", s(SEAL_PK))
+                            .key("sk", s(SEAL_PK))
+                            .condition_expression("attribute_not_exists(seal) OR seal < :earliest")
+                            .expression_attribute_values(":earliest", n(earliest))
+                            .build()
+                            .map_err(StoreError::backend)?,
+                    )
+                    .build(),
+            );
+        }
+        if let Some(claim) = claim {
+            items.push(
+                TransactWriteItem::builder()
+                    .update(
+                        Update::builder()
+                            .table_name(&self.table)
+                            .key("pk", s(code_pk(&claim.code_hash)))
+                            .key("sk", s("C"))
+                            .update_expression("SET ub = :digest, #n = :n")
+                            .expression_attribute_names("#n", "n")
+                            .condition_expression(
+                                "attribute_exists(pk) AND attribute_not_exists(ub) AND ea > :now",
+                            )
+                            .expression_attribute_values(":digest", b(claim.upload_digest.to_vec()))
+                            .expression_attribute_values(":n", n(keys.len()))
+                            .expression_attribute_values(":now", n(now))
+                            .build()
+                            .map_err(StoreError::backend)?,
+                    )
+                    .build(),
+            );
+        }
+        Ok(items)
+    }
+
+    /// Stores at most [`MAX_KEYS_PER_TRANSACTION`] keys and the claim in one transaction.
+    pub(super) async fn insert_once(&self, batch: NewKeys) -> Result<Inserted, StoreError> {
+        let now = batch.now;
+        let claim = batch.claim.as_ref();
+        if let Some(claim) = claim
+            && let Some(n) = check_claim(
+                self.read_code(&claim.code_hash, now).await?.as_ref(),
+                claim,
+                now,
+            )?
+        {
+            return Ok(Inserted::Replayed(n));
+        }
+        // Keys repeated within the batch are stored once.
+        let mut seen = BTreeSet::new();
+        let mut keys: Vec<StoredKey> = batch
+            .keys
+            .into_iter()
+            .filter(|k| seen.insert(k.key.key_data))
+            .collect();
+        for _ in 0..MAX_INSERT_ATTEMPTS {
+            if keys.is_empty() && claim.is_none() {
+                return Ok(Inserted::Stored(0));
+            }
+            let seal = self.read_seal().await?;
+            let items = self.insert_items(&keys, claim, seal, now)?;
+            let outcome = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await;
+            let e = match outcome {
+                Ok(_) => return Ok(Inserted::Stored(keys.len() as u32)),
+                Err(e) => e,
+            };
+            let Some(reasons) = cancellation_reasons(&e) else {
+                return Err(sdk_error(e));
+            };
+            let failed = |i: usize| reasons.get(i).cloned().flatten();
+            let checks = |i: usize| failed(i).as_deref() == Some("ConditionalCheckFailed");
+            // Items: key and seen-marker per key, then the seal check, then the code.
+            let seal_index = keys.len() * 2;
+            let code_index = if keys.is_empty() { 0 } else { seal_index + 1 };
+            if let Some(claim) = claim.filter(|_| checks(code_index)) {
+                // Another upload consumed the code in the meantime (or this same one did).
+                match check_claim(
+                    self.read_code(&claim.code_hash, now).await?.as_ref(),
+                    claim,
+                    now,
+                )? {
+                    Some(n) => return Ok(Inserted::Replayed(n)),
+                    None => continue,
+                }
+            }
+            let known: BTreeSet<usize> = (0..keys.len()).filter(|i| checks(i * 2 + 1)).collect();
+            if !known.is_empty() {
+                let mut i = 0;
+                keys.retain(|_| {
+                    i += 1;
+                    !known.contains(&(i - 1))
+                });
+                continue;
+            }
+            if checks(seal_index) {
+                continue; // the seal moved: place the keys after it
+            }
+            // A conflict with a concurrent transaction on one of the items: try again.
+            tracing::debug!(?reasons, "key insert transaction cancelled; retrying");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(StoreError::Conflict(
+            "key insert kept losing races with concurrent writers".into(),
+        ))
+    }
+
+    /// Deletes one expired key item and its seen-marker; whether the key item was there.
+    pub(super) async fn purge_key(
+        &self,
+        pk: String,
+        sk: String,
+        now: UnixSeconds,
+    ) -> Result<bool, StoreError> {
+        let marker_pk = seen_pk_of_sk(&sk);
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .condition_expression("#ttl <= :now")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        let existed = unless_condition_failed(deleted)?.is_some_and(|out| out.attributes.is_some());
+        // The seen-marker goes too, unless a newer upload of the same key data replaced it.
+        let marker = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(marker_pk))
+            .key("sk", s("T"))
+            .condition_expression("#ttl <= :now")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        unless_condition_failed(marker)?;
+        Ok(existed)
+    }
+}
+
+#[async_trait]
+impl KeyStore for DynamoStore {
+    async fn insert(&self, batch: NewKeys) -> Result<Inserted, StoreError> {
+        if batch.keys.len() <= MAX_KEYS_PER_TRANSACTION {
+            return self.insert_once(batch).await;
+        }
+        if batch.claim.is_some() {
+            return Err(StoreError::backend(format!(
+                "{} keys cannot be stored with a code in one transaction (at most {})",
+                batch.keys.len(),
+                MAX_KEYS_PER_TRANSACTION
+            )));
+        }
+        // Keys pulled from peers: each slice is atomic, and a repeated slice is deduplicated.
+        let mut stored = 0;
+        for slice in batch.keys.chunks(MAX_KEYS_PER_TRANSACTION) {
+            let part = NewKeys {
+                keys: slice.to_vec(),
+                claim: None,
+                now: batch.now,
+            };
+            if let Inserted::Stored(n) = self.insert_once(part).await? {
+                stored += n;
+            }
+        }
+        Ok(Inserted::Stored(stored))
+    }
+
+    async fn seal(&self, through: UnixSeconds) -> Result<UnixSeconds, StoreError> {
+        let moved = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(SEAL_PK))
+            .key("sk", s(SEAL_PK))
+            .update_expression("SET seal = :through")
+            .condition_expression("attribute_not_exists(seal) OR seal < :through")
+            .expression_attribute_values(":through", n(through))
+            .send()
+            .await;
+        match unless_condition_failed(moved)? {
+            Some(_) => Ok(through),
+            // Already further: the seal never moves back.
+            None => self.read_seal().await,
+        }
+    }
+
+    async fn published_between(
+        &self,
+        after: UnixSeconds,
+        through: UnixSeconds,
+        now: UnixSeconds,
+    ) -> Result<Vec<StoredKey>, StoreError> {
+        let mut keys = Vec::new();
+        if through <= after {
+            return Ok(keys);
+        }
+        // A key unexpired at `now` arrived, and so may be published, after `now - T`: older
+        // partitions hold nothing to read.
+        let horizon = now.saturating_sub(self.retention + BUCKET_SECONDS);
+        let (first, last) = ((after + 1).max(horizon), through);
+        if first > last {
+            return Ok(keys);
+        }
+        for origin in [Origin::Local, Origin::Remote] {
+            for bucket in first / BUCKET_SECONDS..=last / BUCKET_SECONDS {
+                let mut pages = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .consistent_read(true)
+                    .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                    .filter_expression("#ttl > :now")
+                    .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                    .expression_attribute_values(":pk", s(key_pk(origin, bucket * BUCKET_SECONDS)))
+                    .expression_attribute_values(":from", s(format!("{first:020}")))
+                    .expression_attribute_values(":to", s(format!("{last:020}#~")))
+                    .expression_attribute_values(":now", n(now))
+                    .into_paginator()
+                    .items()
+                    .send();
+                while let Some(item) = pages.next().await {
+                    let key = key_from_item(&item.map_err(sdk_error)?)?;
+                    if key.expires_at > now {
+                        keys.push(key);
+                    }
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError> {
+        let mut expired = Vec::new();
+        for shard in 0..EXPIRY_SHARDS {
+            let mut pages = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(EXPIRY_INDEX)
+                .key_condition_expression("xs = :shard AND #ttl <= :now")
+                .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                .expression_attribute_values(":shard", s(format!("X#{shard}")))
+                .expression_attribute_values(":now", n(now))
+                .into_paginator()
+                .items()
+                .send();
+            while let Some(item) = pages.next().await {
+                let item = item.map_err(sdk_error)?;
+                expired.push((
+                    get_s(&item, "pk")?.to_string(),
+                    get_s(&item, "sk")?.to_string(),
+                ));
+            }
+        }
+        // Deletes run a few dozen at a time: an hour of expired keys at a large region is tens
+        // of thousands of items.
+        let mut purged = 0;
+        let mut running = tokio::task::JoinSet::new();
+        for (pk, sk) in expired {
+            if running.len() >= 32 {
+                purged += u64::from(
+                    running
+                        .join_next()
+                        .await
+                        .expect("tasks run")
+                        .map_err(StoreError::backend)??,
+                );
+            }
+            let store = self.clone();
+            running.spawn(async move { store.purge_key(pk, sk, now).await });
+        }
+        while let Some(done) = running.join_next().await {
+            purged += u64::from(done.map_err(StoreError::backend)??);
+        }
+        Ok(purged)
+    }
+
+    async fn count(&self) -> Result<KeyCounts, StoreError> {
+        let mut counts = KeyCounts::default();
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .filter_expression("begins_with(pk, :k)")
+            .expression_attribute_values(":k", s("K#"))
+            .projection_expression("pk")
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(sdk_error)?;
+            match get_s(&item, "pk")?.split('#').nth(1) {
+                Some("R") => counts.remote += 1,
+                _ => counts.local += 1,
+            }
+        }
+        Ok(counts)
+    }
+}

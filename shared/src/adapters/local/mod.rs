@@ -1,0 +1,23 @@
+//! The embedded adapters: what `enfeed serve` runs on, with no cloud services. One data
+//! directory holds everything:
+//!
+//! - `enfeed.redb`: keys, codes, publication and consumer state ([`LocalStore`]);
+//! - `feeds/`: published chunks and indexes ([`FileBlobStore`]);
+//! - `signing-keys/`: the region's ECDSA P-256 signing keys ([`signing_keys`]).
+//!
+//! [`fs`] writes files whole or not at all.
+
+mod files;
+pub mod fs;
+pub mod signing_keys;
+mod store;
+
+pub use files::FileBlobStore;
+pub use store::LocalStore;
+
+/// The file of the data directory that holds the embedded database.
+pub const DATABASE: &str = "enfeed.redb";
+/// The folder of the data directory that holds the published feeds.
+pub const FEEDS: &str = "feeds";
+/// The folder of the data directory that holds the signing keys.
+pub const SIGNING_KEYS: &str = "signing-keys";

@@ -1,0 +1,120 @@
+//! How [`LocalStore`](super::LocalStore) encodes its rows: stored keys and one-time codes as
+//! protobuf records, and the keys of one write that expire together.
+
+use crate::domain::key::{DiagnosisKey, KEY_LEN, ReportType};
+use crate::ports::{CodeUse, Origin, StoreError, StoredKey, pack_regions, unpack_regions};
+
+pub(super) type Tek = [u8; KEY_LEN];
+
+/// The keys of one write that expire at the same time, as [`EXPIRING`] keeps them: each key's
+/// publish_at (8 bytes, big endian) and key data.
+#[derive(Default)]
+pub(super) struct Expiring(pub(super) Vec<u8>);
+
+impl Expiring {
+    const ENTRY: usize = 8 + KEY_LEN;
+
+    pub(super) fn push(&mut self, publish_at: u64, tek: Tek) {
+        self.0.extend_from_slice(&publish_at.to_be_bytes());
+        self.0.extend_from_slice(&tek);
+    }
+
+    /// The key data of the first key: with the expiry time, it names the row.
+    pub(super) fn first(&self) -> Tek {
+        self.0[8..Self::ENTRY].try_into().expect("a whole entry")
+    }
+
+    pub(super) fn keys(row: &[u8]) -> impl Iterator<Item = (u64, Tek)> + '_ {
+        row.chunks_exact(Self::ENTRY).map(|entry| {
+            let (publish_at, tek) = entry.split_at(8);
+            (
+                u64::from_be_bytes(publish_at.try_into().expect("8 bytes")),
+                tek.try_into().expect("a key's length"),
+            )
+        })
+    }
+}
+
+/// How a stored key is encoded in the database.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct KeyRecord {
+    #[prost(int32, tag = "1")]
+    pub(super) rolling_start: i32,
+    #[prost(int32, tag = "2")]
+    pub(super) rolling_period: i32,
+    #[prost(int32, tag = "3")]
+    pub(super) transmission_risk: i32,
+    #[prost(int32, tag = "4")]
+    pub(super) report_type: i32,
+    #[prost(sint32, optional, tag = "5")]
+    pub(super) days_since_onset: Option<i32>,
+    #[prost(bool, tag = "6")]
+    pub(super) remote: bool,
+    #[prost(bytes = "vec", tag = "7")]
+    pub(super) regions: Vec<u8>,
+    #[prost(uint64, tag = "8")]
+    pub(super) expires_at: u64,
+}
+
+impl KeyRecord {
+    pub(super) fn from_key(k: &StoredKey) -> Self {
+        Self {
+            rolling_start: k.key.rolling_start as i32,
+            rolling_period: k.key.rolling_period as i32,
+            transmission_risk: k.key.transmission_risk,
+            report_type: k.key.report_type as i32,
+            days_since_onset: k.key.days_since_onset,
+            remote: k.origin == Origin::Remote,
+            regions: pack_regions(&k.regions).into_bytes(),
+            expires_at: k.expires_at,
+        }
+    }
+
+    pub(super) fn into_key(self, key_data: Tek, publish_at: u64) -> Result<StoredKey, StoreError> {
+        let regions =
+            unpack_regions(std::str::from_utf8(&self.regions).map_err(StoreError::backend)?)?;
+        Ok(StoredKey {
+            key: DiagnosisKey {
+                key_data,
+                rolling_start: self.rolling_start as u32,
+                rolling_period: self.rolling_period as u32,
+                transmission_risk: self.transmission_risk,
+                report_type: ReportType::from_i32(self.report_type),
+                days_since_onset: self.days_since_onset,
+            },
+            origin: if self.remote {
+                Origin::Remote
+            } else {
+                Origin::Local
+            },
+            regions,
+            publish_at,
+            expires_at: self.expires_at,
+        })
+    }
+}
+
+/// How a one-time code is encoded in the database.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct CodeRow {
+    #[prost(uint64, tag = "1")]
+    pub(super) issued_at: u64,
+    #[prost(uint64, tag = "2")]
+    pub(super) expires_at: u64,
+    /// The upload it authorised, once used.
+    #[prost(bytes = "vec", optional, tag = "3")]
+    pub(super) used_by: Option<Vec<u8>>,
+    #[prost(uint32, tag = "4")]
+    pub(super) inserted: u32,
+}
+
+impl CodeRow {
+    /// What [`ports::check_claim`] judges a claim by.
+    pub(super) fn code_use(&self) -> CodeUse {
+        CodeUse {
+            expires_at: self.expires_at,
+            used_by: self.used_by.clone(),
+            inserted: self.inserted,
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! [`CodeStore`] on the embedded store, and the wrong-code counters it keeps in memory.
+
+use async_trait::async_trait;
+use prost::Message as _;
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::codec::CodeRow;
+use super::writer::Tables;
+use super::{CODES, LocalStore};
+use crate::ports::{self, CodeClaim, CodeRecord, CodeStore, StoreError, UnixSeconds};
+
+/// Wrong-code attempts per client in the newest rate-limit window. They live in memory: one
+/// process serves the embedded store, a count under a lock is atomic, and an upload then costs
+/// the writer one write instead of three. A restart forgives what was counted.
+#[derive(Default)]
+pub(super) struct Attempts(std::sync::Mutex<Window>);
+
+/// The newest window: a request that began in the window before is counted in this one.
+#[derive(Default)]
+struct Window {
+    start: UnixSeconds,
+    by_client: std::collections::HashMap<String, u32>,
+}
+
+impl Attempts {
+    fn window(&self, start: UnixSeconds) -> std::sync::MutexGuard<'_, Window> {
+        let mut window = self.0.lock().expect("no panic while counting");
+        if start > window.start {
+            *window = Window {
+                start,
+                by_client: Default::default(),
+            };
+        }
+        window
+    }
+
+    /// Counts one more attempt and returns the attempts in the window, this one included.
+    fn count(&self, client: &str, window_start: UnixSeconds) -> u32 {
+        let mut window = self.window(window_start);
+        let count = window.by_client.entry(client.to_string()).or_default();
+        *count += 1;
+        *count
+    }
+
+    /// Takes back one attempt of `client`; a client with none left is forgotten, so honest
+    /// clients take no memory.
+    fn forgive(&self, client: &str, window_start: UnixSeconds) {
+        let mut window = self.window(window_start);
+        if let Some(count) = window.by_client.get_mut(client) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                window.by_client.remove(client);
+            }
+        }
+    }
+}
+
+pub(super) fn read_code(
+    table: &impl ReadableTable<[u8; 32], &'static [u8]>,
+    hash: &[u8; 32],
+) -> Result<Option<CodeRow>, StoreError> {
+    table
+        .get(hash)
+        .map_err(StoreError::backend)?
+        .map(|v| CodeRow::decode(v.value()).map_err(StoreError::backend))
+        .transpose()
+}
+
+#[async_trait]
+impl CodeStore for LocalStore {
+    async fn add_code(&self, code: CodeRecord) -> Result<(), StoreError> {
+        self.write(move |Tables { codes, .. }| {
+            let row = CodeRow {
+                issued_at: code.issued_at,
+                expires_at: code.expires_at,
+                used_by: None,
+                inserted: 0,
+            };
+            if codes
+                .get(&code.code_hash)
+                .map_err(StoreError::backend)?
+                .is_some()
+            {
+                return Err(StoreError::Conflict("a code with this value exists".into()));
+            }
+            codes
+                .insert(code.code_hash, row.encode_to_vec().as_slice())
+                .map_err(StoreError::backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn count_attempt(
+        &self,
+        client: &str,
+        window_start: UnixSeconds,
+    ) -> Result<u32, StoreError> {
+        Ok(self.attempts.count(client, window_start))
+    }
+
+    async fn forgive_attempt(
+        &self,
+        client: &str,
+        window_start: UnixSeconds,
+    ) -> Result<(), StoreError> {
+        self.attempts.forgive(client, window_start);
+        Ok(())
+    }
+
+    async fn check_code(&self, claim: &CodeClaim, now: UnixSeconds) -> Result<(), StoreError> {
+        let claim = claim.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(StoreError::backend)?;
+            let codes = txn.open_table(CODES).map_err(StoreError::backend)?;
+            let code = read_code(&codes, &claim.code_hash)?.map(|row| row.code_use());
+            ports::check_claim(code.as_ref(), &claim, now)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_count_per_client_and_start_again_in_a_new_window() {
+        let attempts = Attempts::default();
+        assert_eq!(attempts.count("192.0.2.1", 3600), 1);
+        assert_eq!(attempts.count("192.0.2.1", 3600), 2);
+        assert_eq!(attempts.count("198.51.100.1", 3600), 1);
+        attempts.forgive("192.0.2.1", 3600);
+        assert_eq!(attempts.count("192.0.2.1", 3600), 2);
+        // A request that began in the window before counts in the newest one.
+        assert_eq!(attempts.count("192.0.2.1", 0), 3);
+        assert_eq!(attempts.count("192.0.2.1", 7200), 1);
+        // A client forgiven down to nothing is forgotten.
+        attempts.forgive("192.0.2.1", 7200);
+        assert!(attempts.0.lock().unwrap().by_client.is_empty());
+    }
+}

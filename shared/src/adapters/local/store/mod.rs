@@ -1,0 +1,170 @@
+//! [`LocalStore`]: keys, codes and publication state in one embedded redb database file, and
+//! the wrong-code attempt counters in memory. Every write is one redb transaction, so each
+//! port's atomicity promise holds: an upload's keys and its code are stored together or not at
+//! all. One file per port it implements, as the ports are laid out, besides the record
+//! [`codec`] and the group-committing [`writer`].
+
+mod codec;
+mod codes;
+mod consumer_state;
+mod keys;
+mod publication;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableTable, TableDefinition, TableHandle};
+
+use crate::ports::StoreError;
+use codec::{Expiring, Tek};
+use codes::Attempts;
+use writer::{Answer, Job, Tables, Writer};
+
+/// Keys by (publish_at, key data): data-prep reads a time range.
+pub(super) const KEYS: TableDefinition<(u64, Tek), &[u8]> = TableDefinition::new("keys");
+/// Key data to publish_at: deduplication.
+pub(super) const KNOWN: TableDefinition<Tek, u64> = TableDefinition::new("known");
+/// What expires when, one row per write rather than per key: (expires_at, key data of the
+/// write's first key) to the [`Expiring`] keys of the write. The purge reads what expired.
+pub(super) const EXPIRING: TableDefinition<(u64, Tek), &[u8]> = TableDefinition::new("expiring");
+/// The per-key expiry index of earlier versions, (expires_at, key data) to publish_at; moved
+/// into [`EXPIRING`] when the store is opened.
+pub(super) const EXPIRY_PER_KEY: TableDefinition<(u64, Tek), u64> = TableDefinition::new("expiry");
+/// Code hash to code record.
+pub(super) const CODES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("codes");
+/// Consumer state per peer region, as JSON.
+pub(super) const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
+/// Single values: the seal, and the publication state with its version.
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+pub(super) const SEAL: &str = "seal";
+pub(super) const PUBLICATION: &str = "publication";
+
+/// Bytes of redb's page cache. redb's default (1 GiB) would hold a whole data-prep read in
+/// memory; the operating system's page cache serves re-reads just as well.
+const CACHE_BYTES: usize = 32 << 20;
+
+/// The embedded store. Cheap to clone; all clones share the database.
+///
+/// Writes are group-committed: one writer thread takes every write operation waiting, runs them
+/// one after the other in a single redb transaction, and commits (with fsync) once. Each
+/// operation is answered only after that commit. Operations see each other's writes in order,
+/// so a code consumed by one upload is consumed for the next one in the same batch.
+#[derive(Clone)]
+pub struct LocalStore {
+    db: Arc<Database>,
+    writer: Arc<Writer>,
+    attempts: Arc<Attempts>,
+}
+
+impl LocalStore {
+    /// Opens (or creates) the database file at `path`. Only one process may have it open.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Backend(format!(
+                    "{} is in use by another enfeed process (stop it, or ask it over HTTP)",
+                    path.display()
+                )),
+                other => StoreError::backend(other),
+            })?;
+        let txn = db.begin_write().map_err(StoreError::backend)?;
+        move_per_key_expiry(&txn, &mut Tables::open(&txn)?)?;
+        txn.commit().map_err(StoreError::backend)?;
+        let db = Arc::new(db);
+        Ok(Self {
+            writer: Arc::new(Writer::start(db.clone())),
+            db,
+            attempts: Arc::default(),
+        })
+    }
+
+    /// Runs blocking database work off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(StoreError::backend)?
+    }
+
+    /// Runs `work` in the next batch's write transaction; answers once the batch is committed.
+    /// `work` must refuse before it writes anything: a refusal does not abort the batch.
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Tables<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |tables| {
+            let result = match tables {
+                Some(tables) => work(tables),
+                None => Err(StoreError::Backend("no write transaction".into())),
+            };
+            let storage_failed = matches!(result, Err(StoreError::Backend(_)));
+            let answer: Answer = Box::new(move |committed| {
+                let _ = reply.send(match (result, committed) {
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(e)) => Err(StoreError::Backend(e.to_string())),
+                    (Ok(value), Ok(())) => Ok(value),
+                });
+            });
+            (storage_failed, answer)
+        });
+        let queue = self.writer.jobs.as_ref().expect("the writer runs");
+        queue
+            .send(job)
+            .map_err(|_| StoreError::Backend("the store's writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("the store's writer stopped".into()))?
+    }
+}
+
+/// Moves the per-key expiry index of a store written by an earlier version into [`EXPIRING`],
+/// a row per key, and drops it.
+fn move_per_key_expiry(
+    txn: &redb::WriteTransaction,
+    tables: &mut Tables,
+) -> Result<(), StoreError> {
+    let exists = txn
+        .list_tables()
+        .map_err(StoreError::backend)?
+        .any(|table| table.name() == EXPIRY_PER_KEY.name());
+    if !exists {
+        return Ok(());
+    }
+    {
+        let old = txn
+            .open_table(EXPIRY_PER_KEY)
+            .map_err(StoreError::backend)?;
+        for entry in old.iter().map_err(StoreError::backend)? {
+            let (k, publish_at) = entry.map_err(StoreError::backend)?;
+            let (expires_at, tek) = k.value();
+            let mut row = Expiring::default();
+            row.push(publish_at.value(), tek);
+            tables
+                .expiring
+                .insert((expires_at, tek), row.0.as_slice())
+                .map_err(StoreError::backend)?;
+        }
+    }
+    txn.delete_table(EXPIRY_PER_KEY)
+        .map_err(StoreError::backend)?;
+    Ok(())
+}
+
+pub(super) fn read_u64(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+) -> Result<u64, StoreError> {
+    Ok(table
+        .get(name)
+        .map_err(StoreError::backend)?
+        .map(|v| u64::from_be_bytes(v.value().try_into().unwrap_or_default()))
+        .unwrap_or(0))
+}

@@ -1,0 +1,12 @@
+//! The adapters: the ports made real. Each folder or file holds one kind of infrastructure.
+//!
+//! - [`local`]: the embedded default, one data directory (redb, files, key files).
+//! - `aws` (cargo feature `aws`): DynamoDB, S3 and SSM Parameter Store.
+//! - [`ecdsa`]: the ECDSA P-256 signer, whichever store its private keys come from.
+//! - [`tls`]: mutual TLS between backends, the HTTPS fetch client and the peers' listener.
+
+#[cfg(feature = "aws")]
+pub mod aws;
+pub mod ecdsa;
+pub mod local;
+pub mod tls;
