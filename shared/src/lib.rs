@@ -30,3 +30,6 @@ pub mod services;
 
 pub use domain::config::Config;
 pub use entry::backend::Backend;
+
+#[cfg(test)]
+mod layering;
