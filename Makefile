@@ -20,7 +20,7 @@ CFN_LINT_VERSION := 1.58.0
 LAMBDAS          := ingest codes dataprep consumer feeds
 LAMBDA_TARGET    := aarch64-unknown-linux-gnu
 
-.PHONY: run test bench scale demo lint build package lint-template smoke bench-lambda
+.PHONY: run test bench scale demo lint doc build package lint-template smoke bench-lambda
 
 ## Serve one region: uploads, admin, feeds, scheduled data-prep (Ctrl-C stops it).
 run:
@@ -90,6 +90,11 @@ bench:
 scale:
 	$(CARGO) run --release -p enfeed-sim --bin enfeed-lab -- simulate-world --plot docs/scale.svg
 
+## Formatting and clippy, warnings denied.
 lint:
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+## The API documentation of every crate, warnings (such as broken links) denied.
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace --all-features --locked
