@@ -23,8 +23,44 @@ use enfeed::{Backend, Config};
     about = "Interoperable Exposure Notification key feeds"
 )]
 struct Cli {
+    /// Log lines as JSON (`json`), as text for people (`text`), or JSON unless the log goes to
+    /// a terminal (`auto`). The level comes from ENFEED_LOG (default `info`).
+    #[arg(long, global = true, env = "ENFEED_LOG_FORMAT", default_value = "auto")]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Auto,
+    Json,
+    Text,
+}
+
+/// Logs to standard error: JSON lines (each with the span of its request, and its ID) for
+/// machines, text for a person at a terminal.
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("ENFEED_LOG").unwrap_or_else(|_| "info".into());
+    let terminal = std::io::stderr().is_terminal();
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !terminal,
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        logs.with_ansi(terminal).init();
+    }
 }
 
 /// Where a region keeps its data, and its settings.
@@ -112,15 +148,8 @@ enum KeysCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ENFEED_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         match cli.command {

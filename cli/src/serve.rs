@@ -3,15 +3,19 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use enfeed::Backend;
+use enfeed::adapters::listener::{self, Limits};
+use enfeed::adapters::local::secrets;
 use enfeed::domain::access::AccessPolicy;
-use enfeed::entry::api;
+use enfeed::domain::secret::check_admin_token;
+use enfeed::entry::api::{self, ApiSettings};
 use enfeed::services::consumer::Poll;
+use ipnet::IpNet;
 
 use crate::Region;
 
@@ -49,32 +53,64 @@ pub struct ServeArgs {
     /// Seconds between consumer runs (each peer is still polled no sooner than it asks).
     #[arg(long, env = "ENFEED_CONSUMER_INTERVAL", default_value_t = 300)]
     consumer_interval: u64,
+
+    /// Proxies in front of the HTTP API (comma-separated CIDRs, e.g. a TLS terminator) whose
+    /// `X-Forwarded-For` names the client for rate limiting.
+    #[arg(long, env = "ENFEED_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<IpNet>,
+
+    /// Seconds a client has to send a request's headers; also how long an idle keep-alive
+    /// connection stays open.
+    #[arg(long, env = "ENFEED_HEADER_TIMEOUT", default_value_t = 10)]
+    header_timeout: u64,
+
+    /// Seconds a client has to send a request's body.
+    #[arg(long, env = "ENFEED_BODY_TIMEOUT", default_value_t = 10)]
+    body_timeout: u64,
+
+    /// Connections open at once on each listener; more are closed on arrival (and logged).
+    #[arg(long, env = "ENFEED_MAX_CONNECTIONS", default_value_t = 512)]
+    max_connections: usize,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let token_file = args.region.data.join("admin-token");
-    let admin_token = match args.admin_token {
-        Some(token) => token,
-        None => stored_admin_token(&token_file)?,
-    };
+    let data = args.region.data.clone();
     let peers = args.region.peers()?;
+    let backend = Arc::new(args.region.open()?);
+    let admin_token = match args.admin_token {
+        Some(token) => {
+            check_admin_token(&token).context("--admin-token (ENFEED_ADMIN_TOKEN)")?;
+            token
+        }
+        None => {
+            let token = secrets::admin_token(&data)?;
+            tracing::info!(
+                "admin routes take the bearer token in {}",
+                data.join(secrets::ADMIN_TOKEN).display()
+            );
+            token
+        }
+    };
     let access = AccessPolicy {
         admin_token,
         a2a_consumers: peers.a2a_consumers.clone(),
     };
-    let backend = Arc::new(args.region.open()?);
-    let app = api::router(backend.clone(), access);
+    let settings = ApiSettings {
+        trusted_proxies: args.trusted_proxies,
+        body_timeout: Duration::from_secs(args.body_timeout),
+        redirect_chunks: false,
+    };
+    let app = api::router(backend.clone(), access, settings);
+    let limits = Limits {
+        header_timeout: Duration::from_secs(args.header_timeout),
+        handshake_timeout: Duration::from_secs(args.header_timeout),
+        max_connections: args.max_connections,
+    };
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(region = %backend.config.region, listen = %listener.local_addr()?, "serving");
-    if token_file.exists() {
-        tracing::info!(
-            "admin routes take the bearer token in {}",
-            token_file.display()
-        );
-    }
     if let (Some(address), Some(cert), Some(key), Some(ca)) = (
         args.backend_listen,
         &args.tls_cert,
@@ -86,10 +122,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {address}"))?;
         tracing::info!(backend_listen = %backend_listener.local_addr()?, "serving backend feeds over mutual TLS");
-        tokio::spawn(enfeed::adapters::tls::listener::serve(
+        tokio::spawn(listener::serve(
             backend_listener,
-            tls,
             app.clone(),
+            limits,
+            Some(tls),
+            std::future::pending(),
         ));
     }
 
@@ -108,11 +146,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             },
         ));
     }
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
+    listener::serve(listener, app, limits, None, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
@@ -130,17 +164,4 @@ where
         ticks.tick().await;
         job(backend.clone()).await;
     }
-}
-
-/// The admin token kept in the data directory, generated on first use.
-fn stored_admin_token(path: &Path) -> anyhow::Result<String> {
-    if let Ok(token) = std::fs::read_to_string(path) {
-        return Ok(token.trim().to_string());
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let token = enfeed::services::codes::random_token();
-    std::fs::write(path, &token).with_context(|| format!("writing {}", path.display()))?;
-    Ok(token)
 }

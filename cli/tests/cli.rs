@@ -6,6 +6,9 @@ use std::process::{Child, Command, Stdio};
 
 use enfeed::ports::Signer as _;
 
+/// An admin token long enough to be accepted.
+const ADMIN_TOKEN: &str = "an-admin-token-of-at-least-32-characters";
+
 fn enfeed() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_enfeed"));
     command
@@ -111,6 +114,8 @@ async fn serve_answers_over_http_with_a_generated_admin_token() {
             "CH",
             "--listen",
             "127.0.0.1:0",
+            "--log-format",
+            "json",
             "--data",
         ])
         .arg(data.path())
@@ -120,13 +125,13 @@ async fn serve_answers_over_http_with_a_generated_admin_token() {
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let server = Server(child);
     // Read the log on a thread, so a server that never says where it listens fails the test.
+    // Every line is a JSON object.
     let (found, address) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = stderr.lines().map_while(Result::ok);
         let listen = lines.by_ref().find_map(|line| {
-            line.split("listen=")
-                .nth(1)
-                .map(|a| a.split_whitespace().next().unwrap_or_default().to_string())
+            let line: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+            line["fields"]["listen"].as_str().map(str::to_string)
         });
         let _ = found.send(listen);
         lines.for_each(drop); // keep draining, or the server's log writes would fail
@@ -285,7 +290,7 @@ async fn three_serve_processes_replicate_over_mutual_tls() {
             "--peers".into(),
             path(&peers_file),
             "--admin-token".into(),
-            "secret".into(),
+            ADMIN_TOKEN.into(),
             "--padding-min".into(),
             "0".into(),
         ];
@@ -296,7 +301,7 @@ async fn three_serve_processes_replicate_over_mutual_tls() {
     let admin = async |i: usize, path: &str| {
         let response = http
             .post(url(i, path))
-            .bearer_auth("secret")
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .unwrap();

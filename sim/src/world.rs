@@ -7,8 +7,7 @@
 //! - one clock shared by every region.
 
 use std::collections::BTreeMap;
-use std::future::{Future, IntoFuture as _};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,6 +17,7 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use serde_json::{Value, json};
 
 use enfeed::Backend;
+use enfeed::adapters::listener::{self, Limits};
 use enfeed::adapters::local::{self, signing_keys};
 use enfeed::domain::access::AccessPolicy;
 use enfeed::domain::certificate::TrustedIssuer;
@@ -269,12 +269,12 @@ impl World {
                     .map_err(fail)?;
             }
             let backend = Arc::new(backend);
-            let admin_token = enfeed::services::codes::random_token();
+            let admin_token = enfeed::domain::secret::random_token();
             let access = AccessPolicy {
                 admin_token: admin_token.clone(),
                 a2a_consumers: region.a2a_consumers.clone(),
             };
-            let app = api::router(backend.clone(), access);
+            let app = api::router(backend.clone(), access, api::ApiSettings::default());
             let (server_cert, server_key) =
                 ca.issue(&format!("{}-server", region.region), "localhost", true)?;
             let tls = enfeed::adapters::tls::listener::server_config(
@@ -283,18 +283,21 @@ impl World {
                 &ca.ca_pem(),
             )
             .map_err(fail)?;
-            let public_server = axum::serve(
-                public,
-                app.clone()
-                    .into_make_service_with_connect_info::<SocketAddr>(),
-            );
             let tasks = vec![
-                tokio::spawn(log_failure(enfeed::adapters::tls::listener::serve(
+                tokio::spawn(log_failure(listener::serve(
                     backend_listener,
-                    tls,
-                    app,
+                    app.clone(),
+                    Limits::default(),
+                    Some(tls),
+                    std::future::pending(),
                 ))),
-                tokio::spawn(log_failure(public_server.into_future())),
+                tokio::spawn(log_failure(listener::serve(
+                    public,
+                    app,
+                    Limits::default(),
+                    None,
+                    std::future::pending(),
+                ))),
             ];
             nodes.insert(
                 region.region,

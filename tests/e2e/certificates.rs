@@ -374,3 +374,34 @@ fn issuer_configuration_is_checked() {
     }
     assert!(CertificateIssuer::new(b"not a key", "v1", "a", "b").is_err());
 }
+
+#[test]
+fn certificates_valid_too_long_or_with_a_future_onset_are_refused() {
+    let ha = health_authority();
+    let trusted = trusting(&[&ha]);
+    let long = ha.issue(&keys(), HMAC_KEY, "confirmed", None, NOW, 7200);
+    assert_eq!(
+        refusal(&trusted, &upload(long.clone())),
+        CertificateError::TooLong {
+            lifetime: 7200,
+            max: 3600
+        }
+    );
+    // Without end: `exp` far in the future.
+    let mut claims = valid_claims();
+    claims["exp"] = json!(u64::MAX);
+    assert!(matches!(
+        refusal(&trusted, &upload(ha.sign(&claims))),
+        CertificateError::TooLong { .. }
+    ));
+    // The limit is the region's to set.
+    let mut patient = trusting(&[&ha]);
+    patient.max_lifetime = 7200;
+    assert!(patient.check(&upload(long), NOW).is_ok());
+    let future_onset = interval_of(NOW) + 6 * 24 * 6;
+    let onset = ha.issue(&keys(), HMAC_KEY, "confirmed", Some(future_onset), NOW, 900);
+    assert_eq!(
+        refusal(&trusted, &upload(onset)),
+        CertificateError::OnsetInFuture
+    );
+}

@@ -148,6 +148,23 @@ async fn chunks_are_cached_long_and_indexes_revalidated() {
     let index = ch.http.get(ch.url("v1/keys")).send().await.unwrap();
     assert_eq!(index.headers()["content-type"], "application/json");
     assert_eq!(index.headers()["cache-control"], "no-cache, max-age=0");
+
+    // Near the end of its keys' T days, a chunk may be cached only until it may leave its
+    // index, never past (SP3): the time left, not a day.
+    let interval = ch.backend.config.dataprep_interval;
+    let fresh_until = NOW + ch.backend.config.retention() - interval;
+    ch.clock.set(fresh_until - 600);
+    let late = ch.http.get(ch.url("v1/keys/1")).send().await.unwrap();
+    assert_eq!(
+        late.headers()["cache-control"],
+        "public, max-age=600, immutable"
+    );
+    ch.clock.set(fresh_until + 1);
+    let later = ch.http.get(ch.url("v1/keys/1")).send().await.unwrap();
+    assert_eq!(
+        later.headers()["cache-control"],
+        "public, max-age=0, immutable"
+    );
     assert_eq!(
         ch.http
             .get(ch.url("v1/keys/2"))

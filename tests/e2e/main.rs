@@ -5,6 +5,8 @@ mod aws;
 mod certificates;
 mod faults;
 mod feeds;
+mod hardening;
+mod observability;
 mod replication;
 mod retention;
 mod stories;

@@ -148,6 +148,7 @@ fn consumer(
         backend.keys.clone(),
         state,
         backend.clock.clone(),
+        backend.metrics.clone(),
         &backend.config,
     )
 }

@@ -3,12 +3,13 @@
 
 pub mod moto;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use enfeed::adapters::listener;
+pub use enfeed::adapters::listener::Limits;
 use enfeed::domain::access::AccessPolicy;
 use enfeed::domain::export::{ExportFile, ExportLimits, read_export};
 use enfeed::domain::feed::{Feed, FeedIndex};
@@ -34,7 +35,7 @@ pub struct TestRegion {
     pub backend: Arc<Backend>,
     pub clock: Arc<ManualClock>,
     pub http: reqwest::Client,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -56,6 +57,13 @@ impl TestRegion {
         Self::in_dir(config, tempfile::tempdir().unwrap()).await
     }
 
+    /// A region (padding off) whose listener and API run with `limits` and `settings`.
+    pub async fn with_limits(region: &str, limits: Limits, settings: api::ApiSettings) -> Self {
+        let mut config = Config::new(region.parse().unwrap());
+        config.padding_min = 0;
+        Self::serve(config, tempfile::tempdir().unwrap(), limits, settings).await
+    }
+
     /// A region signing with `keys` signing keys (`v1` to `v<keys>`), as after rotations.
     pub async fn start_with_signing_keys(region: &str, keys: usize) -> Self {
         let data = tempfile::tempdir().unwrap();
@@ -70,6 +78,15 @@ impl TestRegion {
     }
 
     async fn in_dir(config: Config, data: tempfile::TempDir) -> Self {
+        Self::serve(config, data, Limits::default(), api::ApiSettings::default()).await
+    }
+
+    async fn serve(
+        config: Config,
+        data: tempfile::TempDir,
+        limits: Limits,
+        settings: api::ApiSettings,
+    ) -> Self {
         let clock = Arc::new(ManualClock::new(NOW));
         let backend = Arc::new(
             enfeed::entry::local::open_backend(config, data.path(), clock.clone(), &[]).unwrap(),
@@ -80,25 +97,28 @@ impl TestRegion {
                 admin_token: ADMIN_TOKEN.into(),
                 ..Default::default()
             },
+            settings,
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .unwrap();
+            listener::serve(listener, app, limits, None, std::future::pending())
+                .await
+                .unwrap();
         });
         Self {
             base,
             backend,
             clock,
             http: reqwest::Client::new(),
-            _data: data,
+            data,
             server,
         }
+    }
+
+    /// The region's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data.path()
     }
 
     pub fn url(&self, path: &str) -> String {

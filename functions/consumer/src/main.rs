@@ -1,9 +1,9 @@
 //! Lambda function `consumer`: on its EventBridge schedule, pulls the feeds of the producers in
 //! the peers file (`ENFEED_PEERS_FILE`) that are due, stores their keys as remote keys, and
 //! keeps its place per peer in the consumer state table (`ENFEED_CONSUMER_TABLE`). Without a
-//! peers file it reports that no peers are configured.
+//! peers file it reports that no peers are configured. A run in which a peer's pull failed
+//! fails, after every peer was pulled.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
@@ -17,7 +17,11 @@ async fn main() -> anyhow::Result<()> {
     let backend = Arc::new(backend);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<EventBridgeEvent>| {
         let backend = backend.clone();
-        async move { Ok::<_, Infallible>(handlers::run_consumer(&backend, event.payload).await) }
+        async move {
+            handlers::run_consumer(&backend, event.payload)
+                .await
+                .map_err(lambda_runtime::Error::from)
+        }
     }))
     .await
     .map_err(|e| anyhow::anyhow!(e))

@@ -9,9 +9,11 @@ use enfeed::entry::lambda::{self, handlers};
 async fn main() -> anyhow::Result<()> {
     lambda::init_logging();
     let (backend, settings) = lambda::backend_from_env().await?;
-    let app = handlers::http_app(Arc::new(backend), lambda::a2a_consumers(&settings)?);
+    let backend = Arc::new(backend);
+    let app = handlers::http_app(backend.clone(), lambda::a2a_consumers(&settings)?);
     lambda_http::run(lambda_http::service_fn(move |request| {
-        handlers::serve_http(app.clone(), request)
+        let (backend, app) = (backend.clone(), app.clone());
+        async move { handlers::serve_http(&backend, app, request).await }
     }))
     .await
     .map_err(|e| anyhow::anyhow!(e))

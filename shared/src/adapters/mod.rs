@@ -3,10 +3,12 @@
 //! - [`local`]: the embedded default, one data directory (redb, files, key files).
 //! - `aws` (cargo feature `aws`): DynamoDB, S3 and SSM Parameter Store.
 //! - [`ecdsa`]: the ECDSA P-256 signer, whichever store its private keys come from.
-//! - [`tls`]: mutual TLS between backends, the HTTPS fetch client and the peers' listener.
+//! - [`tls`]: mutual TLS between backends: the HTTPS fetch client and the peers' certificates.
+//! - [`listener`]: the HTTP listeners, public and for peers, with their limits.
 
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod ecdsa;
+pub mod listener;
 pub mod local;
 pub mod tls;

@@ -18,12 +18,15 @@ use ring::hmac;
 use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use serde::Deserialize;
 
-use crate::domain::key::{DiagnosisKey, ReportType, UnixSeconds};
+use crate::domain::key::{DiagnosisKey, ReportType, UnixSeconds, interval_of};
 use crate::domain::signature::VerificationKey;
 use crate::domain::upload::Upload;
 
 /// Seconds of clock skew tolerated in `exp`, `nbf` and `iat`.
 pub const LEEWAY: u64 = 60;
+/// The longest a certificate may be valid, from `iat` to `exp`, unless configured otherwise:
+/// a verification server issues them for one upload, minutes before it.
+pub const MAX_LIFETIME: u64 = 3600;
 
 /// The only JWS algorithm accepted: ECDSA P-256 with SHA-256.
 const ES256: &str = "ES256";
@@ -112,6 +115,12 @@ pub enum CertificateError {
     NotYetValid,
     #[error("the verification certificate is issued in the future (iat)")]
     IssuedInFuture,
+    #[error(
+        "the verification certificate is valid for {lifetime} seconds; at most {max} are accepted"
+    )]
+    TooLong { lifetime: u64, max: u64 },
+    #[error("the verification certificate's symptomOnsetInterval is in the future")]
+    OnsetInFuture,
     #[error("reportType {0:?} is not one of confirmed, likely, user-report")]
     BadReportType(String),
     #[error("the verification certificate reports a negative test")]
@@ -136,6 +145,8 @@ impl CertificateError {
             Self::Expired => "certificate_expired",
             Self::NotYetValid => "certificate_not_yet_valid",
             Self::IssuedInFuture => "certificate_issued_in_future",
+            Self::TooLong { .. } => "certificate_lifetime",
+            Self::OnsetInFuture => "certificate_onset_in_future",
             Self::BadReportType(_) => "certificate_bad_report_type",
             Self::NegativeReport => "certificate_negative_report",
             Self::MissingHmacKey => "certificate_missing_hmac_key",
@@ -165,6 +176,8 @@ struct Issuer {
 /// them; see the [module documentation](self).
 pub struct TrustedIssuers {
     issuers: HashMap<String, Issuer>,
+    /// The longest validity, `exp` minus `iat`, accepted.
+    pub max_lifetime: u64,
 }
 
 /// Whether a verification payload has the shape of a certificate (a compact JWS: three
@@ -202,7 +215,10 @@ impl TrustedIssuers {
                 return Err(CertificateConfigError::DuplicateIssuer(trusted.issuer));
             }
         }
-        Ok(Self { issuers: by_name })
+        Ok(Self {
+            issuers: by_name,
+            max_lifetime: MAX_LIFETIME,
+        })
     }
 
     /// Checks the upload's verification payload as a certificate at time `now`.
@@ -219,6 +235,19 @@ impl TrustedIssuers {
         }
         if claims.iat > now.saturating_add(LEEWAY) {
             return Err(CertificateError::IssuedInFuture);
+        }
+        let lifetime = claims.exp.saturating_sub(claims.iat);
+        if lifetime > self.max_lifetime {
+            return Err(CertificateError::TooLong {
+                lifetime,
+                max: self.max_lifetime,
+            });
+        }
+        if claims
+            .symptom_onset_interval
+            .is_some_and(|onset| onset > interval_of(now.saturating_add(LEEWAY)))
+        {
+            return Err(CertificateError::OnsetInFuture);
         }
         let report_type = claims
             .report_type
@@ -430,6 +459,11 @@ mod tests {
             CertificateError::Expired,
             CertificateError::NotYetValid,
             CertificateError::IssuedInFuture,
+            CertificateError::TooLong {
+                lifetime: 0,
+                max: 0,
+            },
+            CertificateError::OnsetInFuture,
             CertificateError::BadReportType(String::new()),
             CertificateError::NegativeReport,
             CertificateError::MissingHmacKey,

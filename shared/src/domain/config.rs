@@ -11,6 +11,8 @@ pub const DATAPREP_INTERVAL: u64 = 3600;
 pub const PADDING_MIN: usize = 1000;
 pub const EMBARGO: u64 = 7200;
 pub const CODE_LIFETIME: u64 = 86_400;
+pub const CERTIFICATE_MAX_LIFETIME: u64 = crate::domain::certificate::MAX_LIFETIME;
+pub const WRONG_CODE_ALARM: u64 = 1000;
 
 #[derive(Clone, Debug, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
@@ -45,6 +47,18 @@ pub struct Config {
     #[serde(default = "defaults::code_lifetime")]
     pub code_lifetime: u64,
 
+    /// Wrong one-time codes from all clients within one hour that raise the guessing alarm (a
+    /// warning in the log, and the metric `enfeed_guessing_alarms_total`).
+    #[cfg_attr(feature = "clap", arg(long, env = "ENFEED_WRONG_CODE_ALARM", default_value_t = WRONG_CODE_ALARM))]
+    #[serde(default = "defaults::wrong_code_alarm")]
+    pub wrong_code_alarm: u64,
+
+    /// The longest validity (`exp` minus `iat`, seconds) of a verification certificate that is
+    /// accepted.
+    #[cfg_attr(feature = "clap", arg(long, env = "ENFEED_CERTIFICATE_MAX_LIFETIME", default_value_t = CERTIFICATE_MAX_LIFETIME))]
+    #[serde(default = "defaults::certificate_max_lifetime")]
+    pub certificate_max_lifetime: u64,
+
     /// Verification key ID written into signatures (Apple asks for the region's mobile country
     /// code); defaults to the region ID.
     #[cfg_attr(feature = "clap", arg(long, env = "ENFEED_SIGNING_KEY_ID"))]
@@ -68,6 +82,12 @@ mod defaults {
     pub fn code_lifetime() -> u64 {
         super::CODE_LIFETIME
     }
+    pub fn certificate_max_lifetime() -> u64 {
+        super::CERTIFICATE_MAX_LIFETIME
+    }
+    pub fn wrong_code_alarm() -> u64 {
+        super::WRONG_CODE_ALARM
+    }
 }
 
 impl Config {
@@ -80,6 +100,8 @@ impl Config {
             padding_min: PADDING_MIN,
             embargo: EMBARGO,
             code_lifetime: CODE_LIFETIME,
+            certificate_max_lifetime: CERTIFICATE_MAX_LIFETIME,
+            wrong_code_alarm: WRONG_CODE_ALARM,
             signing_key_id: None,
         }
     }

@@ -89,6 +89,57 @@ impl<'de> Deserialize<'de> for Feed {
     }
 }
 
+/// The path of the public keys that verify the region's chunks.
+pub const VERIFICATION_KEYS_PATH: &str = "v1/verification-keys";
+
+/// A file a region publishes, named by its path below the host root: what the blob store may
+/// hold, and what the CDN serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Published {
+    /// A feed's index (`v1/keys`).
+    Index(Feed),
+    /// A feed's chunk (`v1/keys/7`).
+    Chunk(Feed, u32),
+    /// The public keys that verify chunks (`v1/verification-keys`).
+    VerificationKeys,
+}
+
+impl fmt::Display for Published {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Published::Index(feed) => write!(f, "{feed}"),
+            Published::Chunk(feed, n) => write!(f, "{feed}/{n}"),
+            Published::VerificationKeys => f.write_str(VERIFICATION_KEYS_PATH),
+        }
+    }
+}
+
+impl FromStr for Published {
+    type Err = BadFeedPath;
+
+    /// Only the canonical spelling: no leading, trailing or doubled slashes, chunk numbers
+    /// from 1 without leading zeros.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadFeedPath(s.to_string());
+        if s.starts_with('/') || s.ends_with('/') || s.contains("//") {
+            return Err(bad());
+        }
+        if s == VERIFICATION_KEYS_PATH {
+            return Ok(Published::VerificationKeys);
+        }
+        if let Ok(feed) = s.parse::<Feed>() {
+            return Ok(Published::Index(feed));
+        }
+        let (feed, number) = s.rsplit_once('/').ok_or_else(bad)?;
+        let n = number
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n > 0 && n.to_string() == number)
+            .ok_or_else(bad)?;
+        Ok(Published::Chunk(feed.parse().map_err(|_| bad())?, n))
+    }
+}
+
 /// A feed's index, as served at the feed path (`GET /v1/keys`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -114,5 +165,23 @@ mod tests {
         assert_eq!(Feed::Region(de).chunk_path(3), "v1/DE/keys/3");
         assert!("v1/de/keys".parse::<Feed>().is_err());
         assert!("v2/keys".parse::<Feed>().is_err());
+        for path in [
+            "v1/keys",
+            "v1/a2a/keys/3",
+            "v1/DE/keys/12",
+            "v1/verification-keys",
+        ] {
+            assert_eq!(path.parse::<Published>().unwrap().to_string(), path);
+        }
+        for bad in [
+            "v1/keys/0",
+            "v1/keys/01",
+            "/v1/keys",
+            "v1/keys/",
+            "v1//keys",
+            "v1/x",
+        ] {
+            assert!(bad.parse::<Published>().is_err(), "{bad}");
+        }
     }
 }

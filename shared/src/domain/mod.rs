@@ -10,16 +10,22 @@
 //! - [`publication`]: data-prep's record of what it published.
 //! - [`access`]: who may read which feed, and the peer identity behind a request.
 //! - [`config`]: a region's settings; [`peers`]: the peers file.
+//! - [`client`]: who a request comes from, for rate limiting.
+//! - [`secret`]: the code pepper and the admin token.
+//! - [`metrics`]: what a region counts, in one vocabulary for both modes.
 //! - [`digest`]: SHA-256, as every module that hashes uses it.
 
 pub mod access;
 pub mod certificate;
+pub mod client;
 pub mod config;
 pub mod digest;
 pub mod export;
 pub mod feed;
 pub mod key;
+pub mod metrics;
 pub mod peers;
 pub mod publication;
+pub mod secret;
 pub mod signature;
 pub mod upload;

@@ -9,46 +9,116 @@
 //! | `POST /v1/admin/codes` | health authority | issue a one-time code |
 //! | `POST /v1/admin/run/dataprep` | operator | run data-prep now |
 //! | `POST /v1/admin/run/consumer` | operator | pull peers' feeds now |
+//! | `GET /metrics` | operator | the metrics, as Prometheus text |
+//! | `GET /health` | anyone | 200 when the store answers and data-prep is running, else 503 |
 //!
 //! Admin routes need `Authorization: Bearer <admin token>`. Backend feeds are served to a
 //! request that carries the admin token, or that a TLS listener marked with the [`Peer`]
 //! identity of an entitled consumer. Every error is JSON: `{"error": "...", "code": "..."}`.
+//! Every answer carries the request's ID in `X-Request-Id`, as every log line of the request
+//! does; an internal error says only that, with the ID, and leaves the detail to the log.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use ipnet::IpNet;
 use serde::Serialize;
+use tracing::Instrument as _;
 
 use crate::domain::access::{AccessPolicy, Peer};
+use crate::domain::client::{client_address, rate_limit_key};
 use crate::domain::digest::sha256;
 use crate::domain::feed::{BadFeedPath, Feed};
-use crate::domain::key::RegionId;
+use crate::domain::secret::random_token;
 use crate::domain::upload::{MAX_BODY_BYTES, UploadError};
-use crate::entry::backend::Backend;
-use crate::ports::{Blob, CodeRefused, VerifyError};
+use crate::entry::backend::{Backend, VerificationKeys};
+use crate::ports::{Blob, UnixSeconds, VerifyError};
 use crate::services::consumer::Poll;
 use crate::services::publish::{PublishError, PublishResponse};
+
+/// How the API treats its callers.
+#[derive(Clone, Debug)]
+pub struct ApiSettings {
+    /// Proxies in front of the API (CIDRs) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Time a client has to send a request's body once its headers arrived.
+    pub body_timeout: Duration,
+    /// Answer a chunk request with a redirect to the blob store's own short-lived address of
+    /// the chunk, where it has one: for transports that cannot carry large bodies (Lambda
+    /// answers at most 6 MB, a chunk may be 16 MiB).
+    pub redirect_chunks: bool,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            body_timeout: Duration::from_secs(10),
+            redirect_chunks: false,
+        }
+    }
+}
 
 #[derive(Clone)]
 struct App {
     backend: Arc<Backend>,
     access: Arc<AccessPolicy>,
+    settings: Arc<ApiSettings>,
+}
+
+/// A request's ID, when the transport has one (API Gateway's); otherwise one is made.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// The header that carries a request's ID in every answer.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+tokio::task_local! {
+    /// The ID of the request being answered, for internal errors to name.
+    static CURRENT_REQUEST: String;
+}
+
+/// Gives every request an ID, runs it in a log span that names it, and names it in the answer.
+async fn with_request_id(mut request: Request, next: Next) -> Response {
+    let id = match request.extensions().get::<RequestId>() {
+        Some(RequestId(id)) => id.clone(),
+        None => random_token()[..16].to_string(),
+    };
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path()
+    );
+    let mut response = CURRENT_REQUEST
+        .scope(id.clone(), next.run(request))
+        .instrument(span)
+        .await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
 }
 
 /// The router of a backend.
-pub fn router(backend: Arc<Backend>, access: AccessPolicy) -> Router {
+pub fn router(backend: Arc<Backend>, access: AccessPolicy, settings: ApiSettings) -> Router {
     Router::new()
         .route("/v1/publish", post(publish))
         .route("/v1/verification-keys", get(verification_keys))
         .route("/v1/admin/codes", post(issue_code))
         .route("/v1/admin/run/dataprep", post(run_dataprep))
         .route("/v1/admin/run/consumer", post(run_consumer))
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
         .route("/v1/keys", get(public_index))
         .route("/v1/keys/{n}", get(public_chunk))
         .route("/v1/{feed}/keys", get(backend_index))
@@ -57,7 +127,9 @@ pub fn router(backend: Arc<Backend>, access: AccessPolicy) -> Router {
         .with_state(App {
             backend,
             access: Arc::new(access),
+            settings: Arc::new(settings),
         })
+        .layer(middleware::from_fn(with_request_id))
 }
 
 /// An error answer: a status and a JSON body naming what is wrong.
@@ -68,9 +140,12 @@ pub struct ApiError {
 }
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct ErrorBody {
     error: String,
     code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
 }
 
 impl ApiError {
@@ -80,13 +155,21 @@ impl ApiError {
             body: ErrorBody {
                 error: error.into(),
                 code,
+                request_id: None,
             },
         }
     }
 
+    /// A failure of the backend itself: logged with its detail, answered without it.
     fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        let mut error = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        );
+        error.body.request_id = CURRENT_REQUEST.try_with(Clone::clone).ok();
+        error
     }
 }
 
@@ -98,55 +181,77 @@ impl IntoResponse for ApiError {
 
 impl From<PublishError> for ApiError {
     fn from(e: PublishError) -> Self {
-        let message = e.to_string();
-        match e {
-            PublishError::Invalid(UploadError::BodyTooLarge) => {
-                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
-            }
-            PublishError::Invalid(invalid) => {
-                Self::new(StatusCode::BAD_REQUEST, invalid.code(), message)
-            }
-            PublishError::Unauthorized(VerifyError::RateLimited) => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
-            }
-            PublishError::Unauthorized(VerifyError::Refused(refused)) => {
-                let code = match refused {
-                    CodeRefused::Unknown => "code_unknown",
-                    CodeRefused::Expired => "code_expired",
-                    CodeRefused::Used => "code_used",
-                };
-                Self::new(StatusCode::UNAUTHORIZED, code, message)
-            }
-            PublishError::Unauthorized(VerifyError::Certificate(refused)) => {
-                Self::new(StatusCode::UNAUTHORIZED, refused.code(), message)
-            }
+        let status = match &e {
+            PublishError::Invalid(UploadError::BodyTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+            PublishError::Invalid(_) => StatusCode::BAD_REQUEST,
+            PublishError::Unauthorized(VerifyError::RateLimited) => StatusCode::TOO_MANY_REQUESTS,
             PublishError::Unauthorized(VerifyError::Store(e)) | PublishError::Store(e) => {
-                Self::internal(e)
+                return Self::internal(e);
             }
-        }
+            PublishError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        };
+        Self::new(status, e.code(), e.to_string())
     }
 }
 
-/// The caller's address, for rate limiting; "unknown" where the transport gives none.
-fn client_of(request: &Request) -> String {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(
-            || "unknown".to_string(),
-            |ConnectInfo(addr)| addr.ip().to_string(),
+/// The caller as rate limiting counts it (see [`crate::domain::client`]); "unknown" where the
+/// transport gives no address.
+fn client_of(app: &App, request: &Request) -> String {
+    let Some(ConnectInfo(socket)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
+        return "unknown".to_string();
+    };
+    let forwarded_for: Vec<&str> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect();
+    let client = client_address(socket.ip(), &forwarded_for, &app.settings.trusted_proxies);
+    rate_limit_key(client)
+}
+
+/// A request's body, at most `limit` bytes, within the API's body timeout. A body declared
+/// larger is refused before any of it is read (and before a client waiting for `100 Continue`
+/// is told to send it).
+async fn read_body(app: &App, request: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            UploadError::BodyTooLarge.to_string(),
         )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    // One byte past the limit tells an oversize body apart from a broken one.
+    let reading = axum::body::to_bytes(request.into_body(), limit + 1);
+    match tokio::time::timeout(app.settings.body_timeout, reading).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} seconds",
+                app.settings.body_timeout.as_secs()
+            ),
+        )),
+        Ok(Err(_)) => Err(too_large()),
+        Ok(Ok(body)) if body.len() > limit => Err(too_large()),
+        Ok(Ok(body)) => Ok(body),
+    }
 }
 
 async fn publish(
     State(app): State<App>,
     request: Request,
 ) -> Result<Json<PublishResponse>, ApiError> {
-    let client = client_of(&request);
-    // Read one byte past the limit, so an oversize body is told apart from a broken one.
-    let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES + 1)
-        .await
-        .map_err(|_| PublishError::Invalid(UploadError::BodyTooLarge))?;
+    let client = client_of(&app, &request);
+    let body = read_body(&app, request, MAX_BODY_BYTES).await?;
     Ok(Json(app.backend.publish(&body, &client).await?))
 }
 
@@ -203,16 +308,48 @@ async fn run_consumer(
     Ok(Json(app.backend.run_consumer(Poll::Now).await))
 }
 
-async fn verification_keys(State(app): State<App>) -> impl IntoResponse {
-    #[derive(Serialize)]
-    struct Keys {
-        region: RegionId,
-        keys: Vec<crate::entry::backend::PublishedKey>,
+async fn metrics(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_admin(&app, &headers)?;
+    let text = app.backend.metrics.prometheus_text(app.backend.clock.now());
+    let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
+}
+
+async fn health(State(app): State<App>) -> Response {
+    let health = app.backend.health().await;
+    let status = if health.healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(health)).into_response()
+}
+
+/// The keys data-prep published; before its first run, those of the signer, if this entry
+/// point has one (a function without access to the private keys has none).
+async fn verification_keys(State(app): State<App>) -> Result<Response, ApiError> {
+    let published = app
+        .backend
+        .feeds()
+        .verification_keys()
+        .await
+        .map_err(ApiError::internal)?;
+    if let Some(blob) = published {
+        return Ok(blob_response(blob, app.backend.clock.now()));
     }
-    Json(Keys {
+    let keys = app.backend.verification_keys();
+    if keys.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no verification keys are published yet (data-prep has not run)",
+        ));
+    }
+    Ok(Json(VerificationKeys {
         region: app.backend.config.region,
-        keys: app.backend.verification_keys(),
+        keys,
     })
+    .into_response())
 }
 
 async fn public_index(State(app): State<App>) -> Result<Response, ApiError> {
@@ -284,10 +421,21 @@ async fn serve_index(app: &App, feed: Feed) -> Result<Response, ApiError> {
         .index(feed)
         .await
         .map_err(ApiError::internal)?;
-    Ok(blob_response(blob))
+    Ok(blob_response(blob, app.backend.clock.now()))
 }
 
 async fn serve_chunk(app: &App, feed: Feed, n: u32) -> Result<Response, ApiError> {
+    if app.settings.redirect_chunks {
+        let url = app
+            .backend
+            .feeds()
+            .chunk_url(feed, n, CHUNK_URL_LIFETIME)
+            .await
+            .map_err(ApiError::internal)?;
+        if let Some(url) = url {
+            return Ok(redirect(&url));
+        }
+    }
     let blob = app
         .backend
         .feeds()
@@ -301,10 +449,32 @@ async fn serve_chunk(app: &App, feed: Feed, n: u32) -> Result<Response, ApiError
                 format!("{} does not exist", feed.chunk_path(n)),
             )
         })?;
-    Ok(blob_response(blob))
+    Ok(blob_response(blob, app.backend.clock.now()))
 }
 
-fn blob_response(blob: Blob) -> Response {
+/// How long the address a chunk request is redirected to stays valid.
+const CHUNK_URL_LIFETIME: Duration = Duration::from_secs(300);
+
+/// A temporary redirect to `url`, which caches must not keep (the address expires).
+fn redirect(url: &str) -> Response {
+    match HeaderValue::from_str(url) {
+        Ok(location) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [
+                (header::LOCATION, location),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+        )
+            .into_response(),
+        Err(_) => {
+            ApiError::internal(format!("the chunk's address {url:?} is no header")).into_response()
+        }
+    }
+}
+
+/// A blob as served at `now`: a chunk may be cached until its `fresh_until`, no longer.
+fn blob_response(blob: Blob, now: UnixSeconds) -> Response {
+    let cache_control = blob.kind.cache_control(now);
     let mut response = Response::new(Body::from(Bytes::from(blob.bytes)));
     let headers = response.headers_mut();
     headers.insert(
@@ -313,7 +483,7 @@ fn blob_response(blob: Blob) -> Response {
     );
     headers.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static(blob.kind.cache_control()),
+        HeaderValue::from_str(&cache_control).expect("cache-control is ASCII"),
     );
     response
 }

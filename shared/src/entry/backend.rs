@@ -7,10 +7,13 @@ use serde::Serialize;
 
 use crate::domain::certificate::{CertificateConfigError, TrustedIssuer};
 use crate::domain::config::Config;
+use crate::domain::key::RegionId;
+use crate::domain::metrics::Metrics;
+use crate::domain::secret::Pepper;
 use crate::domain::signature::SignatureInfo;
 use crate::ports::{
     BlobStore, Clock, CodeStore, ConsumerStateStore, KeyStore, PublicationStore, Signer,
-    StoreError, UploadVerifier,
+    StoreError, UnixSeconds, UploadVerifier,
 };
 use crate::services::certificates::CertificateVerifier;
 use crate::services::codes::{IssuedCode, OneTimeCodes};
@@ -34,11 +37,34 @@ pub struct Backend {
     pub verifier: Arc<dyn UploadVerifier>,
     /// Pulls the feeds of peer backends, when any are configured.
     pub consumer: Option<Arc<Consumer>>,
+    /// What the services count.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Anything that can store keys, codes and publication state: one adapter for all three.
 pub trait Storage: KeyStore + CodeStore + PublicationStore + 'static {}
 impl<T: KeyStore + CodeStore + PublicationStore + 'static> Storage for T {}
+
+/// Whether the region works: its store answers, and data-prep ran within two intervals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    pub healthy: bool,
+    /// `ok`, or why the store did not answer.
+    pub store: String,
+    /// `ok`, or how long ago data-prep last completed.
+    pub dataprep: String,
+    /// When data-prep last completed (Unix seconds), if it ever did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_dataprep: Option<UnixSeconds>,
+}
+
+/// The public keys that verify a region's chunks, as `/v1/verification-keys` serves them.
+#[derive(Clone, Debug, Serialize)]
+pub struct VerificationKeys {
+    pub region: RegionId,
+    pub keys: Vec<PublishedKey>,
+}
 
 /// A public key phones and peers verify this region's chunks with.
 #[derive(Clone, Debug, Serialize)]
@@ -51,16 +77,26 @@ pub struct PublishedKey {
 
 impl Backend {
     /// Wires a backend whose keys, codes and publication state share one storage adapter, with
-    /// one-time codes as the upload verifier.
+    /// one-time codes (hashed under `pepper`; none where codes are not used) as the upload
+    /// verifier.
     pub fn new<S: Storage>(
         config: Config,
         storage: Arc<S>,
         blobs: Arc<dyn BlobStore>,
         signer: Arc<dyn Signer>,
+        pepper: Option<Pepper>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let codes = OneTimeCodes::new(storage.clone(), config.code_lifetime);
+        let metrics = Arc::new(Metrics::default());
+        let mut codes = OneTimeCodes::new(
+            storage.clone(),
+            pepper,
+            metrics.clone(),
+            config.code_lifetime,
+        );
+        codes.alarm_threshold = config.wrong_code_alarm;
         Self {
+            metrics,
             verifier: Arc::new(codes.clone()),
             codes,
             keys: storage.clone(),
@@ -75,7 +111,8 @@ impl Backend {
 
     /// Accepts verification certificates of `issuers` besides one-time codes.
     pub fn trust(&mut self, issuers: Vec<TrustedIssuer>) -> Result<(), CertificateConfigError> {
-        let certificates = CertificateVerifier::new(issuers)?;
+        let certificates = CertificateVerifier::new(issuers)?
+            .with_max_lifetime(self.config.certificate_max_lifetime);
         self.verifier = Arc::new(certificates.or_else(Arc::new(self.codes.clone())));
         Ok(())
     }
@@ -87,6 +124,7 @@ impl Backend {
             self.keys.clone(),
             state,
             self.clock.clone(),
+            self.metrics.clone(),
             &self.config,
         )));
     }
@@ -107,6 +145,7 @@ impl Backend {
             self.keys.clone(),
             self.verifier.clone(),
             self.clock.clone(),
+            self.metrics.clone(),
         )
         .publish(body, client)
         .await
@@ -117,18 +156,27 @@ impl Backend {
         self.codes.issue(self.clock.now()).await
     }
 
-    /// Publishes what is new and retires what has expired.
+    /// Publishes what is new and retires what has expired, and the public keys that verify the
+    /// chunks.
     pub async fn run_dataprep(&self) -> Result<DataPrepReport, DataPrepError> {
-        DataPrep::new(
+        let report = DataPrep::new(
             self.config.clone(),
             self.keys.clone(),
             self.publications.clone(),
             self.blobs.clone(),
             self.signer.clone(),
             self.clock.clone(),
+            self.metrics.clone(),
         )
         .run()
-        .await
+        .await?;
+        let document = VerificationKeys {
+            region: self.config.region,
+            keys: self.verification_keys(),
+        };
+        let json = serde_json::to_vec(&document).expect("keys serialize");
+        self.feeds().publish_verification_keys(json).await?;
+        Ok(report)
     }
 
     /// Pulls what is new from the peers (those due, or all with [`Poll::Now`]); nothing
@@ -137,6 +185,33 @@ impl Backend {
         match &self.consumer {
             Some(consumer) => consumer.run(poll).await,
             None => ConsumerReport::default(),
+        }
+    }
+
+    /// Whether the store answers, and data-prep last completed within two intervals.
+    pub async fn health(&self) -> Health {
+        let now = self.clock.now();
+        let interval = self.config.dataprep_interval;
+        let (store, last) = match self.publications.load().await {
+            Ok((_, state)) => ("ok".to_string(), state.published_through),
+            Err(e) => {
+                tracing::warn!(error = %e, "health check: the store does not answer");
+                ("the store does not answer".to_string(), 0)
+            }
+        };
+        let dataprep = match last {
+            0 => "data-prep has not completed yet".to_string(),
+            at if now.saturating_sub(at) > 2 * interval => format!(
+                "data-prep last completed {} s ago; it runs every {interval} s",
+                now.saturating_sub(at)
+            ),
+            _ => "ok".to_string(),
+        };
+        Health {
+            healthy: store == "ok" && dataprep == "ok",
+            store,
+            dataprep,
+            last_dataprep: (last > 0).then_some(last),
         }
     }
 

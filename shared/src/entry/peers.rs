@@ -18,11 +18,19 @@ pub enum ProducerError {
     BadKey(RegionId, KeyError),
     #[error("peer {0}: {1}")]
     Tls(RegionId, TlsError),
+    #[error("peer {0}: a client_cert needs a client_key, in the peers file or as a secret")]
+    NoClientKey(RegionId),
 }
 
 /// A producer as configured in a peers file: its PEM keys read, an HTTPS client with this
 /// backend's TLS identity.
-pub fn open_producer(config: PeerConfig) -> Result<Producer, ProducerError> {
+///
+/// `client_key` (PEM), when given, is this backend's TLS client key from a secret store; it
+/// takes the place of the peers file's `client_key`.
+pub fn open_producer(
+    config: PeerConfig,
+    client_key: Option<&str>,
+) -> Result<Producer, ProducerError> {
     let region = config.region;
     let keys = config
         .verification_keys
@@ -38,11 +46,18 @@ pub fn open_producer(config: PeerConfig) -> Result<Producer, ProducerError> {
                 .map_err(|e| ProducerError::BadKey(region, e))
         })
         .collect::<Result<_, _>>()?;
-    let identity = config
-        .client_cert
-        .as_deref()
-        .zip(config.client_key.as_deref());
-    let fetch = HttpsFetch::new(identity, config.server_ca.as_deref())
-        .map_err(|e| ProducerError::Tls(region, e))?;
+    let server_ca = config.server_ca.as_deref();
+    let fetch = match (&config.client_cert, client_key, &config.client_key) {
+        (Some(cert), Some(key_pem), _) => {
+            let cert_pem = std::fs::read(cert)
+                .map_err(|e| ProducerError::Key(region, cert.display().to_string(), e))?;
+            let identity = [cert_pem.as_slice(), b"\n", key_pem.as_bytes()].concat();
+            HttpsFetch::with_identity_pem(Some((&identity, "the client key")), server_ca)
+        }
+        (Some(cert), None, Some(key)) => HttpsFetch::new(Some((cert, key)), server_ca),
+        (Some(_), None, None) => return Err(ProducerError::NoClientKey(region)),
+        (None, _, _) => HttpsFetch::new(None, server_ca),
+    }
+    .map_err(|e| ProducerError::Tls(region, e))?;
     Ok(Producer::new(config, keys, Arc::new(fetch)))
 }

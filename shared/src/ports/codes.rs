@@ -1,5 +1,5 @@
 //! The code store: one-time codes issued by the health authority (kept as hashes), their use
-//! by exactly one upload, and the wrong-code attempt counters of rate limiting.
+//! by exactly one upload, and the counters of wrong codes that rate limiting reads.
 
 use async_trait::async_trait;
 
@@ -66,23 +66,23 @@ pub struct CodeRecord {
 /// One-time codes and the wrong-code attempt counters.
 #[async_trait]
 pub trait CodeStore: Send + Sync {
-    /// Records a freshly issued code.
+    /// Records a freshly issued code; [`StoreError::Conflict`] if a live code has its hash.
     async fn add_code(&self, code: CodeRecord) -> Result<(), StoreError>;
 
-    /// Atomically counts one more verification attempt by `client` in the window starting at
-    /// `window_start` and returns the attempts counted in that window, this one included.
-    async fn count_attempt(
+    /// The wrong codes counted for `client` in the window starting at `window_start`.
+    async fn wrong_attempts(
         &self,
         client: &str,
         window_start: UnixSeconds,
     ) -> Result<u32, StoreError>;
 
-    /// Takes back an attempt that turned out to carry a valid code.
-    async fn forgive_attempt(
+    /// Atomically counts one more wrong code of `client` in the window starting at
+    /// `window_start`; returns the count, this one included.
+    async fn count_wrong_attempt(
         &self,
         client: &str,
         window_start: UnixSeconds,
-    ) -> Result<(), StoreError>;
+    ) -> Result<u32, StoreError>;
 
     /// Checks that a code exists, is unexpired and is unused or was used by `upload_digest`.
     async fn check_code(&self, claim: &CodeClaim, now: UnixSeconds) -> Result<(), StoreError>;

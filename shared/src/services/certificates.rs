@@ -20,12 +20,19 @@ pub struct CertificateVerifier {
 }
 
 impl CertificateVerifier {
-    /// A verifier that trusts `issuers` and nothing else.
+    /// A verifier that trusts `issuers` and nothing else, and certificates valid for at most
+    /// [`MAX_LIFETIME`](crate::domain::certificate::MAX_LIFETIME) seconds.
     pub fn new(issuers: Vec<TrustedIssuer>) -> Result<Self, CertificateConfigError> {
         Ok(Self {
             issuers: TrustedIssuers::new(issuers)?,
             fallback: None,
         })
+    }
+
+    /// Accepts certificates valid for at most `seconds`, from `iat` to `exp`.
+    pub fn with_max_lifetime(mut self, seconds: u64) -> Self {
+        self.issuers.max_lifetime = seconds;
+        self
     }
 
     /// Hands payloads that are not certificates, such as one-time codes, to `other`.

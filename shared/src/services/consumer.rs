@@ -22,6 +22,7 @@ use crate::domain::config::Config;
 use crate::domain::export::{ExportError, ExportLimits, read_export};
 use crate::domain::feed::{Feed, FeedIndex};
 use crate::domain::key::{DiagnosisKey, RegionId, interval_of};
+use crate::domain::metrics::Metrics;
 use crate::domain::peers::{FeedFormat, PeerConfig, Replication};
 use crate::domain::signature::VerificationKey;
 use crate::domain::upload::{KeyProblem, check_key};
@@ -113,6 +114,7 @@ pub struct Consumer {
     keys: Arc<dyn KeyStore>,
     state: Arc<dyn ConsumerStateStore>,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
     /// This backend's region: the per-region feed it pulls is named by it.
     own: RegionId,
     /// The retention period T of the keys it stores.
@@ -125,6 +127,7 @@ impl Consumer {
         keys: Arc<dyn KeyStore>,
         state: Arc<dyn ConsumerStateStore>,
         clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
         config: &Config,
     ) -> Self {
         Self {
@@ -132,13 +135,14 @@ impl Consumer {
             keys,
             state,
             clock,
+            metrics,
             own: config.region,
             retention: config.retention(),
         }
     }
 
     /// Pulls every producer that is due, or every producer when `poll` is [`Poll::Now`]. A
-    /// producer that fails is logged and reported; the others are pulled all the same.
+    /// producer that fails is logged, counted and reported; the others are pulled all the same.
     pub async fn run(&self, poll: Poll) -> ConsumerReport {
         let mut report = ConsumerReport::default();
         for producer in &self.producers {
@@ -146,13 +150,42 @@ impl Consumer {
                 region: producer.config.region.to_string(),
                 ..PeerReport::default()
             };
-            if let Err(error) = self.pull(producer, poll, &mut peer).await {
+            let pulled = self.pull(producer, poll, &mut peer).await;
+            self.count(&peer, &pulled);
+            if let Err(error) = pulled {
                 tracing::warn!(peer = %producer.config.region, %error, "pull from peer stopped");
                 peer.error = Some(error.to_string());
             }
             report.peers.push(peer);
         }
         report
+    }
+
+    fn count(&self, peer: &PeerReport, pulled: &Result<(), PullError>) {
+        let labels = [peer.region.as_str()];
+        let metrics = &self.metrics;
+        metrics
+            .peer_keys_imported
+            .add(&labels, peer.imported as f64);
+        metrics.keys_stored.add(&["remote"], peer.imported as f64);
+        if peer.stale > 0 {
+            metrics
+                .peer_keys_refused
+                .add(&[labels[0], "too_old"], peer.stale as f64);
+        }
+        match pulled {
+            // A peer that was not due is neither a success nor a failure.
+            Ok(()) if peer.not_before.is_some() => {}
+            Ok(()) => metrics
+                .peer_last_success
+                .set(&labels, self.clock.now() as f64),
+            Err(e) => {
+                metrics.peer_failures.inc(&labels);
+                if matches!(e, PullError::Store(StoreError::Backend(_))) {
+                    metrics.storage_errors.inc(&["keys"]);
+                }
+            }
+        }
     }
 
     async fn pull(

@@ -25,6 +25,7 @@ use crate::domain::digest::sha256;
 use crate::domain::export::{ExportError, ExportHeader, MAX_KEYS_PER_FILE};
 use crate::domain::feed::{Feed, FeedIndex};
 use crate::domain::key::{DiagnosisKey, RegionId};
+use crate::domain::metrics::Metrics;
 use crate::domain::publication::{ChunkRecord, FeedRecord, Plan, PlannedChunk, Publication};
 use crate::ports::{
     BlobError, BlobKind, BlobStore, Clock, KeyStore, Origin, PublicationStore, Signer, StoreError,
@@ -89,6 +90,7 @@ pub struct DataPrep {
     blobs: Arc<dyn BlobStore>,
     signer: Arc<dyn Signer>,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
 }
 
 impl DataPrep {
@@ -99,6 +101,7 @@ impl DataPrep {
         blobs: Arc<dyn BlobStore>,
         signer: Arc<dyn Signer>,
         clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             config,
@@ -107,11 +110,45 @@ impl DataPrep {
             blobs,
             signer,
             clock,
+            metrics,
         }
     }
 
-    /// Runs data-prep once.
+    /// Runs data-prep once, and counts what it did.
     pub async fn run(&self) -> Result<DataPrepReport, DataPrepError> {
+        let started = std::time::Instant::now();
+        let outcome = self.run_to_completion().await;
+        let metrics = &self.metrics;
+        match &outcome {
+            Ok(report) => {
+                metrics.dataprep_runs.inc(&["ok"]);
+                metrics
+                    .dataprep_seconds
+                    .set(&[], started.elapsed().as_secs_f64());
+                metrics
+                    .dataprep_last_success
+                    .set(&[], self.clock.now() as f64);
+                for chunk in &report.chunks {
+                    let feed = chunk.path.rsplit_once('/').map_or("", |(feed, _)| feed);
+                    metrics.chunks_published.inc(&[feed]);
+                    metrics.keys_published.add(&[feed], f64::from(chunk.keys));
+                }
+            }
+            Err(e) => {
+                metrics.dataprep_runs.inc(&["failed"]);
+                match e {
+                    DataPrepError::Store(StoreError::Backend(_)) => {
+                        metrics.storage_errors.inc(&["keys"])
+                    }
+                    DataPrepError::Blob(_) => metrics.storage_errors.inc(&["blobs"]),
+                    _ => {}
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn run_to_completion(&self) -> Result<DataPrepReport, DataPrepError> {
         for _ in 0..MAX_ATTEMPTS {
             match self.attempt().await {
                 Err(DataPrepError::Store(StoreError::Conflict(reason))) => {
@@ -225,18 +262,22 @@ impl DataPrep {
             let zip = write_export(&header, &file_keys, self.signer.as_ref()).await?;
             let bytes = zip.len() as u64;
             let path = planned.feed.chunk_path(planned.number);
-            self.blobs.put_new(&path, BlobKind::Chunk, zip).await?;
+            let expires_at = slice
+                .iter()
+                .map(|k| k.expires_at)
+                .min()
+                .unwrap_or(plan.created_at);
+            // Caches keep a chunk no longer than until it may leave its index (SP3).
+            let fresh_until = expires_at.saturating_sub(self.config.dataprep_interval);
+            let kind = BlobKind::Chunk { fresh_until };
+            self.blobs.put_new(&path, kind, zip).await?;
             let real = slice.len() as u32;
             built.push(BuiltChunk {
                 feed: planned.feed,
                 record: ChunkRecord {
                     number: planned.number,
                     published_at: plan.created_at,
-                    expires_at: slice
-                        .iter()
-                        .map(|k| k.expires_at)
-                        .min()
-                        .unwrap_or(plan.created_at),
+                    expires_at,
                     keys: real,
                     bytes,
                     unlisted_at: None,

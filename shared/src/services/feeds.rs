@@ -1,9 +1,11 @@
 //! Reading feeds: a feed's index (an empty one before its first chunk) and its chunks, as the
-//! HTTP API serves them.
+//! HTTP API serves them; and the public keys that verify them, published beside the feeds so
+//! that whoever serves the feeds needs no access to the private keys.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::domain::feed::{Feed, FeedIndex};
+use crate::domain::feed::{Feed, FeedIndex, VERIFICATION_KEYS_PATH};
 use crate::domain::key::RegionId;
 use crate::ports::{Blob, BlobError, BlobKind, BlobStore, Clock};
 
@@ -51,5 +53,28 @@ impl Feeds {
     /// The `n`-th chunk of a feed, if it exists.
     pub async fn chunk(&self, feed: Feed, n: u32) -> Result<Option<Blob>, BlobError> {
         self.blobs.get(&feed.chunk_path(n)).await
+    }
+
+    /// A short-lived address from which the `n`-th chunk of a feed can be fetched directly, if
+    /// the blob store gives such addresses.
+    pub async fn chunk_url(
+        &self,
+        feed: Feed,
+        n: u32,
+        valid_for: Duration,
+    ) -> Result<Option<String>, BlobError> {
+        self.blobs.direct_url(&feed.chunk_path(n), valid_for).await
+    }
+
+    /// Publishes the document of the public keys that verify the chunks (JSON).
+    pub async fn publish_verification_keys(&self, document: Vec<u8>) -> Result<(), BlobError> {
+        self.blobs
+            .put(VERIFICATION_KEYS_PATH, BlobKind::Index, document)
+            .await
+    }
+
+    /// The published document of verification keys, if data-prep has published one.
+    pub async fn verification_keys(&self) -> Result<Option<Blob>, BlobError> {
+        self.blobs.get(VERIFICATION_KEYS_PATH).await
     }
 }

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::domain::config::Config;
+use crate::domain::metrics::Metrics;
 use crate::domain::upload::{PublishRequest, UploadError, publish_at};
 use crate::ports::{
-    Clock, Inserted, KeyStore, NewKeys, Origin, StoreError, StoredKey, UploadVerifier, VerifyError,
+    Clock, CodeRefused, Inserted, KeyStore, NewKeys, Origin, StoreError, StoredKey, UploadVerifier,
+    VerifyError,
 };
 
 /// The answer to a successful upload.
@@ -29,6 +31,25 @@ pub enum PublishError {
     Store(StoreError),
 }
 
+impl PublishError {
+    /// A short, stable, machine-readable name for the error, as answers carry it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PublishError::Invalid(invalid) => invalid.code(),
+            PublishError::Unauthorized(VerifyError::RateLimited) => "rate_limited",
+            PublishError::Unauthorized(VerifyError::Refused(refused)) => match refused {
+                CodeRefused::Unknown => "code_unknown",
+                CodeRefused::Expired => "code_expired",
+                CodeRefused::Used => "code_used",
+            },
+            PublishError::Unauthorized(VerifyError::Certificate(refused)) => refused.code(),
+            PublishError::Unauthorized(VerifyError::Store(_)) | PublishError::Store(_) => {
+                "internal"
+            }
+        }
+    }
+}
+
 impl From<StoreError> for PublishError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -45,6 +66,7 @@ pub struct Publisher {
     keys: Arc<dyn KeyStore>,
     verifier: Arc<dyn UploadVerifier>,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
 }
 
 impl Publisher {
@@ -53,18 +75,41 @@ impl Publisher {
         keys: Arc<dyn KeyStore>,
         verifier: Arc<dyn UploadVerifier>,
         clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             config,
             keys,
             verifier,
             clock,
+            metrics,
         }
     }
 
     /// Takes an upload: parses, validates, verifies, and stores it, all or nothing. `client`
     /// identifies the caller for rate limiting.
     pub async fn publish(
+        &self,
+        body: &[u8],
+        client: &str,
+    ) -> Result<PublishResponse, PublishError> {
+        let outcome = self.store_upload(body, client).await;
+        match &outcome {
+            Ok(_) => self.metrics.uploads.inc(&["accepted"]),
+            Err(e) => {
+                self.metrics.uploads.inc(&[e.code()]);
+                if matches!(
+                    e,
+                    PublishError::Store(_) | PublishError::Unauthorized(VerifyError::Store(_))
+                ) {
+                    self.metrics.storage_errors.inc(&["keys"]);
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn store_upload(
         &self,
         body: &[u8],
         client: &str,
@@ -96,6 +141,9 @@ impl Publisher {
             })
             .await?;
         let (Inserted::Stored(n) | Inserted::Replayed(n)) = inserted;
+        if let Inserted::Stored(new) = inserted {
+            self.metrics.keys_stored.add(&["local"], f64::from(new));
+        }
         tracing::info!(
             inserted = n,
             replay = matches!(inserted, Inserted::Replayed(_)),

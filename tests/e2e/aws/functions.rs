@@ -33,9 +33,10 @@ async fn issue_code(cloud: &Cloud) -> String {
 
 /// Sends an upload through the ingest function; returns the status and JSON answer.
 async fn publish(cloud: &Cloud, body: &Value, source_ip: &str) -> (u16, Value) {
-    let app = lambda::http_app(Arc::new(cloud.backend().await), Vec::new());
+    let backend = Arc::new(cloud.backend().await);
+    let app = lambda::http_app(backend.clone(), Vec::new());
     let event = api_event("POST", "/v1/publish", Some(body), source_ip);
-    let response = lambda::serve_http(app, lambda_request(event))
+    let response = lambda::serve_http(&backend, app, lambda_request(event))
         .await
         .unwrap();
     (response.status().as_u16(), json_body(&response))
@@ -171,21 +172,24 @@ async fn the_feed_gateway_serves_backend_feeds_to_entitled_peers_only() {
         enfeed::entry::lambda::backend(cloud.config(), &settings, &cloud.sdk, cloud.clock.clone())
             .await
             .unwrap();
-    let app = lambda::http_app(Arc::new(gateway), settings.a2a_consumers.clone());
+    let gateway = Arc::new(gateway);
+    let app = lambda::http_app(gateway.clone(), settings.a2a_consumers.clone());
     let get = |path: &str, subject: Option<&str>| {
         let event = api_event("GET", path, None, "203.0.113.50");
         let event = match subject {
             Some(subject) => with_client_cert(event, subject),
             None => event,
         };
-        lambda::serve_http(app.clone(), lambda_request(event))
+        let (gateway, app) = (gateway.clone(), app.clone());
+        async move { lambda::serve_http(&gateway, app, lambda_request(event)).await }
     };
     let cases = [
         ("/v1/a2a/keys", Some("CN=AT,O=AGES,C=AT"), 200),
-        ("/v1/a2a/keys/1", Some("CN=AT,O=AGES,C=AT"), 200),
+        // Chunks: a redirect to a presigned address in the bucket.
+        ("/v1/a2a/keys/1", Some("CN=AT,O=AGES,C=AT"), 307),
         ("/v1/a2a/keys", Some("CN=CZ,O=UZIS,C=CZ"), 403),
         ("/v1/a2a/keys", None, 401),
-        ("/v1/DE/keys/1", Some("CN=DE,O=RKI,C=DE"), 200),
+        ("/v1/DE/keys/1", Some("CN=DE,O=RKI,C=DE"), 307),
         ("/v1/DE/keys/1", Some("CN=AT,O=AGES,C=AT"), 403),
         ("/v1/DE/keys/2", Some("CN=DE,O=RKI,C=DE"), 404),
     ];
@@ -193,16 +197,15 @@ async fn the_feed_gateway_serves_backend_feeds_to_entitled_peers_only() {
         let response = get(path, subject).await.unwrap();
         assert_eq!(response.status(), status, "{path} as {subject:?}");
     }
-    let chunk = get("/v1/DE/keys/1", Some("CN=DE,O=RKI,C=DE"))
+    let redirect = get("/v1/DE/keys/1", Some("CN=DE,O=RKI,C=DE"))
+        .await
+        .unwrap();
+    let chunk = reqwest::get(redirect.headers()["location"].to_str().unwrap())
         .await
         .unwrap();
     assert_eq!(chunk.headers()["content-type"], "application/zip");
-    assert!(
-        matches!(chunk.body(), lambda_http::Body::Binary(_)),
-        "zips go back base64-encoded"
-    );
-    let file =
-        enfeed::domain::export::read_export(chunk.body().as_ref(), &Default::default()).unwrap();
+    let chunk = chunk.bytes().await.unwrap();
+    let file = enfeed::domain::export::read_export(&chunk, &Default::default()).unwrap();
     file.verify(&cloud.verification_keys()).unwrap();
     assert_eq!(file.keys.len(), 2);
 }
@@ -211,7 +214,9 @@ async fn the_feed_gateway_serves_backend_feeds_to_entitled_peers_only() {
 async fn the_consumer_runs_on_schedule_and_reports_that_no_peers_are_configured() {
     let cloud = Cloud::start().await;
     let backend = cloud.backend().await;
-    let report = lambda::run_consumer(&backend, scheduled_event("enfeed-consumer")).await;
+    let report = lambda::run_consumer(&backend, scheduled_event("enfeed-consumer"))
+        .await
+        .unwrap();
     assert!(report.peers.is_empty());
 }
 
@@ -291,7 +296,9 @@ async fn the_consumer_pulls_a_peer_feed_into_the_table_and_dataprep_publishes_it
         enfeed::entry::lambda::backend(cloud.config(), &settings, &cloud.sdk, cloud.clock.clone())
             .await
             .unwrap();
-    let report = lambda::run_consumer(&consumer, scheduled_event("enfeed-consumer")).await;
+    let report = lambda::run_consumer(&consumer, scheduled_event("enfeed-consumer"))
+        .await
+        .unwrap();
     assert_eq!(report.peers.len(), 1);
     assert_eq!(report.peers[0].error, None, "{report:?}");
     assert_eq!((report.peers[0].batches, report.peers[0].imported), (1, 3));
@@ -303,7 +310,9 @@ async fn the_consumer_pulls_a_peer_feed_into_the_table_and_dataprep_publishes_it
     let de = state.load_peer("DE".parse().unwrap()).await.unwrap();
     assert_eq!(de.last_batch_id.as_deref(), Some("1"));
     // Pulled again: nothing new.
-    let again = lambda::run_consumer(&consumer, scheduled_event("enfeed-consumer")).await;
+    let again = lambda::run_consumer(&consumer, scheduled_event("enfeed-consumer"))
+        .await
+        .unwrap();
     assert_eq!(again.peers[0].imported, 0, "{again:?}");
     server.abort();
 

@@ -4,6 +4,7 @@
 
 mod adapters;
 mod functions;
+mod operations;
 mod races;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use enfeed::adapters::ecdsa::EcdsaSigner;
 use enfeed::adapters::local::signing_keys;
 use enfeed::domain::export::{ExportFile, ExportLimits, read_export};
 use enfeed::domain::feed::{Feed, FeedIndex};
+use enfeed::domain::secret::new_pepper_hex;
 use enfeed::domain::signature::VerificationKey;
 use enfeed::entry::lambda::Settings;
 use enfeed::ports::ManualClock;
@@ -27,12 +29,14 @@ use enfeed::ports::Signer as _;
 use enfeed::{Backend, Config};
 use enfeed_tests::NOW;
 use enfeed_tests::moto::{AWS_REGION, Moto};
+use rcgen::{CertificateParams, DnType, KeyPair};
 use serde_json::{Value, json};
 
 pub const TABLE: &str = "enfeed-ch";
 pub const CONSUMER_TABLE: &str = "enfeed-ch-consumer";
 pub const BUCKET: &str = "enfeed-ch-feeds";
 pub const KEYS_PATH: &str = "/enfeed/CH/signing-keys";
+pub const PEPPER_PARAMETER: &str = "/enfeed/CH/code-pepper";
 
 /// One region's AWS resources on a moto server of its own, as `template.yaml` creates them,
 /// with a signing key in SSM.
@@ -91,6 +95,13 @@ impl Cloud {
             .send()
             .await
             .unwrap();
+        ssm.put_parameter()
+            .name(PEPPER_PARAMETER)
+            .value(new_pepper_hex())
+            .r#type(ParameterType::SecureString)
+            .send()
+            .await
+            .unwrap();
         Self {
             dynamo,
             s3,
@@ -100,6 +111,8 @@ impl Cloud {
                 table: TABLE.into(),
                 bucket: BUCKET.into(),
                 signing_keys_path: Some(KEYS_PATH.into()),
+                code_pepper_parameter: Some(PEPPER_PARAMETER.into()),
+                client_key_parameter: None,
                 consumer_table: Some(CONSUMER_TABLE.into()),
                 a2a_consumers: vec!["AT".parse().unwrap()],
                 peers_file: None,
@@ -163,7 +176,8 @@ impl Cloud {
             let (zip, content_type, cache_control) =
                 self.object(&feed.chunk_path(*n)).await.unwrap();
             assert_eq!(content_type, "application/zip");
-            assert!(cache_control.contains("max-age=86400"), "{cache_control}");
+            // Freshness is the object's Expires, an absolute time: no max-age.
+            assert_eq!(cache_control, enfeed::adapters::aws::CHUNK_CACHE_CONTROL);
             let file = read_export(&zip, &ExportLimits::default()).unwrap();
             file.verify(&keys).unwrap();
             assert_eq!(file.header.region, "CH");
@@ -281,15 +295,46 @@ pub fn with_iam_caller(mut event: Value, user: &str) -> Value {
     event
 }
 
-/// The same event arriving on the mutual-TLS custom domain with a client certificate.
-pub fn with_client_cert(mut event: Value, subject: &str) -> Value {
+/// `event` as API Gateway passes it behind a mutual-TLS custom domain, with a client
+/// certificate whose subject is `subject` (`CN=AT,O=AGES,C=AT`: attributes separated by commas).
+pub fn with_client_cert(event: Value, subject: &str) -> Value {
+    let attributes: Vec<(DnType, String)> = subject
+        .split(',')
+        .filter_map(|part| part.split_once('='))
+        .map(|(kind, value)| {
+            let kind = match kind.trim() {
+                "CN" => DnType::CommonName,
+                "O" => DnType::OrganizationName,
+                "OU" => DnType::OrganizationalUnitName,
+                "C" => DnType::CountryName,
+                other => panic!("no attribute {other} in test subjects"),
+            };
+            (kind, value.trim().to_string())
+        })
+        .collect();
+    with_client_cert_of(event, &attributes, subject)
+}
+
+/// `event` with a client certificate of exactly `attributes`, and the subject string API
+/// Gateway shows for it (`subject_dn`).
+pub fn with_client_cert_of(
+    mut event: Value,
+    attributes: &[(DnType, String)],
+    subject_dn: &str,
+) -> Value {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    for (kind, value) in attributes {
+        params.distinguished_name.push(kind.clone(), value.as_str());
+    }
+    let key = KeyPair::generate().unwrap();
+    let pem = params.self_signed(&key).unwrap().pem();
     event["requestContext"]["domainName"] = json!("peers.enfeed.example");
     event["requestContext"]["authentication"] = json!({
         "clientCert": {
-            "clientCertPem": "-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----",
+            "clientCertPem": pem,
             "issuerDN": "CN=enfeed peers CA,O=CH health authority",
             "serialNumber": "a1:a1:a1:a1",
-            "subjectDN": subject,
+            "subjectDN": subject_dn,
             "validity": {
                 "notAfter": "Aug  5 00:28:21 2120 GMT",
                 "notBefore": "Aug 29 00:28:21 2020 GMT"

@@ -1,7 +1,7 @@
 //! The serverless adapters (cargo feature `aws`): the key, code and publication stores on
 //! DynamoDB ([`DynamoStore`]) with the consumer's state table ([`DynamoConsumerState`]), the
-//! blob store on S3 ([`S3BlobStore`]), the signing keys from SSM Parameter Store
-//! ([`load_signer`]), and the SDK clients they share.
+//! blob store on S3 ([`S3BlobStore`]), the signing keys and other secrets from SSM Parameter
+//! Store ([`load_signer`], [`load_parameter`]), and the SDK clients they share.
 
 mod dynamo;
 mod s3;
@@ -14,8 +14,8 @@ pub use dynamo::{
     BUCKET_SECONDS, DynamoConsumerState, DynamoStore, EXPIRY_INDEX, EXPIRY_SHARDS,
     MAX_KEYS_PER_TRANSACTION, TTL_ATTRIBUTE, parse_key_hex,
 };
-pub use s3::{CHUNK_TAG, S3BlobStore};
-pub use ssm::{NoSigningKeys, SigningKeysError, load_signer};
+pub use s3::{CHUNK_CACHE_CONTROL, CHUNK_TAG, FRESH_UNTIL, S3BlobStore};
+pub use ssm::{NoSigningKeys, ParameterError, SigningKeysError, load_parameter, load_signer};
 
 /// The HTTP client of every AWS SDK client: hyper with rustls on ring, so that no C crypto
 /// library is built.

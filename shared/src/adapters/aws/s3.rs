@@ -2,19 +2,29 @@
 //! their feed paths (`v1/keys/7`, `v1/keys`), so CloudFront serves the bucket under the same
 //! paths as the HTTP API. Chunks are written with `If-None-Match: *` and never overwritten, and
 //! carry the tag `enfeed-kind=chunk` that the bucket's lifecycle rule expires them by.
+//!
+//! A chunk's freshness is its `Expires` header, an absolute time (its `fresh_until`, also kept
+//! in the metadata `fresh-until`), with no `max-age`: an object's headers are fixed when it is
+//! written, while a `max-age` would count from whenever a cache fetched it, and a cache that
+//! fetched a chunk the day before it is deleted would then keep it a day too long (SP3).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::{ByteStream, DateTime};
 
-use crate::domain::feed::Feed;
+use crate::domain::feed::Published;
 use crate::ports::{Blob, BlobError, BlobKind, BlobStore, Put};
 
 /// The object tag of chunks (the lifecycle rule's filter).
 pub const CHUNK_TAG: &str = "enfeed-kind=chunk";
+/// The metadata key of a chunk's `fresh_until` (Unix seconds).
+pub const FRESH_UNTIL: &str = "fresh-until";
+/// The `Cache-Control` of a chunk object: its `Expires` bounds it.
+pub const CHUNK_CACHE_CONTROL: &str = "public, immutable";
 
 /// How often a create-only put is retried while S3 reports a concurrent conditional write.
 const CONFLICT_RETRIES: u32 = 5;
@@ -30,24 +40,11 @@ fn sdk_error<E: std::error::Error>(e: E) -> BlobError {
     BlobError::Backend(DisplayErrorContext(e).to_string())
 }
 
-/// Checks that `name` is a feed path (an index) or a feed path plus a chunk number.
+/// Checks that `name` is the path of a file a region publishes.
 fn check_name(name: &str) -> Result<(), BlobError> {
-    let bad = || BlobError::BadName(name.to_string());
-    if name.starts_with('/') || name.ends_with('/') || name.contains("//") {
-        return Err(bad());
-    }
-    if name.parse::<Feed>().is_ok() {
-        return Ok(());
-    }
-    let (feed, number) = name.rsplit_once('/').ok_or_else(bad)?;
-    let canonical = number
-        .parse::<u32>()
-        .is_ok_and(|n| n > 0 && n.to_string() == number);
-    if canonical && feed.parse::<Feed>().is_ok() {
-        Ok(())
-    } else {
-        Err(bad())
-    }
+    name.parse::<Published>()
+        .map(|_| ())
+        .map_err(|_| BlobError::BadName(name.to_string()))
 }
 
 impl S3BlobStore {
@@ -74,11 +71,14 @@ impl S3BlobStore {
             .bucket(&self.bucket)
             .key(name)
             .content_type(kind.content_type())
-            .cache_control(kind.cache_control())
             .body(ByteStream::from(bytes));
         match kind {
-            BlobKind::Chunk => request.tagging(CHUNK_TAG),
-            BlobKind::Index => request,
+            BlobKind::Chunk { fresh_until } => request
+                .tagging(CHUNK_TAG)
+                .cache_control(CHUNK_CACHE_CONTROL)
+                .expires(DateTime::from_secs(fresh_until as i64))
+                .metadata(FRESH_UNTIL, fresh_until.to_string()),
+            BlobKind::Index => request.cache_control(kind.cache_control(0)),
         }
     }
 }
@@ -135,10 +135,17 @@ impl BlobStore for S3BlobStore {
             Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
             Err(e) => return Err(sdk_error(e)),
         };
-        let kind = if object.content_type() == Some(BlobKind::Chunk.content_type()) {
-            BlobKind::Chunk
-        } else {
-            BlobKind::Index
+        let fresh_until = object
+            .metadata()
+            .and_then(|metadata| metadata.get(FRESH_UNTIL))
+            .and_then(|value| value.parse().ok());
+        let kind = match fresh_until {
+            Some(fresh_until) => BlobKind::Chunk { fresh_until },
+            // A chunk written without one (by an earlier version) is kept by no cache.
+            None if object.content_type() == Some("application/zip") => {
+                BlobKind::Chunk { fresh_until: 0 }
+            }
+            None => BlobKind::Index,
         };
         let bytes = object
             .body
@@ -160,6 +167,38 @@ impl BlobStore for S3BlobStore {
             .await
             .map_err(sdk_error)?;
         Ok(())
+    }
+
+    /// A presigned GET of the object, valid for `valid_for`; none for a missing object.
+    async fn direct_url(
+        &self,
+        name: &str,
+        valid_for: Duration,
+    ) -> Result<Option<String>, BlobError> {
+        check_name(name)?;
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(name)
+            .send()
+            .await;
+        match head {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => return Ok(None),
+            Err(e) => return Err(sdk_error(e)),
+        }
+        let presigning = PresigningConfig::expires_in(valid_for)
+            .map_err(|e| BlobError::Backend(e.to_string()))?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(name)
+            .presigned(presigning)
+            .await
+            .map_err(sdk_error)?;
+        Ok(Some(request.uri().to_string()))
     }
 }
 

@@ -1,7 +1,11 @@
-//! The region's export signing keys from SSM Parameter Store: one SecureString parameter per
-//! key version under a path, `<path>/v1`, `<path>/v2`, ..., each holding a PKCS#8 ECDSA P-256
-//! private key PEM. The highest version signs first; older versions keep signing alongside it
-//! (at most ten) until their parameters are deleted, which is how keys rotate.
+//! The region's secrets from SSM Parameter Store, each a SecureString that only the functions
+//! needing it may read:
+//!
+//! - the export signing keys: one parameter per key version under a path, `<path>/v1`,
+//!   `<path>/v2`, ..., each holding a PKCS#8 ECDSA P-256 private key PEM. The highest version
+//!   signs first; older versions keep signing alongside it (at most ten) until their parameters
+//!   are deleted, which is how keys rotate ([`load_signer`]);
+//! - single secrets such as the code pepper ([`load_parameter`]).
 //!
 //! Also [`NoSigningKeys`], the signer of functions that never sign (codes, feed gateway,
 //! consumer), so that they need no access to the keys at all.
@@ -26,6 +30,32 @@ pub enum SigningKeysError {
     Missing { path: String },
     #[error(transparent)]
     Key(#[from] KeyError),
+}
+
+/// Why a single secret could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the SSM parameter {name}: {reason}")]
+pub struct ParameterError {
+    pub name: String,
+    pub reason: String,
+}
+
+/// The value of the (SecureString) parameter `name`, decrypted.
+pub async fn load_parameter(ssm: &Client, name: &str) -> Result<String, ParameterError> {
+    let error = |reason: String| ParameterError {
+        name: name.to_string(),
+        reason,
+    };
+    let out = ssm
+        .get_parameter()
+        .name(name)
+        .with_decryption(true)
+        .send()
+        .await
+        .map_err(|e| error(DisplayErrorContext(e).to_string()))?;
+    out.parameter
+        .and_then(|p| p.value)
+        .ok_or_else(|| error("it has no value".into()))
 }
 
 /// The version number of a parameter named `<path>/v<N>`.

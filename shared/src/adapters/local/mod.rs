@@ -3,12 +3,14 @@
 //!
 //! - `enfeed.redb`: keys, codes, publication and consumer state ([`LocalStore`]);
 //! - `feeds/`: published chunks and indexes ([`FileBlobStore`]);
-//! - `signing-keys/`: the region's ECDSA P-256 signing keys ([`signing_keys`]).
+//! - `signing-keys/`: the region's ECDSA P-256 signing keys ([`signing_keys`]);
+//! - `admin-token`, `code-pepper`: its other [`secrets`].
 //!
 //! [`fs`] writes files whole or not at all.
 
 mod files;
 pub mod fs;
+pub mod secrets;
 pub mod signing_keys;
 mod store;
 

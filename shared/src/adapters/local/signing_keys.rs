@@ -3,9 +3,10 @@
 //! version; every version present keeps signing.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
+use super::fs::{Existing, write_atomically};
 use crate::adapters::ecdsa::{EcdsaSigner, SigningKey, generate_private_key_pem};
 use crate::domain::signature::{KeyError, SignatureInfo};
 
@@ -69,21 +70,16 @@ fn key_file_name(version: u32) -> String {
     format!("v{version}.pem")
 }
 
-/// Writes a new PKCS#8 key as `dir/v<version>.pem`, readable by the owner only; never
-/// overwrites an existing file.
+/// Writes a new PKCS#8 key as `dir/v<version>.pem`, readable by the owner only, whole and
+/// durably; never overwrites an existing file.
 fn create_key_file(dir: &Path, version: u32) -> Result<(), KeyError> {
     let pem_text = generate_private_key_pem()?;
-    fs::create_dir_all(dir).map_err(io_error(dir))?;
-
     let path = dir.join(key_file_name(version));
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
-        .open(&path)
-        .and_then(|mut file| file.write_all(pem_text.as_bytes()))
-        .map_err(io_error(&path))
+    match write_atomically(&path, pem_text.as_bytes(), Existing::Keep) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(io_error(&path)(io::ErrorKind::AlreadyExists.into())),
+        Err(e) => Err(io_error(&path)(e)),
+    }
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyError + '_ {

@@ -16,8 +16,29 @@ pub struct HttpsFetch {
 }
 
 impl HttpsFetch {
+    /// A client presenting the certificate and key of the PEM files `identity`, if given.
     pub fn new(
         identity: Option<(&Path, &Path)>,
+        server_ca: Option<&Path>,
+    ) -> Result<Self, TlsError> {
+        let identity = identity
+            .map(|(cert, key)| {
+                let pem = [read(cert)?, read(key)?].concat();
+                Ok::<_, TlsError>((pem, cert.display().to_string()))
+            })
+            .transpose()?;
+        Self::with_identity_pem(
+            identity
+                .as_ref()
+                .map(|(pem, name)| (pem.as_slice(), name.as_str())),
+            server_ca,
+        )
+    }
+
+    /// A client presenting the certificate and key in `identity` (PEM, both in one text, with
+    /// a name for errors), if given: for a key that comes from a secret store, not a file.
+    pub fn with_identity_pem(
+        identity: Option<(&[u8], &str)>,
         server_ca: Option<&Path>,
     ) -> Result<Self, TlsError> {
         let mut builder = reqwest::Client::builder()
@@ -32,10 +53,9 @@ impl HttpsFetch {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        if let Some((cert, key)) = identity {
-            let pem = [read(cert)?, read(key)?].concat();
-            let identity = reqwest::Identity::from_pem(&pem)
-                .map_err(|_| TlsError::Pem(cert.display().to_string()))?;
+        if let Some((pem, name)) = identity {
+            let identity =
+                reqwest::Identity::from_pem(pem).map_err(|_| TlsError::Pem(name.to_string()))?;
             builder = builder.identity(identity);
         }
         Ok(Self {

@@ -7,7 +7,11 @@
 //!   a mutual-TLS custom domain, the peer region named by its client certificate.
 //! - [`issue_code`]: the IAM-authorised route that issues a one-time code.
 //! - [`run_dataprep`]: a scheduled data-prep run.
-//! - [`run_consumer`]: a scheduled pull of peer feeds.
+//! - [`run_consumer`]: a scheduled pull of peer feeds; it fails when a peer's pull failed, so
+//!   that the function's error metric and its failure destination see it.
+//!
+//! After each event, [`emit_metrics`] writes what the backend counted as CloudWatch embedded
+//! metric format lines.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -22,24 +26,33 @@ use lambda_http::tower::ServiceExt as _;
 use lambda_http::{Body, Request, RequestExt as _};
 use serde::Serialize;
 
+use rustls::pki_types::CertificateDer;
+
+use crate::adapters::tls::listener::peer_of;
 use crate::domain::access::Peer;
 use crate::domain::key::RegionId;
+use crate::domain::metrics::Kind;
+use crate::entry::api::{ApiSettings, RequestId};
 use crate::entry::backend::Backend;
 use crate::services::consumer::{ConsumerReport, Poll};
 use crate::services::dataprep::{DataPrepError, DataPrepReport};
 
-/// The region named by a client certificate's subject: its common name, e.g. `CN=DE,O=...`.
-pub fn peer_of_subject(subject_dn: &str) -> Option<Peer> {
-    subject_dn
-        .split([',', '/'])
-        .filter_map(|part| part.trim().strip_prefix("CN="))
-        .find_map(|cn| cn.trim().parse::<RegionId>().ok())
-        .map(Peer)
+/// The peer a client certificate (PEM, as API Gateway passes it) names: the first common name
+/// of its subject, read from the certificate itself as the mutual-TLS listener reads it.
+pub fn peer_of_certificate(pem_text: &str) -> Option<Peer> {
+    let block = pem::parse(pem_text).ok()?;
+    (block.tag() == "CERTIFICATE")
+        .then(|| peer_of(&CertificateDer::from(block.contents())))
+        .flatten()
 }
 
-/// Serves one HTTP API request with the core's router and turns the answer into what the
-/// Lambda runtime sends back to API Gateway.
-pub async fn serve_http(app: Router, request: Request) -> Result<http::Response<Body>, Infallible> {
+/// Serves one HTTP API request with the core's router (`app`, over `backend`) and turns the
+/// answer into what the Lambda runtime sends back to API Gateway.
+pub async fn serve_http(
+    backend: &Backend,
+    app: Router,
+    request: Request,
+) -> Result<http::Response<Body>, Infallible> {
     let context = request.request_context_ref().cloned();
     let (mut parts, body) = request.into_parts();
     let mut source = None;
@@ -49,22 +62,27 @@ pub async fn serve_http(app: Router, request: Request) -> Result<http::Response<
             .source_ip
             .as_deref()
             .and_then(|ip| ip.parse::<IpAddr>().ok());
-        // API Gateway has checked the certificate against the truststore; its subject names
-        // the peer.
-        let subject = context
+        // API Gateway has checked the certificate against the truststore; its subject's common
+        // name names the peer.
+        let certificate = context
             .authentication
             .as_ref()
             .and_then(|a| a.client_cert.as_ref())
-            .and_then(|c| c.subject_dn.as_deref());
-        if let Some(peer) = subject.and_then(peer_of_subject) {
+            .and_then(|c| c.client_cert_pem.as_deref());
+        if let Some(peer) = certificate.and_then(peer_of_certificate) {
             parts.extensions.insert(peer);
+        }
+        if let Some(id) = &context.request_id {
+            parts.extensions.insert(RequestId(id.clone()));
         }
     }
     let address = SocketAddr::new(source.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 0);
     parts.extensions.insert(ConnectInfo(address));
     let request = http::Request::from_parts(parts, axum::body::Body::from(body.to_vec()));
     let response = app.oneshot(request).await?;
-    Ok(lambda_http::IntoResponse::into_response(response).await)
+    let response = lambda_http::IntoResponse::into_response(response).await;
+    emit_metrics(backend);
+    Ok(response)
 }
 
 /// The IAM identity behind a request (the `AWS_IAM` authoriser's caller), for the audit log.
@@ -95,7 +113,9 @@ pub async fn issue_code(
     request: Request,
 ) -> Result<http::Response<Body>, Infallible> {
     let caller = iam_caller(&request).unwrap_or_else(|| "unknown".into());
-    Ok(match backend.issue_code().await {
+    let issued = backend.issue_code().await;
+    emit_metrics(backend);
+    Ok(match issued {
         Ok(code) => {
             tracing::info!(%caller, expires_at = code.expires_at, "one-time code issued");
             json_response(StatusCode::CREATED, &code)
@@ -104,10 +124,23 @@ pub async fn issue_code(
             tracing::error!(%caller, error = %e, "issuing a one-time code failed");
             json_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                &serde_json::json!({"error": e.to_string(), "code": "internal"}),
+                &serde_json::json!({
+                    "error": "internal error",
+                    "code": "internal",
+                    "requestId": request_id(&request),
+                }),
             )
         }
     })
+}
+
+/// API Gateway's ID of a request.
+fn request_id(request: &Request) -> Option<String> {
+    match request.request_context_ref()? {
+        RequestContext::ApiGatewayV2(context) => context.request_id.clone(),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
 }
 
 /// Runs data-prep for a scheduled event. EventBridge delivers at least once; a repeated or
@@ -121,28 +154,106 @@ pub async fn run_dataprep(
         scheduled = event.time.map(|t| t.to_rfc3339()).as_deref().unwrap_or("-"),
         "data-prep run"
     );
-    backend.run_dataprep().await
+    let report = backend.run_dataprep().await;
+    emit_metrics(backend);
+    report
+}
+
+/// A consumer run in which pulls from peers failed.
+#[derive(Debug, thiserror::Error)]
+#[error("pulls from {} peer(s) failed: {}", .failed.len(), .failed.join("; "))]
+pub struct PeersFailed {
+    /// Each failed peer and why.
+    pub failed: Vec<String>,
 }
 
 /// Pulls the peers' feeds that are due (the core's consumer, with its place kept in the
 /// consumer state table). A backend without configured peers reports that it pulled nothing.
-pub async fn run_consumer(backend: &Backend, event: EventBridgeEvent) -> ConsumerReport {
+/// The run fails when any peer's pull failed, after every peer was pulled.
+pub async fn run_consumer(
+    backend: &Backend,
+    event: EventBridgeEvent,
+) -> Result<ConsumerReport, PeersFailed> {
     let event = event.id.as_deref().unwrap_or("-");
     if !backend.pulls_peers() {
         tracing::info!(event, "no peers are configured; nothing to pull");
     }
     let report = backend.run_consumer(Poll::WhenDue).await;
+    emit_metrics(backend);
     tracing::info!(
         event,
         peers = report.peers.len(),
         imported = report.peers.iter().map(|p| p.imported).sum::<u64>(),
         "consumer run complete"
     );
-    report
+    let failed: Vec<String> = report
+        .peers
+        .iter()
+        .filter_map(|peer| Some(format!("{}: {}", peer.region, peer.error.as_ref()?)))
+        .collect();
+    if failed.is_empty() {
+        Ok(report)
+    } else {
+        Err(PeersFailed { failed })
+    }
+}
+
+/// The namespace of the region's metrics in CloudWatch.
+pub const METRICS_NAMESPACE: &str = "enfeed";
+
+/// Writes what the backend counted since the last call to standard output, one CloudWatch
+/// embedded-metric-format line per sample. Each metric has the dimension `Region`, and with its
+/// labels (`peer`, `outcome`, ...) also their dimension set, so that alarms can watch the
+/// region as a whole or one label value.
+pub fn emit_metrics(backend: &Backend) {
+    for line in emf_lines(backend) {
+        println!("{line}");
+    }
+}
+
+/// The embedded-metric-format lines [`emit_metrics`] writes.
+pub fn emf_lines(backend: &Backend) -> Vec<String> {
+    let now = backend.clock.now();
+    let region = backend.config.region.to_string();
+    backend
+        .metrics
+        .take_increments(now)
+        .into_iter()
+        .map(|sample| {
+            let mut dimensions = vec![vec!["Region".to_string()]];
+            let mut labelled = vec!["Region".to_string()];
+            labelled.extend(sample.labels.iter().map(|(name, _)| name.to_string()));
+            if labelled.len() > 1 {
+                dimensions.insert(0, labelled);
+            }
+            let unit = match sample.kind {
+                Kind::Counter => "Count",
+                Kind::Gauge if sample.name.ends_with("_seconds") => "Seconds",
+                Kind::Gauge => "None",
+            };
+            let mut line = serde_json::json!({
+                "_aws": {
+                    "Timestamp": now * 1000,
+                    "CloudWatchMetrics": [{
+                        "Namespace": METRICS_NAMESPACE,
+                        "Dimensions": dimensions,
+                        "Metrics": [{"Name": sample.name, "Unit": unit}],
+                    }],
+                },
+                "Region": region,
+            });
+            for (name, value) in &sample.labels {
+                line[*name] = value.clone().into();
+            }
+            line[sample.name] = sample.value.into();
+            line.to_string()
+        })
+        .collect()
 }
 
 /// The router of the feed gateway and the upload function: the core's, with admin routes off
-/// (they need a bearer token, and none is configured on Lambda).
+/// (they need a bearer token, and none is configured on Lambda), and chunks answered with a
+/// redirect to a presigned address in the bucket, since Lambda answers carry at most 6 MB.
 pub fn http_app(backend: Arc<Backend>, a2a_consumers: Vec<RegionId>) -> Router {
     crate::entry::api::router(
         backend,
@@ -150,21 +261,9 @@ pub fn http_app(backend: Arc<Backend>, a2a_consumers: Vec<RegionId>) -> Router {
             admin_token: String::new(),
             a2a_consumers,
         },
+        ApiSettings {
+            redirect_chunks: true,
+            ..ApiSettings::default()
+        },
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn certificate_subjects_name_peers() {
-        let de: RegionId = "DE".parse().unwrap();
-        assert_eq!(
-            peer_of_subject("CN=DE,O=Robert Koch-Institut,C=DE"),
-            Some(Peer(de))
-        );
-        assert_eq!(peer_of_subject("/C=DE/CN=DE"), Some(Peer(de)));
-        assert_eq!(peer_of_subject("O=Nobody,CN=germany"), None);
-    }
 }

@@ -12,12 +12,13 @@ use aws_config::SdkConfig;
 use serde::Deserialize;
 
 use crate::adapters::aws::{
-    DynamoConsumerState, DynamoStore, NoSigningKeys, S3BlobStore, SigningKeysError, load_signer,
-    s3_client, sdk_config,
+    DynamoConsumerState, DynamoStore, NoSigningKeys, ParameterError, S3BlobStore, SigningKeysError,
+    load_parameter, load_signer, s3_client, sdk_config,
 };
 use crate::domain::config::Config;
 use crate::domain::key::RegionId;
 use crate::domain::peers::{PeersError, PeersFile};
+use crate::domain::secret::{Pepper, PepperError};
 use crate::entry::backend::Backend;
 use crate::entry::peers::{ProducerError, open_producer};
 use crate::ports::{Clock, Signer, SystemClock};
@@ -35,6 +36,14 @@ pub struct Settings {
     /// SSM parameter path of the signing keys (`<path>/v1`, `<path>/v2`, ...: SecureString
     /// PKCS#8 P-256 PEMs). Functions that never sign run without it.
     pub signing_keys_path: Option<String>,
+
+    /// SSM SecureString parameter holding the pepper of one-time code hashes (64 hexadecimal
+    /// digits; the functions that issue or check codes only).
+    pub code_pepper_parameter: Option<String>,
+
+    /// SSM SecureString parameter holding this backend's TLS client key (PEM) towards its
+    /// peers, in place of the peers file's `client_key` (consumer function only).
+    pub client_key_parameter: Option<String>,
 
     /// The consumer's state table (consumer function only).
     pub consumer_table: Option<String>,
@@ -101,6 +110,10 @@ pub enum AwsError {
     #[error(transparent)]
     SigningKeys(#[from] SigningKeysError),
     #[error(transparent)]
+    Parameter(#[from] ParameterError),
+    #[error("{0}: {1}")]
+    Pepper(String, PepperError),
+    #[error(transparent)]
     Peers(#[from] PeersError),
     #[error(transparent)]
     Producer(#[from] ProducerError),
@@ -124,23 +137,28 @@ pub async fn backend(
         s3_client(sdk, settings.s3_path_style),
         &settings.bucket,
     ));
+    let ssm = aws_sdk_ssm::Client::new(sdk);
     let signer: Arc<dyn Signer> = match &settings.signing_keys_path {
-        Some(path) => Arc::new(
-            load_signer(
-                &aws_sdk_ssm::Client::new(sdk),
-                path,
-                &config.signing_key_id(),
-            )
-            .await?,
-        ),
+        Some(path) => Arc::new(load_signer(&ssm, path, &config.signing_key_id()).await?),
         None => Arc::new(NoSigningKeys),
     };
-    let mut backend = Backend::new(config, store, blobs, signer, clock);
+    let pepper = match &settings.code_pepper_parameter {
+        Some(name) => Some(
+            Pepper::from_hex(&load_parameter(&ssm, name).await?)
+                .map_err(|e| AwsError::Pepper(name.clone(), e))?,
+        ),
+        None => None,
+    };
+    let mut backend = Backend::new(config, store, blobs, signer, pepper, clock);
     if let (Some(table), Some(path)) = (&settings.consumer_table, &settings.peers_file) {
+        let client_key = match &settings.client_key_parameter {
+            Some(name) => Some(load_parameter(&ssm, name).await?),
+            None => None,
+        };
         let producers = PeersFile::load(path)?
             .peers
             .into_iter()
-            .map(open_producer)
+            .map(|peer| open_producer(peer, client_key.as_deref()))
             .collect::<Result<Vec<_>, _>>()?;
         let state = DynamoConsumerState::new(aws_sdk_dynamodb::Client::new(sdk), table);
         backend.pull_from(producers, Arc::new(state));
@@ -176,7 +194,8 @@ pub fn init_logging() {
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
-        .with_current_span(false)
+        .with_current_span(true)
+        .with_span_list(false)
         .with_ansi(false)
         .without_time() // CloudWatch stamps every line
         .init();

@@ -282,7 +282,11 @@ async fn uploads(args: &BenchArgs) -> anyhow::Result<()> {
     )?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
-    let app = api::router(backend.clone(), AccessPolicy::default());
+    let app = api::router(
+        backend.clone(),
+        AccessPolicy::default(),
+        api::ApiSettings::default(),
+    );
     let server = tokio::spawn(async move {
         axum::serve(
             listener,

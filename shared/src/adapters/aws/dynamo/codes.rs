@@ -58,7 +58,21 @@ impl CodeStore for DynamoStore {
         }
     }
 
-    async fn count_attempt(
+    async fn wrong_attempts(
+        &self,
+        client: &str,
+        window_start: UnixSeconds,
+    ) -> Result<u32, StoreError> {
+        match self
+            .get_item(&attempt_pk(client, window_start), "A")
+            .await?
+        {
+            None => Ok(0),
+            Some(item) => get_n(&item, "cnt"),
+        }
+    }
+
+    async fn count_wrong_attempt(
         &self,
         client: &str,
         window_start: UnixSeconds,
@@ -78,28 +92,6 @@ impl CodeStore for DynamoStore {
             .await
             .map_err(sdk_error)?;
         get_n(&out.attributes.unwrap_or_default(), "cnt")
-    }
-
-    async fn forgive_attempt(
-        &self,
-        client: &str,
-        window_start: UnixSeconds,
-    ) -> Result<(), StoreError> {
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(attempt_pk(client, window_start)))
-            .key("sk", s("A"))
-            .update_expression("ADD cnt :minus_one")
-            .condition_expression("cnt > :zero")
-            .expression_attribute_values(":minus_one", n(-1))
-            .expression_attribute_values(":zero", n(0))
-            .send()
-            .await;
-        // Nothing to forgive is not an error.
-        unless_condition_failed(out)?;
-        Ok(())
     }
 
     async fn check_code(&self, claim: &CodeClaim, now: UnixSeconds) -> Result<(), StoreError> {

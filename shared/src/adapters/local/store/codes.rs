@@ -9,9 +9,9 @@ use super::writer::Tables;
 use super::{CODES, LocalStore};
 use crate::ports::{self, CodeClaim, CodeRecord, CodeStore, StoreError, UnixSeconds};
 
-/// Wrong-code attempts per client in the newest rate-limit window. They live in memory: one
-/// process serves the embedded store, a count under a lock is atomic, and an upload then costs
-/// the writer one write instead of three. A restart forgives what was counted.
+/// Wrong codes per client in the newest rate-limit window. They live in memory: one process
+/// serves the embedded store, a count under a lock is atomic, and an upload costs the writer no
+/// extra write. A restart forgives what was counted.
 #[derive(Default)]
 pub(super) struct Attempts(std::sync::Mutex<Window>);
 
@@ -34,7 +34,7 @@ impl Attempts {
         window
     }
 
-    /// Counts one more attempt and returns the attempts in the window, this one included.
+    /// Counts one more wrong code and returns the client's count in the window.
     fn count(&self, client: &str, window_start: UnixSeconds) -> u32 {
         let mut window = self.window(window_start);
         let count = window.by_client.entry(client.to_string()).or_default();
@@ -42,16 +42,13 @@ impl Attempts {
         *count
     }
 
-    /// Takes back one attempt of `client`; a client with none left is forgotten, so honest
-    /// clients take no memory.
-    fn forgive(&self, client: &str, window_start: UnixSeconds) {
-        let mut window = self.window(window_start);
-        if let Some(count) = window.by_client.get_mut(client) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                window.by_client.remove(client);
-            }
-        }
+    /// The client's count in the window; clients with none take no memory.
+    fn get(&self, client: &str, window_start: UnixSeconds) -> u32 {
+        self.window(window_start)
+            .by_client
+            .get(client)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -91,21 +88,20 @@ impl CodeStore for LocalStore {
         .await
     }
 
-    async fn count_attempt(
+    async fn wrong_attempts(
+        &self,
+        client: &str,
+        window_start: UnixSeconds,
+    ) -> Result<u32, StoreError> {
+        Ok(self.attempts.get(client, window_start))
+    }
+
+    async fn count_wrong_attempt(
         &self,
         client: &str,
         window_start: UnixSeconds,
     ) -> Result<u32, StoreError> {
         Ok(self.attempts.count(client, window_start))
-    }
-
-    async fn forgive_attempt(
-        &self,
-        client: &str,
-        window_start: UnixSeconds,
-    ) -> Result<(), StoreError> {
-        self.attempts.forgive(client, window_start);
-        Ok(())
     }
 
     async fn check_code(&self, claim: &CodeClaim, now: UnixSeconds) -> Result<(), StoreError> {
@@ -131,13 +127,13 @@ mod tests {
         assert_eq!(attempts.count("192.0.2.1", 3600), 1);
         assert_eq!(attempts.count("192.0.2.1", 3600), 2);
         assert_eq!(attempts.count("198.51.100.1", 3600), 1);
-        attempts.forgive("192.0.2.1", 3600);
-        assert_eq!(attempts.count("192.0.2.1", 3600), 2);
+        assert_eq!(attempts.get("192.0.2.1", 3600), 2);
         // A request that began in the window before counts in the newest one.
         assert_eq!(attempts.count("192.0.2.1", 0), 3);
         assert_eq!(attempts.count("192.0.2.1", 7200), 1);
-        // A client forgiven down to nothing is forgotten.
-        attempts.forgive("192.0.2.1", 7200);
-        assert!(attempts.0.lock().unwrap().by_client.is_empty());
+        assert_eq!(attempts.get("198.51.100.1", 7200), 0);
+        // Reading takes no memory for clients without wrong codes.
+        assert_eq!(attempts.get("203.0.113.5", 7200), 0);
+        assert_eq!(attempts.0.lock().unwrap().by_client.len(), 1);
     }
 }

@@ -71,6 +71,7 @@ impl LocalStore {
                 )),
                 other => StoreError::backend(other),
             })?;
+        super::fs::owner_only(path).map_err(StoreError::backend)?;
         let txn = db.begin_write().map_err(StoreError::backend)?;
         move_per_key_expiry(&txn, &mut Tables::open(&txn)?)?;
         txn.commit().map_err(StoreError::backend)?;

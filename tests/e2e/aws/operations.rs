@@ -1,0 +1,301 @@
+//! The serverless region as its operator runs it: secrets only where they are needed, failures
+//! that show in the functions' errors and metrics, every chunk reaching a peer whatever its
+//! size, and peers named by their certificates, not by what a subject string seems to say.
+
+use std::sync::Arc;
+
+use aws_sdk_ssm::types::ParameterType;
+use enfeed::adapters::aws::S3BlobStore;
+use enfeed::domain::feed::Feed;
+use enfeed::domain::signature::VerificationKey;
+use enfeed::entry::lambda::handlers as lambda;
+use enfeed::ports::{BlobKind, BlobStore as _};
+use enfeed_tests::{NOW, person_keys, upload_body};
+use rcgen::DnType;
+use serde_json::Value;
+
+use super::{
+    BUCKET, Cloud, api_event, json_body, lambda_request, scheduled_event, with_client_cert,
+    with_client_cert_of, with_iam_caller,
+};
+
+/// The ingest function as deployed: no signing keys path, and so no access to private keys.
+async fn ingest(cloud: &Cloud) -> Arc<enfeed::Backend> {
+    let mut settings = cloud.settings.clone();
+    settings.signing_keys_path = None;
+    let backend =
+        enfeed::entry::lambda::backend(cloud.config(), &settings, &cloud.sdk, cloud.clock.clone())
+            .await
+            .unwrap();
+    Arc::new(backend)
+}
+
+async fn get(backend: &Arc<enfeed::Backend>, path: &str, event: Option<Value>) -> (u16, Value) {
+    let app = lambda::http_app(backend.clone(), vec!["AT".parse().unwrap()]);
+    let event = event.unwrap_or_else(|| api_event("GET", path, None, "198.51.100.7"));
+    let response = lambda::serve_http(backend, app, lambda_request(event))
+        .await
+        .unwrap();
+    (response.status().as_u16(), json_body(&response))
+}
+
+#[tokio::test]
+async fn public_keys_are_served_by_a_function_that_cannot_read_the_private_ones() {
+    let cloud = Cloud::start().await;
+    let ingest = ingest(&cloud).await;
+    // Before data-prep published them, there is nothing to serve.
+    let (status, answer) = get(&ingest, "/v1/verification-keys", None).await;
+    assert_eq!((status, answer["code"].as_str()), (404, Some("not_found")));
+
+    let code = {
+        let backend = cloud.backend().await;
+        let event = with_iam_caller(
+            api_event("POST", "/v1/admin/codes", None, "203.0.113.9"),
+            "ha",
+        );
+        let response = lambda::issue_code(&backend, lambda_request(event))
+            .await
+            .unwrap();
+        json_body(&response)["code"].as_str().unwrap().to_string()
+    };
+    let upload = upload_body(&person_keys(1, 2), &["CH"], &code);
+    let app = lambda::http_app(ingest.clone(), Vec::new());
+    let event = api_event("POST", "/v1/publish", Some(&upload), "198.51.100.7");
+    let response = lambda::serve_http(&ingest, app, lambda_request(event))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    cloud.clock.advance(60);
+    lambda::run_dataprep(&cloud.backend().await, scheduled_event("enfeed-dataprep"))
+        .await
+        .unwrap();
+
+    let (status, published) = get(&ingest, "/v1/verification-keys", None).await;
+    assert_eq!(status, 200, "{published}");
+    let keys: Vec<VerificationKey> = published["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| VerificationKey::from_pem(k["publicKeyPem"].as_str().unwrap(), "", "").unwrap())
+        .collect();
+    let (_, files) = cloud.feed_files(Feed::Public).await;
+    files[0].verify(&keys).unwrap();
+    // The same document lies in the bucket, where CloudFront serves it.
+    let (bytes, content_type, _) = cloud.object("v1/verification-keys").await.unwrap();
+    assert_eq!(content_type, "application/json");
+    assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), published);
+}
+
+#[tokio::test]
+async fn the_consumer_takes_its_tls_client_key_from_ssm_and_a_failing_peer_fails_the_run() {
+    let cloud = Cloud::start().await;
+    // DE, a live region on loopback behind mutual TLS, with one key declared for CH.
+    let world = enfeed_sim::world::World::start(&[enfeed_sim::world::RegionPlan::new("DE")], NOW)
+        .await
+        .unwrap();
+    let de = world.nodes.values().next().unwrap();
+    let code = world.issue_code("DE".parse().unwrap()).await.unwrap();
+    let keys: Vec<enfeed::domain::key::DiagnosisKey> = (1..=2)
+        .map(|day| enfeed::domain::key::DiagnosisKey {
+            key_data: [0xc0 + day as u8; 16],
+            rolling_start: enfeed_tests::day_start(day),
+            rolling_period: 144,
+            transmission_risk: 1,
+            report_type: enfeed::domain::key::ReportType::ConfirmedTest,
+            days_since_onset: None,
+        })
+        .collect();
+    let (status, answer) = world
+        .upload(
+            "DE".parse().unwrap(),
+            &keys,
+            &["DE".parse().unwrap(), "CH".parse().unwrap()],
+            &code,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    world.clock.advance(60);
+    de.backend.run_dataprep().await.unwrap();
+
+    // CH's consumer: the peers file names its certificate only; the key is in SSM.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = world.ca.issue("ch-client", "CH", false).unwrap();
+    let de_key = dir.path().join("de.pem");
+    std::fs::write(
+        &de_key,
+        de.backend.verification_keys()[0].public_key_pem.as_bytes(),
+    )
+    .unwrap();
+    let peers = dir.path().join("peers.toml");
+    std::fs::write(
+        &peers,
+        format!(
+            "[[peer]]\nregion = \"DE\"\nurl = \"{}\"\nreplication = \"partial\"\n\
+             verification_keys = [\"{}\"]\nclient_cert = \"{}\"\nserver_ca = \"{}\"\n\n\
+             [[peer]]\nregion = \"FR\"\nurl = \"https://127.0.0.1:1\"\nreplication = \"partial\"\n\
+             verification_keys = [\"{}\"]\n",
+            de.backend_url,
+            de_key.display(),
+            cert.display(),
+            world.ca.ca_pem().display(),
+            de_key.display(),
+        ),
+    )
+    .unwrap();
+    cloud
+        .ssm
+        .put_parameter()
+        .name("/enfeed/CH/client-key")
+        .value(std::fs::read_to_string(&key).unwrap())
+        .r#type(ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let mut settings = cloud.settings.clone();
+    settings.signing_keys_path = None;
+    settings.peers_file = Some(peers.clone());
+    settings.client_key_parameter = Some("/enfeed/CH/client-key".into());
+    let consumer =
+        enfeed::entry::lambda::backend(cloud.config(), &settings, &cloud.sdk, cloud.clock.clone())
+            .await
+            .unwrap();
+    let failed = lambda::run_consumer(&consumer, scheduled_event("enfeed-consumer"))
+        .await
+        .unwrap_err();
+    // DE was pulled over mutual TLS with the key from SSM; FR, down, fails the run.
+    assert_eq!(consumer.keys.count().await.unwrap().remote, 2);
+    assert_eq!(failed.failed.len(), 1, "{failed}");
+    assert!(failed.failed[0].starts_with("FR:"), "{failed}");
+    let metrics = &consumer.metrics;
+    assert_eq!(metrics.peer_failures.get(&["FR"]), Some(1.0));
+    assert_eq!(metrics.peer_failures.get(&["DE"]), None);
+    assert_eq!(metrics.peer_keys_imported.get(&["DE"]), Some(2.0));
+    assert!(metrics.peer_last_success.get(&["DE"]).is_some());
+
+    // Without the key, the peers file alone cannot reach DE.
+    settings.client_key_parameter = None;
+    let refused =
+        enfeed::entry::lambda::backend(cloud.config(), &settings, &cloud.sdk, cloud.clock.clone())
+            .await;
+    assert!(
+        refused.is_err(),
+        "a client certificate without its key was accepted"
+    );
+}
+
+#[tokio::test]
+async fn what_the_functions_count_is_written_as_embedded_metric_format() {
+    let cloud = Cloud::start().await;
+    let backend = cloud.backend().await;
+    backend.metrics.peer_failures.inc(&["DE"]);
+    backend.metrics.dataprep_runs.inc(&["ok"]);
+    let lines = lambda::emf_lines(&backend);
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let failures = lines
+        .iter()
+        .find(|l| l.get("enfeed_peer_failures_total").is_some())
+        .expect("the peer failure is reported");
+    assert_eq!(failures["enfeed_peer_failures_total"], 1.0);
+    assert_eq!(failures["Region"], "CH");
+    assert_eq!(failures["peer"], "DE");
+    let directive = &failures["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "enfeed");
+    assert_eq!(
+        directive["Dimensions"],
+        serde_json::json!([["Region", "peer"], ["Region"]])
+    );
+    assert_eq!(
+        directive["Metrics"][0]["Name"],
+        "enfeed_peer_failures_total"
+    );
+    assert!(failures["_aws"]["Timestamp"].as_u64().unwrap() >= NOW * 1000);
+    // Counters are reported once: the next invocation reports what it counted.
+    assert!(
+        lambda::emf_lines(&backend)
+            .iter()
+            .all(|l| !l.contains("enfeed_peer_failures_total"))
+    );
+}
+
+#[tokio::test]
+async fn a_chunk_of_any_size_reaches_a_peer_through_the_feed_gateway() {
+    let cloud = Cloud::start().await;
+    let blobs = S3BlobStore::new(cloud.s3.clone(), BUCKET);
+    let chunk: Vec<u8> = (0..10_000_000u32)
+        .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+        .collect();
+    let kind = BlobKind::Chunk {
+        fresh_until: NOW + 30 * 86_400,
+    };
+    blobs
+        .put_new("v1/DE/keys/1", kind, chunk.clone())
+        .await
+        .unwrap();
+    let gateway = ingest(&cloud).await;
+    let app = lambda::http_app(gateway.clone(), Vec::new());
+    let request = |path: &str| {
+        with_client_cert(
+            api_event("GET", path, None, "203.0.113.50"),
+            "CN=DE,O=RKI,C=DE",
+        )
+    };
+    let response = lambda::serve_http(
+        &gateway,
+        app.clone(),
+        lambda_request(request("/v1/DE/keys/1")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 307);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let location = response.headers()["location"].to_str().unwrap();
+    let fetched = reqwest::get(location).await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(fetched.bytes().await.unwrap().as_ref(), chunk.as_slice());
+    // A chunk that does not exist is a 404, not a redirect to nothing.
+    let missing = lambda::serve_http(&gateway, app, lambda_request(request("/v1/DE/keys/2")))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test]
+async fn a_peer_is_the_first_common_name_of_its_certificate_not_a_look_alike_in_another_field() {
+    let cloud = Cloud::start().await;
+    let gateway = ingest(&cloud).await;
+    let blobs = S3BlobStore::new(cloud.s3.clone(), BUCKET);
+    blobs
+        .put("v1/DE/keys", BlobKind::Index, b"{}".to_vec())
+        .await
+        .unwrap();
+    let status = |event: Value| {
+        let gateway = gateway.clone();
+        async move { get(&gateway, "", Some(event)).await.0 }
+    };
+    let event = || api_event("GET", "/v1/DE/keys", None, "203.0.113.50");
+    // The real DE.
+    assert_eq!(
+        status(with_client_cert(event(), "CN=DE,O=RKI,C=DE")).await,
+        200
+    );
+    // An organisational unit that reads "x/CN=DE" in a subject string names no region.
+    let look_alike = [(DnType::OrganizationalUnitName, "x/CN=DE".to_string())];
+    assert_eq!(
+        status(with_client_cert_of(event(), &look_alike, "OU=x/CN=DE")).await,
+        401
+    );
+    // With a common name of its own, it is that region, and DE's feed is not its to read.
+    let at = [
+        (DnType::OrganizationalUnitName, "x/CN=DE".to_string()),
+        (DnType::CommonName, "AT".to_string()),
+    ];
+    assert_eq!(
+        status(with_client_cert_of(event(), &at, "OU=x/CN=DE,CN=AT")).await,
+        403
+    );
+}
