@@ -10,38 +10,56 @@ PYTHON ?= python3
 RUNS   ?= 20
 
 # The Python tools of the serverless deployment live in a virtualenv at the repository root:
-# moto (the AWS API the tests run against), cargo-lambda and Zig (cross-building the Lambda
-# functions), cfn-lint (the template). Each is installed on first use.
+# moto (the AWS API the tests run against) and prometheus-client (its parser checks /metrics),
+# cargo-lambda and Zig (cross-building the Lambda functions), the SAM CLI, cfn-lint and checkov
+# (the template). Each is installed on first use.
 VENV             := .venv
+# The template's tools pin their own dependencies (boto3 among them): a virtualenv of their own.
+INFRA_VENV       := .venv-infra
 MOTO_VERSION     := 5.2.5
 CARGO_LAMBDA_VERSION := 1.9.2
 ZIG_VERSION      := 0.17.1
 CFN_LINT_VERSION := 1.58.0
+SAM_VERSION      := 1.170.0
+CHECKOV_VERSION  := 3.2.459
+PROMETHEUS_CLIENT_VERSION := 0.26.0
 LAMBDAS          := ingest codes dataprep consumer feeds
 LAMBDA_TARGET    := aarch64-unknown-linux-gnu
 
-.PHONY: run test bench scale demo lint doc build package lint-template smoke bench-lambda
+.PHONY: run test bench scale demo lint doc build package lint-template scan-template sam-build \
+	smoke bench-lambda
 
 ## Serve one region: uploads, admin, feeds, scheduled data-prep (Ctrl-C stops it).
 run:
 	$(CARGO) run --release -p enfeed-cli -- serve --region $(REGION) --listen $(LISTEN) --data $(DATA)
 
 ## Build and run every test, the serverless ones against a local moto server.
-test: $(VENV)/.moto-$(MOTO_VERSION)
+test: $(VENV)/.moto-$(MOTO_VERSION) $(VENV)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION)
 	$(CARGO) test --workspace --all-targets --locked
 
-## The Lambda functions for arm64 (provided.al2023), stripped: target/lambda/<function>/bootstrap.
+## The Lambda functions for arm64 (provided.al2023): target/lambda/<function>/bootstrap. The
+## same command `sam build` runs in each function's folder; every setting (strip, LTO, ...) is
+## in Cargo.toml, so both build the same binaries.
 build: $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
 	rustup target add $(LAMBDA_TARGET)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" CARGO_PROFILE_RELEASE_STRIP=symbols \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
 		$(CARGO) lambda build --release --arm64 --locked $(addprefix -p enfeed-,$(LAMBDAS))
 
 ## The same as deployable zips: target/lambda/<function>/bootstrap.zip.
 package: $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
 	rustup target add $(LAMBDA_TARGET)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" CARGO_PROFILE_RELEASE_STRIP=symbols \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
 		$(CARGO) lambda build --release --arm64 --locked --output-format zip \
 		$(addprefix -p enfeed-,$(LAMBDAS))
+
+## What the README's deployment runs: `sam validate --lint`, then `sam build` with the SAM CLI,
+## cargo-lambda and Zig from .venv. The first build takes about 25 minutes on 2 cores.
+sam-build: $(INFRA_VENV)/.sam-$(SAM_VERSION) $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
+	rustup target add $(LAMBDA_TARGET)
+	PATH="$(CURDIR)/$(INFRA_VENV)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 \
+		AWS_DEFAULT_REGION=us-east-1 \
+		sam validate --lint --region us-east-1
+	PATH="$(CURDIR)/$(INFRA_VENV)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 sam build
 
 ## The function binaries under a local Lambda Runtime API, on moto, fed real events; the
 ## chunks checked by an independent GAEN reader (infra/smoke/).
@@ -57,9 +75,15 @@ bench-lambda: $(VENV)/.moto-$(MOTO_VERSION)
 	$(VENV)/bin/python infra/smoke/bench_lambda.py --runs $(RUNS) \
 		"$${CARGO_TARGET_DIR:-target}/lambda-host"
 
+## Check template.yaml with checkov, the field's scanner: every finding is fixed, or skipped in
+## the resource's Metadata with a reason.
+scan-template: $(INFRA_VENV)/.checkov-$(CHECKOV_VERSION)
+	$(INFRA_VENV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact \
+		--quiet
+
 ## Check template.yaml with cfn-lint.
-lint-template: $(VENV)/.cfn-lint-$(CFN_LINT_VERSION)
-	$(VENV)/bin/cfn-lint template.yaml
+lint-template: $(INFRA_VENV)/.cfn-lint-$(CFN_LINT_VERSION)
+	$(INFRA_VENV)/bin/cfn-lint template.yaml
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,8 +97,26 @@ $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION): | $(VENV)/bin/python
 		'cargo-lambda==$(CARGO_LAMBDA_VERSION)' 'ziglang==$(ZIG_VERSION)'
 	touch $@
 
-$(VENV)/.cfn-lint-$(CFN_LINT_VERSION): | $(VENV)/bin/python
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'cfn-lint==$(CFN_LINT_VERSION)'
+$(VENV)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION): | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
+		'prometheus-client==$(PROMETHEUS_CLIENT_VERSION)'
+	touch $@
+
+$(INFRA_VENV)/bin/python:
+	$(PYTHON) -m venv $(INFRA_VENV)
+
+$(INFRA_VENV)/.sam-$(SAM_VERSION): | $(INFRA_VENV)/bin/python
+	$(INFRA_VENV)/bin/pip install --quiet --disable-pip-version-check \
+		'aws-sam-cli==$(SAM_VERSION)' 'cfn-lint==$(CFN_LINT_VERSION)'
+	touch $@
+
+$(INFRA_VENV)/.checkov-$(CHECKOV_VERSION): | $(INFRA_VENV)/bin/python
+	$(INFRA_VENV)/bin/pip install --quiet --disable-pip-version-check \
+		'checkov==$(CHECKOV_VERSION)' 'cfn-lint==$(CFN_LINT_VERSION)'
+	touch $@
+
+$(INFRA_VENV)/.cfn-lint-$(CFN_LINT_VERSION): | $(INFRA_VENV)/bin/python
+	$(INFRA_VENV)/bin/pip install --quiet --disable-pip-version-check 'cfn-lint==$(CFN_LINT_VERSION)'
 	touch $@
 
 ## A small live world: regions over mutual TLS, phones, travel, infections; who was notified.

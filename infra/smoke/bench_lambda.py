@@ -22,7 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from localaws import (SIGNING_KEYS_PATH, RuntimeApi, api_event, create_resources, function_env,
+from localaws import (CODE_PEPPER_PARAMETER, SIGNING_KEYS_PATH, RuntimeApi, api_event,
+                      create_resources, function_env,
                       moto_server, scheduled_event)
 
 FUNCTIONS = ["ingest", "codes", "dataprep", "consumer", "feeds"]
@@ -32,11 +33,13 @@ LOADER = "lib/ld-linux-aarch64.so.1"
 def cases(env):
     """(row, binary name, environment, first event, what the event costs), as deployed."""
     signing = dict(env, ENFEED_SIGNING_KEYS_PATH=SIGNING_KEYS_PATH)
+    codes_env = dict(env, ENFEED_CODE_PEPPER_PARAMETER=CODE_PEPPER_PARAMETER)
+    ingest_env = dict(signing, ENFEED_CODE_PEPPER_PARAMETER=CODE_PEPPER_PARAMETER)
     index = api_event("GET", "/v1/keys")
     return [
-        ("ingest", "ingest", signing, index, "GET /v1/keys: one S3 GET"),
+        ("ingest", "ingest", ingest_env, index, "GET /v1/keys: one S3 GET"),
         ("ingest, no SSM read", "ingest", env, index, "GET /v1/keys: one S3 GET"),
-        ("codes", "codes", env, api_event("POST", "/v1/admin/codes", iam_user="ha"),
+        ("codes", "codes", codes_env, api_event("POST", "/v1/admin/codes", iam_user="ha"),
          "POST /v1/admin/codes: one DynamoDB write"),
         ("dataprep", "dataprep", signing, scheduled_event(),
          "schedule, empty store: about 80 DynamoDB and S3 requests"),

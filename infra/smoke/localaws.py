@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 REGION = "eu-central-2"
 SIGNING_KEYS_PATH = "/enfeed/CH/signing-keys"
+CODE_PEPPER_PARAMETER = "/enfeed/CH/code-pepper"
 ONE_AT_A_TIME = """
 import sys, moto.server
 from werkzeug import serving
@@ -124,8 +125,9 @@ def moto_server():
 
 
 def create_resources(endpoint):
-    """The key table, the consumer table, the feed bucket and a signing key under
-    SIGNING_KEYS_PATH, as template.yaml creates them. Returns the public key's PEM file."""
+    """The key table, the consumer table, the feed bucket, a signing key under
+    SIGNING_KEYS_PATH and the code pepper, as template.yaml and the operator create them.
+    Returns the public key's PEM file."""
     aws = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="smoke",
                aws_secret_access_key="smoke")
     ddb = boto3.client("dynamodb", **aws)
@@ -153,14 +155,17 @@ def create_resources(endpoint):
     public_pem = Path(tempfile.mkdtemp()) / "public.pem"
     public_pem.write_bytes(key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    boto3.client("ssm", **aws).put_parameter(Name=f"{SIGNING_KEYS_PATH}/v1", Value=pem,
-                                             Type="SecureString")
+    ssm = boto3.client("ssm", **aws)
+    ssm.put_parameter(Name=f"{SIGNING_KEYS_PATH}/v1", Value=pem, Type="SecureString")
+    ssm.put_parameter(Name=CODE_PEPPER_PARAMETER, Value=os.urandom(32).hex(),
+                      Type="SecureString")
     return public_pem
 
 
 def function_env(endpoint):
-    """The environment of a function on the moto server at `endpoint` (without the signing
-    keys path, which only ingest and data-prep get)."""
+    """The environment of a function on the moto server at `endpoint` (without the secrets:
+    the signing keys path, which only ingest and data-prep get, and the code pepper, which
+    only ingest and codes get)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ENFEED_"))}
     env.update(
         AWS_ENDPOINT_URL=endpoint, AWS_REGION=REGION, AWS_ACCESS_KEY_ID="smoke",

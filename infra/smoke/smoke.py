@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from localaws import (SIGNING_KEYS_PATH, RuntimeApi, api_event, create_resources, function_env,
+from localaws import (CODE_PEPPER_PARAMETER, SIGNING_KEYS_PATH, RuntimeApi, api_event, create_resources, function_env,
                       moto_server, scheduled_event)
 
 HERE = Path(__file__).resolve().parent
@@ -62,15 +62,18 @@ def run(bins, endpoint):
     public_pem = create_resources(endpoint)
     env = function_env(endpoint)
     signing = dict(env, ENFEED_SIGNING_KEYS_PATH=SIGNING_KEYS_PATH)
+    codes_env = dict(env, ENFEED_CODE_PEPPER_PARAMETER=CODE_PEPPER_PARAMETER)
+    ingest_env = dict(signing, ENFEED_CODE_PEPPER_PARAMETER=CODE_PEPPER_PARAMETER)
 
-    codes = invoke(bins / "codes", [api_event("POST", "/v1/admin/codes", iam_user="ha")] * 2, env)
+    codes = invoke(bins / "codes", [api_event("POST", "/v1/admin/codes", iam_user="ha")] * 2,
+                   codes_env)
     codes = [json.loads(c["body"])["code"] for c in codes]
     print("codes issued:", codes)
     uploads = [person_keys(5), person_keys(3)]
     bodies = [{"temporaryExposureKeys": keys, "regions": ["CH", "DE"], "verificationPayload": code}
               for keys, code in zip(uploads, codes)]
     events = [api_event("POST", "/v1/publish", body) for body in bodies + bodies[:1]]
-    answers = [json.loads(r["body"]) for r in invoke(bins / "ingest", events, signing)]
+    answers = [json.loads(r["body"]) for r in invoke(bins / "ingest", events, ingest_env)]
     print("uploads answered:", answers)
     assert answers == [{"insertedExposures": 5}, {"insertedExposures": 3},
                        {"insertedExposures": 5}], answers
