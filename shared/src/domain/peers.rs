@@ -12,7 +12,7 @@
 //! format = "enfeed"               # or "gaen-index": an index.txt listing export zips
 //! verification_keys = ["de.pem"]  # PEM public keys that sign its files (any of them)
 //! client_cert = "ch-client.pem"   # this backend's TLS identity towards the peer
-//! client_key = "ch-client.key"
+//! client_key = "ch-client.key"   # its key (on Lambda: an SSM SecureString instead, see deploy.md)
 //! server_ca = "de-ca.pem"         # trust anchor for the peer's server certificate
 //! ```
 

@@ -71,6 +71,14 @@ pub fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether a presented secret (a bearer token, an origin token) is the expected one. Digests
+/// are compared, so the comparison's timing tells nothing about the secret; an empty expected
+/// secret matches nothing.
+pub fn same_secret(presented: &str, expected: &str) -> bool {
+    let digest = |s: &str| crate::domain::digest::sha256(&[s.as_bytes()]);
+    !expected.is_empty() && digest(presented) == digest(expected)
+}
+
 /// Why a token may not guard the admin routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(

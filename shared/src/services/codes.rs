@@ -101,7 +101,10 @@ impl OneTimeCodes {
                 Err(StoreError::Conflict(_)) => {
                     tracing::info!("a new one-time code collided with a live one; drawing again");
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.metrics.storage_errors.inc(&["codes"]);
+                    return Err(e);
+                }
             }
         }
         Err(StoreError::Conflict(format!(

@@ -34,11 +34,9 @@ async fn issue_code(cloud: &Cloud) -> String {
 /// Sends an upload through the ingest function; returns the status and JSON answer.
 async fn publish(cloud: &Cloud, body: &Value, source_ip: &str) -> (u16, Value) {
     let backend = Arc::new(cloud.backend().await);
-    let app = lambda::http_app(backend.clone(), Vec::new());
+    let ingest = lambda::HttpFunction::new(backend, Vec::new(), None);
     let event = api_event("POST", "/v1/publish", Some(body), source_ip);
-    let response = lambda::serve_http(&backend, app, lambda_request(event))
-        .await
-        .unwrap();
+    let response = ingest.serve(lambda_request(event)).await.unwrap();
     (response.status().as_u16(), json_body(&response))
 }
 
@@ -173,15 +171,15 @@ async fn the_feed_gateway_serves_backend_feeds_to_entitled_peers_only() {
             .await
             .unwrap();
     let gateway = Arc::new(gateway);
-    let app = lambda::http_app(gateway.clone(), settings.a2a_consumers.clone());
+    let gateway = lambda::HttpFunction::new(gateway, settings.a2a_consumers.clone(), None);
     let get = |path: &str, subject: Option<&str>| {
         let event = api_event("GET", path, None, "203.0.113.50");
         let event = match subject {
             Some(subject) => with_client_cert(event, subject),
             None => event,
         };
-        let (gateway, app) = (gateway.clone(), app.clone());
-        async move { lambda::serve_http(&gateway, app, lambda_request(event)).await }
+        let gateway = gateway.clone();
+        async move { gateway.serve(lambda_request(event)).await }
     };
     let cases = [
         ("/v1/a2a/keys", Some("CN=AT,O=AGES,C=AT"), 200),

@@ -31,11 +31,9 @@ async fn ingest(cloud: &Cloud) -> Arc<enfeed::Backend> {
 }
 
 async fn get(backend: &Arc<enfeed::Backend>, path: &str, event: Option<Value>) -> (u16, Value) {
-    let app = lambda::http_app(backend.clone(), vec!["AT".parse().unwrap()]);
+    let function = lambda::HttpFunction::new(backend.clone(), vec!["AT".parse().unwrap()], None);
     let event = event.unwrap_or_else(|| api_event("GET", path, None, "198.51.100.7"));
-    let response = lambda::serve_http(backend, app, lambda_request(event))
-        .await
-        .unwrap();
+    let response = function.serve(lambda_request(event)).await.unwrap();
     (response.status().as_u16(), json_body(&response))
 }
 
@@ -59,11 +57,9 @@ async fn public_keys_are_served_by_a_function_that_cannot_read_the_private_ones(
         json_body(&response)["code"].as_str().unwrap().to_string()
     };
     let upload = upload_body(&person_keys(1, 2), &["CH"], &code);
-    let app = lambda::http_app(ingest.clone(), Vec::new());
+    let function = lambda::HttpFunction::new(ingest.clone(), Vec::new(), None);
     let event = api_event("POST", "/v1/publish", Some(&upload), "198.51.100.7");
-    let response = lambda::serve_http(&ingest, app, lambda_request(event))
-        .await
-        .unwrap();
+    let response = function.serve(lambda_request(event)).await.unwrap();
     assert_eq!(response.status(), 200);
     cloud.clock.advance(60);
     lambda::run_dataprep(&cloud.backend().await, scheduled_event("enfeed-dataprep"))
@@ -236,21 +232,17 @@ async fn a_chunk_of_any_size_reaches_a_peer_through_the_feed_gateway() {
         .put_new("v1/DE/keys/1", kind, chunk.clone())
         .await
         .unwrap();
-    let gateway = ingest(&cloud).await;
-    let app = lambda::http_app(gateway.clone(), Vec::new());
+    let gateway = lambda::HttpFunction::new(ingest(&cloud).await, Vec::new(), None);
     let request = |path: &str| {
         with_client_cert(
             api_event("GET", path, None, "203.0.113.50"),
             "CN=DE,O=RKI,C=DE",
         )
     };
-    let response = lambda::serve_http(
-        &gateway,
-        app.clone(),
-        lambda_request(request("/v1/DE/keys/1")),
-    )
-    .await
-    .unwrap();
+    let response = gateway
+        .serve(lambda_request(request("/v1/DE/keys/1")))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 307);
     assert_eq!(response.headers()["cache-control"], "no-store");
     let location = response.headers()["location"].to_str().unwrap();
@@ -258,7 +250,8 @@ async fn a_chunk_of_any_size_reaches_a_peer_through_the_feed_gateway() {
     assert_eq!(fetched.status(), 200);
     assert_eq!(fetched.bytes().await.unwrap().as_ref(), chunk.as_slice());
     // A chunk that does not exist is a 404, not a redirect to nothing.
-    let missing = lambda::serve_http(&gateway, app, lambda_request(request("/v1/DE/keys/2")))
+    let missing = gateway
+        .serve(lambda_request(request("/v1/DE/keys/2")))
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
@@ -297,5 +290,54 @@ async fn a_peer_is_the_first_common_name_of_its_certificate_not_a_look_alike_in_
     assert_eq!(
         status(with_client_cert_of(event(), &at, "OU=x/CN=DE,CN=AT")).await,
         403
+    );
+}
+
+#[tokio::test]
+async fn behind_the_upload_cdn_only_its_requests_are_served_and_viewers_are_told_apart() {
+    let cloud = Cloud::start().await;
+    let token = "0b6f6c2e-8d1c-4a53-9d55-3f0c7d2e9a10";
+    let ingest = lambda::HttpFunction::new(ingest(&cloud).await, Vec::new(), Some(token.into()));
+    let keys = person_keys(7, 2);
+    let upload = upload_body(&keys, &["CH"], "0000000000");
+    // Every request arrives from the same CloudFront edge address.
+    let through_cdn = |viewer: &str, token: Option<&str>| {
+        let mut event = api_event("POST", "/v1/publish", Some(&upload), "130.176.0.10");
+        if let Some(token) = token {
+            event["headers"]["x-enfeed-origin-token"] = token.into();
+        }
+        event["headers"]["cloudfront-viewer-address"] = format!("{viewer}:40312").into();
+        let ingest = ingest.clone();
+        async move {
+            let response = ingest.serve(lambda_request(event)).await.unwrap();
+            (
+                response.status().as_u16(),
+                json_body(&response)["code"].clone(),
+            )
+        }
+    };
+    // Straight to the API, or with a wrong token: refused, whatever viewer it claims.
+    assert_eq!(
+        through_cdn("192.0.2.1", None).await,
+        (403, "not_through_cdn".into())
+    );
+    assert_eq!(
+        through_cdn("192.0.2.1", Some("guess")).await,
+        (403, "not_through_cdn".into())
+    );
+    // One viewer guessing codes is held back; another viewer behind the same edge is not.
+    for _ in 0..10 {
+        assert_eq!(
+            through_cdn("192.0.2.1", Some(token)).await,
+            (401, "code_unknown".into())
+        );
+    }
+    assert_eq!(
+        through_cdn("192.0.2.1", Some(token)).await,
+        (429, "rate_limited".into())
+    );
+    assert_eq!(
+        through_cdn("2001:db8::7", Some(token)).await,
+        (401, "code_unknown".into())
     );
 }

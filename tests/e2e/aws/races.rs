@@ -27,10 +27,8 @@ async fn upload(cloud: &Cloud, person: u8, count: u32, regions: &[&str]) {
     let keys = person_keys_at(cloud.clock.now(), person, count);
     let body = upload_body(&keys, regions, code["code"].as_str().unwrap());
     let event = api_event("POST", "/v1/publish", Some(&body), "198.51.100.7");
-    let app = lambda::http_app(backend.clone(), Vec::new());
-    let response = lambda::serve_http(&backend, app, lambda_request(event))
-        .await
-        .unwrap();
+    let ingest = lambda::HttpFunction::new(backend.clone(), Vec::new(), None);
+    let response = ingest.serve(lambda_request(event)).await.unwrap();
     assert_eq!(response.status(), 200);
 }
 

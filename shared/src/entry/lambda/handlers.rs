@@ -2,7 +2,7 @@
 //! `main`s only build a [`Backend`] and hand events to these, so tests feed them the same
 //! events API Gateway and EventBridge send.
 //!
-//! - [`serve_http`]: an API Gateway HTTP API (payload 2.0) request through the core's router
+//! - [`HttpFunction`]: an API Gateway HTTP API (payload 2.0) request through the core's router
 //!   (`ingest` and the feed gateway), with the caller's address for rate limiting and, behind
 //!   a mutual-TLS custom domain, the peer region named by its client certificate.
 //! - [`issue_code`]: the IAM-authorised route that issues a one-time code.
@@ -32,6 +32,7 @@ use crate::adapters::tls::listener::peer_of;
 use crate::domain::access::Peer;
 use crate::domain::key::RegionId;
 use crate::domain::metrics::Kind;
+use crate::domain::secret::same_secret;
 use crate::entry::api::{ApiSettings, RequestId};
 use crate::entry::backend::Backend;
 use crate::services::consumer::{ConsumerReport, Poll};
@@ -46,43 +47,98 @@ pub fn peer_of_certificate(pem_text: &str) -> Option<Peer> {
         .flatten()
 }
 
-/// Serves one HTTP API request with the core's router (`app`, over `backend`) and turns the
-/// answer into what the Lambda runtime sends back to API Gateway.
-pub async fn serve_http(
-    backend: &Backend,
+/// The header through which the CDN in front of an HTTP function proves that a request came
+/// through it (a CloudFront origin custom header; CloudFront overwrites a viewer's own).
+pub const ORIGIN_TOKEN_HEADER: &str = "x-enfeed-origin-token";
+
+/// The header in which CloudFront tells the origin the viewer's address (`ip:port`).
+pub const VIEWER_ADDRESS_HEADER: &str = "cloudfront-viewer-address";
+
+/// An HTTP function (ingest, the feed gateway): the core's router over the function's backend.
+/// Behind a CDN (with an origin token), it answers only requests that came through the CDN
+/// and counts clients by the viewer address the CDN reports.
+#[derive(Clone)]
+pub struct HttpFunction {
+    pub backend: Arc<Backend>,
     app: Router,
-    request: Request,
-) -> Result<http::Response<Body>, Infallible> {
-    let context = request.request_context_ref().cloned();
-    let (mut parts, body) = request.into_parts();
-    let mut source = None;
-    if let Some(RequestContext::ApiGatewayV2(context)) = &context {
-        source = context
-            .http
-            .source_ip
-            .as_deref()
-            .and_then(|ip| ip.parse::<IpAddr>().ok());
-        // API Gateway has checked the certificate against the truststore; its subject's common
-        // name names the peer.
-        let certificate = context
-            .authentication
-            .as_ref()
-            .and_then(|a| a.client_cert.as_ref())
-            .and_then(|c| c.client_cert_pem.as_deref());
-        if let Some(peer) = certificate.and_then(peer_of_certificate) {
-            parts.extensions.insert(peer);
-        }
-        if let Some(id) = &context.request_id {
-            parts.extensions.insert(RequestId(id.clone()));
+    origin_token: Option<Arc<str>>,
+}
+
+impl HttpFunction {
+    /// The function over `backend`, with the peers that may read the all-to-all feed, and the
+    /// token of the CDN in front of it, if one is.
+    pub fn new(
+        backend: Arc<Backend>,
+        a2a_consumers: Vec<RegionId>,
+        origin_token: Option<String>,
+    ) -> Self {
+        Self {
+            app: http_app(backend.clone(), a2a_consumers),
+            backend,
+            origin_token: origin_token.map(Arc::from),
         }
     }
-    let address = SocketAddr::new(source.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 0);
-    parts.extensions.insert(ConnectInfo(address));
-    let request = http::Request::from_parts(parts, axum::body::Body::from(body.to_vec()));
-    let response = app.oneshot(request).await?;
-    let response = lambda_http::IntoResponse::into_response(response).await;
-    emit_metrics(backend);
-    Ok(response)
+
+    /// Serves one HTTP API request (payload 2.0) with the core's router and turns the answer
+    /// into what the Lambda runtime sends back to API Gateway.
+    pub async fn serve(&self, request: Request) -> Result<http::Response<Body>, Infallible> {
+        let context = request.request_context_ref().cloned();
+        let (mut parts, body) = request.into_parts();
+        let mut source = None;
+        if let Some(RequestContext::ApiGatewayV2(context)) = &context {
+            source = context
+                .http
+                .source_ip
+                .as_deref()
+                .and_then(|ip| ip.parse::<IpAddr>().ok());
+            // API Gateway has checked the certificate against the truststore; its subject's
+            // common name names the peer.
+            let certificate = context
+                .authentication
+                .as_ref()
+                .and_then(|a| a.client_cert.as_ref())
+                .and_then(|c| c.client_cert_pem.as_deref());
+            if let Some(peer) = certificate.and_then(peer_of_certificate) {
+                parts.extensions.insert(peer);
+            }
+            if let Some(id) = &context.request_id {
+                parts.extensions.insert(RequestId(id.clone()));
+            }
+        }
+        if let Some(token) = &self.origin_token {
+            let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
+            if !header(ORIGIN_TOKEN_HEADER).is_some_and(|presented| same_secret(presented, token)) {
+                return Ok(json_response(
+                    StatusCode::FORBIDDEN,
+                    &serde_json::json!({
+                        "error": "this API is reached through its CDN only",
+                        "code": "not_through_cdn",
+                    }),
+                ));
+            }
+            source = header(VIEWER_ADDRESS_HEADER).and_then(viewer_ip);
+        }
+        let address = SocketAddr::new(source.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 0);
+        parts.extensions.insert(ConnectInfo(address));
+        let request = http::Request::from_parts(parts, axum::body::Body::from(body.to_vec()));
+        let response = self.app.clone().oneshot(request).await?;
+        let response = lambda_http::IntoResponse::into_response(response).await;
+        emit_metrics(&self.backend);
+        Ok(response)
+    }
+}
+
+/// The viewer's IP address in CloudFront's `CloudFront-Viewer-Address` (`198.51.100.10:46532`,
+/// `2001:db8::1:46532`, or bracketed IPv6).
+fn viewer_ip(value: &str) -> Option<IpAddr> {
+    if let Ok(socket) = value.parse::<SocketAddr>() {
+        return Some(socket.ip());
+    }
+    let (ip, _port) = value.rsplit_once(':')?;
+    ip.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 /// The IAM identity behind a request (the `AWS_IAM` authoriser's caller), for the audit log.
@@ -254,7 +310,7 @@ pub fn emf_lines(backend: &Backend) -> Vec<String> {
 /// The router of the feed gateway and the upload function: the core's, with admin routes off
 /// (they need a bearer token, and none is configured on Lambda), and chunks answered with a
 /// redirect to a presigned address in the bucket, since Lambda answers carry at most 6 MB.
-pub fn http_app(backend: Arc<Backend>, a2a_consumers: Vec<RegionId>) -> Router {
+fn http_app(backend: Arc<Backend>, a2a_consumers: Vec<RegionId>) -> Router {
     crate::entry::api::router(
         backend,
         crate::domain::access::AccessPolicy {
@@ -266,4 +322,18 @@ pub fn http_app(backend: Arc<Backend>, a2a_consumers: Vec<RegionId>) -> Router {
             ..ApiSettings::default()
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn viewer_addresses_of_cloudfront_give_the_ip() {
+        let ip = |s: &str| viewer_ip(s).map(|ip| ip.to_string());
+        assert_eq!(ip("198.51.100.10:46532").as_deref(), Some("198.51.100.10"));
+        assert_eq!(ip("2001:db8::1:46532").as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip("[2001:db8::1]:46532").as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip("nonsense"), None);
+    }
 }

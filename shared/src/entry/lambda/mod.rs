@@ -57,6 +57,11 @@ pub struct Settings {
     /// `ENFEED_A2A_CONSUMERS`.
     pub peers_file: Option<PathBuf>,
 
+    /// The token a CDN in front of this HTTP function adds to every request (header
+    /// `X-Enfeed-Origin-Token`). When set, requests without it are refused, and clients are
+    /// counted by the viewer address the CDN reports (`CloudFront-Viewer-Address`).
+    pub cdn_origin_token: Option<String>,
+
     /// Address S3 by path (`endpoint/bucket/key`) instead of virtual host: for S3-compatible
     /// endpoints other than AWS.
     #[serde(default)]
@@ -184,6 +189,22 @@ pub async fn backend_from_env() -> Result<(Backend, Settings), AwsError> {
     let sdk = sdk_config().await;
     let backend = backend(env.config, &env.settings, &sdk, Arc::new(SystemClock)).await?;
     Ok((backend, env.settings))
+}
+
+/// Runs an HTTP function (ingest, the feed gateway) until the Lambda runtime stops it: its
+/// backend from the environment, every request through [`handlers::HttpFunction`].
+pub async fn run_http_function() -> Result<(), lambda_http::Error> {
+    let (backend, settings) = backend_from_env().await?;
+    let function = handlers::HttpFunction::new(
+        Arc::new(backend),
+        a2a_consumers(&settings)?,
+        settings.cdn_origin_token,
+    );
+    lambda_http::run(lambda_http::service_fn(move |request| {
+        let function = function.clone();
+        async move { function.serve(request).await }
+    }))
+    .await
 }
 
 /// Logs as JSON lines, which CloudWatch Logs indexes; the filter comes from `ENFEED_LOG`
