@@ -52,14 +52,15 @@ package: $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
 		$(CARGO) lambda build --release --arm64 --locked --output-format zip \
 		$(addprefix -p enfeed-,$(LAMBDAS))
 
-## What the README's deployment runs: `sam validate --lint`, then `sam build` with the SAM CLI,
-## cargo-lambda and Zig from .venv. The first build takes about 25 minutes on 2 cores.
+## What the README's deployment runs: `sam validate --lint`, then `sam build` with the SAM CLI
+## from .venv-infra, cargo-lambda and Zig from .venv (first on PATH: cargo-lambda finds Zig
+## through that venv's python3).
 sam-build: $(INFRA_VENV)/.sam-$(SAM_VERSION) $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
 	rustup target add $(LAMBDA_TARGET)
 	PATH="$(CURDIR)/$(INFRA_VENV)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 \
 		AWS_DEFAULT_REGION=us-east-1 \
 		sam validate --lint --region us-east-1
-	PATH="$(CURDIR)/$(INFRA_VENV)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 sam build
+	PATH="$(CURDIR)/$(VENV)/bin:$(CURDIR)/$(INFRA_VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 sam build
 
 ## The function binaries under a local Lambda Runtime API, on moto, fed real events; the
 ## chunks checked by an independent GAEN reader (infra/smoke/).

@@ -4,6 +4,7 @@
 
 use anyhow::Context as _;
 use enfeed::Backend;
+use enfeed::domain::diagnosis::CodeRequest;
 use enfeed::services::consumer::Poll;
 use serde_json::Value;
 
@@ -24,18 +25,42 @@ pub struct AdminTarget {
     admin_token: Option<String>,
 }
 
+/// What a code is issued with: the health authority's diagnosis, if it gives one.
+#[derive(clap::Args)]
+pub struct IssueArgs {
+    #[command(flatten)]
+    pub target: AdminTarget,
+
+    /// The test's type: confirmed, likely or negative; the upload's keys get it as their
+    /// report type, whatever the phone says.
+    #[arg(long)]
+    pub test_type: Option<String>,
+
+    /// The day symptoms began (YYYY-MM-DD, UTC), at most 14 days ago.
+    #[arg(long)]
+    pub symptom_date: Option<String>,
+}
+
+impl IssueArgs {
+    pub fn request(&self) -> CodeRequest {
+        CodeRequest {
+            test_type: self.test_type.clone(),
+            symptom_date: self.symptom_date.clone(),
+        }
+    }
+}
+
 /// An operator's command.
-#[derive(Clone, Copy)]
 pub enum Action {
-    IssueCode,
+    IssueCode(CodeRequest),
     Dataprep,
     Consume,
 }
 
 impl Action {
-    fn route(self) -> &'static str {
+    fn route(&self) -> &'static str {
         match self {
-            Action::IssueCode => "v1/admin/codes",
+            Action::IssueCode(_) => "v1/admin/codes",
             Action::Dataprep => "v1/admin/run/dataprep",
             Action::Consume => "v1/admin/run/consumer",
         }
@@ -43,7 +68,10 @@ impl Action {
 
     async fn on(self, backend: Backend) -> anyhow::Result<Value> {
         Ok(match self {
-            Action::IssueCode => serde_json::to_value(backend.issue_code().await?)?,
+            Action::IssueCode(request) => {
+                let diagnosis = request.diagnosis(backend.clock.now())?;
+                serde_json::to_value(backend.issue_code(diagnosis).await?)?
+            }
             Action::Dataprep => serde_json::to_value(backend.run_dataprep().await?)?,
             Action::Consume => serde_json::to_value(backend.run_consumer(Poll::Now).await)?,
         })
@@ -67,11 +95,11 @@ pub async fn run(target: AdminTarget, action: Action) -> anyhow::Result<()> {
                 }
             };
             let url = format!("{}/{}", server.trim_end_matches('/'), action.route());
-            let response = reqwest::Client::new()
-                .post(&url)
-                .bearer_auth(token)
-                .send()
-                .await?;
+            let mut request = reqwest::Client::new().post(&url).bearer_auth(token);
+            if let Action::IssueCode(code_request) = &action {
+                request = request.json(code_request);
+            }
+            let response = request.send().await?;
             let status = response.status();
             let body: Value = response
                 .json()
@@ -88,7 +116,7 @@ pub async fn run(target: AdminTarget, action: Action) -> anyhow::Result<()> {
                 );
             }
             let data = target.region.data.clone();
-            let backend = target.region.open().with_context(|| {
+            let backend = target.region.open().await.with_context(|| {
                 format!(
                     "if `enfeed serve` is running on {}, ask it with --server URL",
                     data.display()

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use enfeed::domain::certificate::IssuersFile;
+use enfeed::adapters::local::FileIssuers;
+use enfeed::adapters::tls::HttpsFetch;
 use enfeed::domain::peers::PeersFile;
 use enfeed::ports::SystemClock;
 use enfeed::{Backend, Config};
@@ -92,8 +93,9 @@ impl Region {
         }
     }
 
-    /// The region's backend, pulling from the peers of its peers file.
-    fn open(self) -> anyhow::Result<Backend> {
+    /// The region's backend, pulling from the peers of its peers file, trusting the issuers of
+    /// its issuers file (read again every `--issuers-refresh` seconds).
+    async fn open(self) -> anyhow::Result<Backend> {
         let peers = self.peers()?;
         let mut backend = enfeed::entry::local::open_backend(
             self.config,
@@ -102,8 +104,11 @@ impl Region {
             &peers.peers,
         )
         .with_context(|| format!("opening the region in {}", self.data.display()))?;
-        if let Some(path) = &self.issuers {
-            backend.trust(IssuersFile::load(path)?.issuers)?;
+        if let Some(path) = self.issuers {
+            let key_sets = HttpsFetch::new(None, None)?;
+            backend
+                .follow_issuers(Arc::new(FileIssuers(path)), Arc::new(key_sets))
+                .await?;
         }
         Ok(backend)
     }
@@ -134,7 +139,7 @@ enum Command {
 #[derive(Subcommand)]
 enum CodesCommand {
     /// Issue a new single-use code for a person who tested positive.
-    Issue(admin::AdminTarget),
+    Issue(admin::IssueArgs),
 }
 
 #[derive(Subcommand)]
@@ -157,8 +162,11 @@ fn main() -> anyhow::Result<()> {
             Command::Dataprep(target) => admin::run(target, admin::Action::Dataprep).await,
             Command::Consume(target) => admin::run(target, admin::Action::Consume).await,
             Command::Codes {
-                command: CodesCommand::Issue(target),
-            } => admin::run(target, admin::Action::IssueCode).await,
+                command: CodesCommand::Issue(args),
+            } => {
+                let request = args.request();
+                admin::run(args.target, admin::Action::IssueCode(request)).await
+            }
             Command::Keys {
                 command: KeysCommand::Rotate { data },
             } => {

@@ -76,7 +76,7 @@ pub struct ServeArgs {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let data = args.region.data.clone();
     let peers = args.region.peers()?;
-    let backend = Arc::new(args.region.open()?);
+    let backend = Arc::new(args.region.open().await?);
     let admin_token = match args.admin_token {
         Some(token) => {
             check_admin_token(&token).context("--admin-token (ENFEED_ADMIN_TOKEN)")?;

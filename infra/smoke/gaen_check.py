@@ -1,7 +1,7 @@
-"""An independent GAEN reader: fetches every chunk listed in the indexes of a feed bucket and
-checks it the way a phone would, with no enfeed code: the zip holds export.bin and export.sig,
-export.bin starts with the 16-byte header, and the ECDSA P-256 signature over export.bin
-verifies with the given public key. Prints the keys per feed; exits non-zero on any problem.
+"""An independent GAEN reader: fetches every chunk listed in the indexes of a feed bucket (the
+JSON index and index.txt must agree) and checks it the way a phone would, with no enfeed code:
+the zip holds export.bin and export.sig, export.bin starts with the 16-byte header, and the
+ECDSA P-256 signature over export.bin verifies with the given public key. Prints the keys per feed; exits non-zero on any problem.
 
 usage: gaen_check.py ENDPOINT BUCKET PUBLIC_KEY_PEM FEED...
 """
@@ -70,6 +70,11 @@ def main():
     public_key = serialization.load_pem_public_key(open(pem, "rb").read())
     for feed in feeds:
         index = json.loads(s3.get_object(Bucket=bucket, Key=feed)["Body"].read())
+        # Express devices find the same chunks through index.txt, one path per line.
+        text = s3.get_object(Bucket=bucket, Key=f"{feed}/index.txt")
+        assert text["ContentType"].startswith("text/plain"), text["ContentType"]
+        listed = text["Body"].read().decode().splitlines()
+        assert listed == [f"{feed}/{n}" for n in index["chunks"]], listed
         keys = []
         for n in index["chunks"]:
             obj = s3.get_object(Bucket=bucket, Key=f"{feed}/{n}")

@@ -64,8 +64,37 @@ impl CertificateIssuer {
             keys: vec![IssuerKey {
                 kid: self.kid.clone(),
                 public_key_pem: public_key.to_pem(),
+                not_before: None,
+                not_after: None,
             }],
+            jwks_url: None,
         }
+    }
+
+    /// This issuer as an `[[issuer]]` of a trusted issuers file (TOML), with its key.
+    pub fn toml_entry(&self) -> String {
+        let key = &self.trusted().keys[0];
+        format!(
+            "[[issuer]]\nissuer = {:?}\naudience = {:?}\n\n[[issuer.keys]]\nkid = {:?}\n\
+             public_key_pem = \"\"\"\n{}\"\"\"\n",
+            self.issuer, self.audience, key.kid, key.public_key_pem
+        )
+    }
+
+    /// The issuer's public key as a JSON Web Key Set (RFC 7517), as verification servers
+    /// publish theirs.
+    pub fn jwks(&self) -> serde_json::Value {
+        let point = self.key_pair.public_key().as_ref();
+        let coordinate = |bytes: &[u8]| BASE64URL.encode(bytes);
+        json!({"keys": [{
+            "kty": "EC",
+            "crv": "P-256",
+            "use": "sig",
+            "alg": "ES256",
+            "kid": self.kid,
+            "x": coordinate(&point[1..33]),
+            "y": coordinate(&point[33..65]),
+        }]})
     }
 
     /// A certificate for an upload of `keys` with `hmac_key`, valid from `now` for `lifetime`

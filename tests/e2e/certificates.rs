@@ -1,11 +1,17 @@
 //! Verification certificates of health authorities, as the reference verification server
 //! signs them: what the certificate verifier accepts, and each refusal with its own reason.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use axum::Router;
+use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
+use enfeed::adapters::listener::{Limits, serve};
+use enfeed::adapters::local::FileIssuers;
+use enfeed::adapters::tls::HttpsFetch;
+use enfeed::adapters::tls::listener::server_config;
 use enfeed::domain::certificate::{
     CertificateConfigError, CertificateError, Certified, IssuersFile, LEEWAY, TrustedIssuers,
     tekmac,
@@ -14,10 +20,12 @@ use enfeed::domain::key::{DiagnosisKey, INTERVALS_PER_DAY, ReportType, interval_
 use enfeed::domain::upload::Upload;
 use enfeed::ports::{Authorization, UploadVerifier, VerifyError};
 use enfeed::ports::{CodeRefused, UnixSeconds};
-use enfeed::services::certificates::CertificateVerifier;
+use enfeed::services::certificates::{CertificateVerifier, IssuerUpdates};
 use enfeed_sim::issuer::CertificateIssuer;
+use enfeed_sim::world::BackendCa;
 use ring::hmac;
 use serde_json::json;
+use tokio::net::TcpListener;
 
 const ES256: &str = "ES256";
 const NOW: u64 = 1_700_000_000;
@@ -38,12 +46,12 @@ fn keys() -> Vec<DiagnosisKey> {
 }
 
 fn upload(payload: String) -> Upload {
-    Upload {
-        keys: keys(),
-        regions: vec!["CH".parse().unwrap()],
-        verification_payload: payload,
-        hmac_key: Some(HMAC_KEY.to_vec()),
-    }
+    Upload::of_keys(
+        keys(),
+        vec!["CH".parse().unwrap()],
+        payload,
+        Some(HMAC_KEY.to_vec()),
+    )
 }
 
 fn health_authority() -> CertificateIssuer {
@@ -403,5 +411,142 @@ fn certificates_valid_too_long_or_with_a_future_onset_are_refused() {
     assert_eq!(
         refusal(&trusted, &upload(onset)),
         CertificateError::OnsetInFuture
+    );
+}
+
+/// Verifies `payload` (a certificate for [`keys`]) at `now`; the refusal's code, if refused.
+async fn outcome(
+    verifier: &CertificateVerifier,
+    payload: String,
+    now: UnixSeconds,
+) -> &'static str {
+    match verifier.verify(&upload(payload), "192.0.2.1", now).await {
+        Ok(_) => "accepted",
+        Err(VerifyError::Certificate(refused)) => refused.code(),
+        Err(other) => panic!("not a certificate's refusal: {other}"),
+    }
+}
+
+/// A certificate of `issuer` for [`keys`], issued at `now`.
+fn certificate_at(issuer: &CertificateIssuer, now: UnixSeconds) -> String {
+    issuer.issue(&keys(), HMAC_KEY, "confirmed", None, now, 600)
+}
+
+#[test]
+fn issuer_keys_are_trusted_within_their_validity_window() {
+    let authority = health_authority();
+    let entry = authority.toml_entry().replace(
+        "[[issuer.keys]]\n",
+        &format!(
+            "[[issuer.keys]]\nnot_before = {}\nnot_after = \"2023-11-15T00:00:00Z\"\n",
+            NOW - 60
+        ),
+    );
+    let issuers = TrustedIssuers::new(IssuersFile::parse(&entry, "test").unwrap().issuers).unwrap();
+    let check = |now: UnixSeconds| {
+        issuers
+            .check(&upload(certificate_at(&authority, now)), now)
+            .map(|_| "accepted")
+            .unwrap_or_else(|e| e.code())
+    };
+    assert_eq!(check(NOW), "accepted");
+    assert_eq!(check(NOW - 120), "certificate_key_not_valid");
+    // 2023-11-15T00:00:00Z is 1_700_006_400.
+    assert_eq!(check(1_700_006_400), "certificate_key_not_valid");
+    let bad = entry.replace("2023-11-15T00:00:00Z", "next tuesday");
+    assert!(IssuersFile::parse(&bad, "test").is_err());
+}
+
+#[tokio::test]
+async fn issuers_and_their_key_sets_are_read_again_so_keys_rotate_without_a_redeploy() {
+    let dir = tempfile::tempdir().unwrap();
+    // A verification server publishing its keys as a JSON Web Key Set, over real TLS.
+    let ca = BackendCa::new(&dir.path().join("ca")).unwrap();
+    let (server_cert, server_key) = ca.issue("jwks", "localhost", true).unwrap();
+    let (client_cert, client_key) = ca.issue("fetcher", "fetcher", false).unwrap();
+    let at_v1 = CertificateIssuer::generate("v1", "health.at", "enfeed.example");
+    let published = Arc::new(Mutex::new(at_v1.jwks()));
+    let app = {
+        let published = published.clone();
+        Router::new().route(
+            "/.well-known/jwks.json",
+            get(move || {
+                let published = published.clone();
+                async move { axum::Json(published.lock().unwrap().clone()) }
+            }),
+        )
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://localhost:{}/.well-known/jwks.json",
+        listener.local_addr().unwrap().port()
+    );
+    let tls = server_config(&server_cert, &server_key, &ca.ca_pem()).unwrap();
+    tokio::spawn(serve(
+        listener,
+        app,
+        Limits::default(),
+        Some(tls),
+        std::future::pending(),
+    ));
+
+    // Trusted: AT by its key set, and BE by a key in the file.
+    let be = CertificateIssuer::generate("be-1", "health.be", "enfeed.example");
+    let file = dir.path().join("issuers.toml");
+    let at_entry = format!(
+        "[[issuer]]\nissuer = \"health.at\"\naudience = \"enfeed.example\"\njwks_url = {url:?}\n\n"
+    );
+    std::fs::write(&file, format!("{at_entry}{}", be.toml_entry())).unwrap();
+    let updates = IssuerUpdates {
+        source: Arc::new(FileIssuers(file.clone())),
+        fetch: Arc::new(
+            HttpsFetch::new(Some((&client_cert, &client_key)), Some(&ca.ca_pem())).unwrap(),
+        ),
+        every: 300,
+    };
+    let verifier = CertificateVerifier::following(updates, NOW).await.unwrap();
+    assert_eq!(
+        outcome(&verifier, certificate_at(&at_v1, NOW), NOW).await,
+        "accepted"
+    );
+    assert_eq!(
+        outcome(&verifier, certificate_at(&be, NOW), NOW).await,
+        "accepted"
+    );
+
+    // AT rotates its key, and BE is no longer trusted: nothing changes before the refresh...
+    let at_v2 = CertificateIssuer::generate("v2", "health.at", "enfeed.example");
+    *published.lock().unwrap() = at_v2.jwks();
+    std::fs::write(&file, &at_entry).unwrap();
+    let soon = NOW + 10;
+    assert_eq!(
+        outcome(&verifier, certificate_at(&at_v2, soon), soon).await,
+        "certificate_unknown_kid"
+    );
+    assert_eq!(
+        outcome(&verifier, certificate_at(&be, soon), soon).await,
+        "accepted"
+    );
+    // ...and everything after it.
+    let later = NOW + 300;
+    assert_eq!(
+        outcome(&verifier, certificate_at(&at_v2, later), later).await,
+        "accepted"
+    );
+    assert_eq!(
+        outcome(&verifier, certificate_at(&at_v1, later), later).await,
+        "certificate_unknown_kid"
+    );
+    assert_eq!(
+        outcome(&verifier, certificate_at(&be, later), later).await,
+        "certificate_unknown_issuer"
+    );
+
+    // A refresh that fails keeps the issuers trusted until then.
+    std::fs::write(&file, "[[issuer]]\nthis is not TOML").unwrap();
+    let much_later = NOW + 600;
+    assert_eq!(
+        outcome(&verifier, certificate_at(&at_v2, much_later), much_later).await,
+        "accepted"
     );
 }

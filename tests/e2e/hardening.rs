@@ -329,7 +329,7 @@ async fn a_stolen_database_holds_no_plain_hash_of_any_code() {
         .unwrap();
         let mut codes = Vec::new();
         for _ in 0..20 {
-            codes.push(backend.issue_code().await.unwrap().code);
+            codes.push(backend.issue_code(Default::default()).await.unwrap().code);
         }
         codes
     };
@@ -391,7 +391,7 @@ impl enfeed::ports::CodeStore for Colliding {
         &self,
         claim: &enfeed::ports::CodeClaim,
         now: u64,
-    ) -> Result<(), enfeed::ports::StoreError> {
+    ) -> Result<enfeed::domain::diagnosis::Diagnosis, enfeed::ports::StoreError> {
         self.inner.check_code(claim, now).await
     }
 }
@@ -411,7 +411,10 @@ async fn a_code_that_collides_with_a_live_one_is_drawn_again() {
         Arc::default(),
         3600,
     );
-    let issued = codes.issue(enfeed_tests::NOW).await.unwrap();
+    let issued = codes
+        .issue(enfeed_tests::NOW, Default::default())
+        .await
+        .unwrap();
     assert_eq!(issued.code.len(), 10);
     assert_eq!(
         colliding
@@ -424,7 +427,12 @@ async fn a_code_that_collides_with_a_live_one_is_drawn_again() {
     colliding
         .collisions
         .store(1000, std::sync::atomic::Ordering::SeqCst);
-    assert!(codes.issue(enfeed_tests::NOW).await.is_err());
+    assert!(
+        codes
+            .issue(enfeed_tests::NOW, Default::default())
+            .await
+            .is_err()
+    );
     let _ = colliding.wrong_attempts("x", 0).await;
 }
 

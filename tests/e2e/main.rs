@@ -7,6 +7,7 @@ mod faults;
 mod feeds;
 mod hardening;
 mod observability;
+mod protocol;
 mod replication;
 mod retention;
 mod stories;

@@ -139,7 +139,8 @@ impl TestRegion {
         body["code"].as_str().unwrap().to_string()
     }
 
-    /// Posts an upload body; returns the status and the JSON answer.
+    /// Sends an upload; returns the status and the answer without its random `padding`
+    /// (which every answer must carry).
     pub async fn publish(&self, body: &Value) -> (u16, Value) {
         let response = self
             .http
@@ -148,7 +149,16 @@ impl TestRegion {
             .send()
             .await
             .unwrap();
-        (response.status().as_u16(), response.json().await.unwrap())
+        let status = response.status().as_u16();
+        let mut answer: Value = response.json().await.unwrap();
+        let padding = answer
+            .as_object_mut()
+            .and_then(|fields| fields.remove("padding"));
+        assert!(
+            padding.is_some_and(|p| p.as_str().is_some_and(|p| p.len() >= 16)),
+            "an answer without padding: {answer}"
+        );
+        (status, answer)
     }
 
     /// Uploads keys with a fresh code, declaring `regions`; asserts success.

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use crate::domain::key::{DiagnosisKey, ReportType, UnixSeconds, interval_of};
 use crate::domain::signature::VerificationKey;
-use crate::domain::upload::Upload;
+use crate::domain::upload::{Upload, render_for_tekmac, tekmac_message};
 
 /// Seconds of clock skew tolerated in `exp`, `nbf` and `iat`.
 pub const LEEWAY: u64 = 60;
@@ -33,21 +33,57 @@ const ES256: &str = "ES256";
 
 /// A trusted health authority: who signs certificates.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrustedIssuer {
     /// The `iss` claim of its certificates.
     pub issuer: String,
     /// The `aud` its certificates must name: this key server.
     pub audience: String,
+    #[serde(default)]
     pub keys: Vec<IssuerKey>,
+    /// A JSON Web Key Set (RFC 7517) whose P-256 keys are this issuer's too, fetched again at
+    /// every refresh of the trusted issuers.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
 }
 
 /// One of an issuer's signing keys.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IssuerKey {
     /// The `kid` header of the certificates it signs.
     pub kid: String,
     /// The P-256 public key as SubjectPublicKeyInfo PEM (`PUBLIC KEY`).
     pub public_key_pem: String,
+    /// From when the key is trusted (Unix seconds, or RFC 3339 text); always, if not given.
+    #[serde(default, deserialize_with = "moment")]
+    pub not_before: Option<UnixSeconds>,
+    /// Until when the key is trusted; for good, if not given.
+    #[serde(default, deserialize_with = "moment")]
+    pub not_after: Option<UnixSeconds>,
+}
+
+/// A moment given as Unix seconds or as RFC 3339 text (`"2026-12-31T00:00:00Z"`).
+fn moment<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<UnixSeconds>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Moment {
+        Seconds(u64),
+        Text(String),
+    }
+    match Moment::deserialize(d)? {
+        Moment::Seconds(seconds) => Ok(Some(seconds)),
+        Moment::Text(text) => {
+            let at =
+                time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| {
+                        serde::de::Error::custom(format!("{text:?} is not RFC 3339: {e}"))
+                    })?;
+            u64::try_from(at.unix_timestamp())
+                .map(Some)
+                .map_err(|_| serde::de::Error::custom(format!("{text:?} is before 1970")))
+        }
+    }
 }
 
 /// The trusted issuers file (TOML), one `[[issuer]]` per health authority:
@@ -56,7 +92,12 @@ pub struct IssuerKey {
 /// [[issuer]]
 /// issuer = "health.example"       # the certificates' `iss`
 /// audience = "enfeed.example"     # their `aud`
-/// keys = [{ kid = "v1", public_key_pem = """-----BEGIN PUBLIC KEY----- ... -----END PUBLIC KEY-----""" }]
+/// jwks_url = "https://health.example/.well-known/jwks.json"   # optional: keys to fetch
+///
+/// [[issuer.keys]]                 # keys given here (besides, or instead of, the JWKS)
+/// kid = "v1"
+/// public_key_pem = """-----BEGIN PUBLIC KEY----- ... -----END PUBLIC KEY-----"""
+/// not_after = "2026-12-31T00:00:00Z"   # optional validity window: not_before, not_after
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,13 +107,73 @@ pub struct IssuersFile {
 }
 
 impl IssuersFile {
-    pub fn load(path: &std::path::Path) -> Result<Self, CertificateConfigError> {
-        let unreadable = |e: &dyn std::fmt::Display| {
-            CertificateConfigError::File(format!("{}: {e}", path.display()))
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| unreadable(&e))?;
-        toml::from_str(&text).map_err(|e| unreadable(&e))
+    /// The file's text, parsed; `source` names where it came from, for errors.
+    pub fn parse(text: &str, source: &str) -> Result<Self, CertificateConfigError> {
+        toml::from_str(text).map_err(|e| CertificateConfigError::File(format!("{source}: {e}")))
     }
+
+    pub fn load(path: &std::path::Path) -> Result<Self, CertificateConfigError> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CertificateConfigError::File(format!("{source}: {e}")))?;
+        Self::parse(&text, &source)
+    }
+}
+
+/// The ES256 signing keys in a JSON Web Key Set: every key of type `EC` on curve `P-256`
+/// with a `kid` (other keys cannot sign certificates, and are left out).
+pub fn jwks_keys(json: &[u8]) -> Result<Vec<IssuerKey>, CertificateConfigError> {
+    #[derive(Deserialize)]
+    struct Set {
+        keys: Vec<Jwk>,
+    }
+    #[derive(Deserialize)]
+    struct Jwk {
+        kty: String,
+        crv: Option<String>,
+        kid: Option<String>,
+        x: Option<String>,
+        y: Option<String>,
+        #[serde(rename = "use")]
+        usage: Option<String>,
+    }
+    let bad = |why: String| CertificateConfigError::Jwks(why);
+    let set: Set = serde_json::from_slice(json).map_err(|e| bad(e.to_string()))?;
+    let mut keys = Vec::new();
+    for jwk in set.keys {
+        let (Some(kid), Some(x), Some(y)) = (jwk.kid, jwk.x, jwk.y) else {
+            continue;
+        };
+        if jwk.kty != "EC"
+            || jwk.crv.as_deref() != Some("P-256")
+            || jwk.usage.as_deref().is_some_and(|usage| usage != "sig")
+        {
+            continue;
+        }
+        let coordinate = |c: &str| {
+            BASE64URL
+                .decode(c)
+                .ok()
+                .filter(|bytes| bytes.len() == 32)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "key {kid:?}: a coordinate is not 32 bytes of base64url"
+                    ))
+                })
+        };
+        let mut point = vec![4u8];
+        point.extend(coordinate(&x)?);
+        point.extend(coordinate(&y)?);
+        let key = VerificationKey::from_point(&point, &kid, "")
+            .map_err(|_| bad(format!("key {kid:?} is not a point on P-256")))?;
+        keys.push(IssuerKey {
+            kid,
+            public_key_pem: key.to_pem(),
+            not_before: None,
+            not_after: None,
+        });
+    }
+    Ok(keys)
 }
 
 /// A misconfigured issuer or signing key.
@@ -89,6 +190,8 @@ pub enum CertificateConfigError {
     NotP256PublicKey { issuer: String, kid: String },
     #[error("trusted issuers file {0}")]
     File(String),
+    #[error("JSON Web Key Set: {0}")]
+    Jwks(String),
 }
 
 /// Why a certificate does not authorise an upload. Each variant has a stable
@@ -105,6 +208,8 @@ pub enum CertificateError {
     UnknownIssuer(String),
     #[error("the verification certificate's key {kid:?} is not a key of issuer {issuer:?}")]
     UnknownKid { issuer: String, kid: String },
+    #[error("key {kid:?} of issuer {issuer:?} is not trusted at this time")]
+    KeyNotValid { issuer: String, kid: String },
     #[error("the verification certificate's signature is not valid")]
     BadSignature,
     #[error("the verification certificate is for audience {0:?}, not for this server")]
@@ -140,6 +245,7 @@ impl CertificateError {
             Self::MissingKid => "certificate_missing_kid",
             Self::UnknownIssuer(_) => "certificate_unknown_issuer",
             Self::UnknownKid { .. } => "certificate_unknown_kid",
+            Self::KeyNotValid { .. } => "certificate_key_not_valid",
             Self::BadSignature => "certificate_bad_signature",
             Self::WrongAudience(_) => "certificate_wrong_audience",
             Self::Expired => "certificate_expired",
@@ -169,7 +275,14 @@ pub struct Certified {
 /// The trusted keys of one issuer, by `kid`.
 struct Issuer {
     audience: String,
-    keys: HashMap<String, UnparsedPublicKey<Vec<u8>>>,
+    keys: HashMap<String, TrustedKey>,
+}
+
+/// A key that verifies certificates, and when.
+struct TrustedKey {
+    public_key: UnparsedPublicKey<Vec<u8>>,
+    not_before: Option<UnixSeconds>,
+    not_after: Option<UnixSeconds>,
 }
 
 /// The health authorities trusted to sign certificates, and the check of a certificate against
@@ -199,8 +312,12 @@ impl TrustedIssuers {
                         kid: key.kid.clone(),
                     }
                 })?;
-                let public_key = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point);
-                if keys.insert(key.kid.clone(), public_key).is_some() {
+                let trusted_key = TrustedKey {
+                    public_key: UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point),
+                    not_before: key.not_before,
+                    not_after: key.not_after,
+                };
+                if keys.insert(key.kid.clone(), trusted_key).is_some() {
                     return Err(CertificateConfigError::DuplicateKid {
                         issuer: trusted.issuer,
                         kid: key.kid,
@@ -223,7 +340,7 @@ impl TrustedIssuers {
 
     /// Checks the upload's verification payload as a certificate at time `now`.
     pub fn check(&self, upload: &Upload, now: UnixSeconds) -> Result<Certified, CertificateError> {
-        let (claims, issuer) = self.verified_claims(upload.verification_payload.trim())?;
+        let (claims, issuer) = self.verified_claims(upload.verification_payload.trim(), now)?;
         if !claims.aud.names(&issuer.audience) {
             return Err(CertificateError::WrongAudience(claims.aud.to_string()));
         }
@@ -266,7 +383,7 @@ impl TrustedIssuers {
         // Constant-time comparison.
         hmac::verify(
             &hmac::Key::new(hmac::HMAC_SHA256, hmac_key),
-            tekmac_message(&upload.keys).as_bytes(),
+            upload.tekmac_message.as_bytes(),
             &tekmac,
         )
         .map_err(|_| CertificateError::TekmacMismatch)?;
@@ -277,8 +394,13 @@ impl TrustedIssuers {
         })
     }
 
-    /// The claims of an ES256 JWS signed by a trusted issuer's key, and that issuer.
-    fn verified_claims(&self, token: &str) -> Result<(Claims, &Issuer), CertificateError> {
+    /// The claims of an ES256 JWS signed by a key that a trusted issuer has at `now`, and that
+    /// issuer.
+    fn verified_claims(
+        &self,
+        token: &str,
+        now: UnixSeconds,
+    ) -> Result<(Claims, &Issuer), CertificateError> {
         let jws = Jws::split(token).ok_or_else(|| malformed("not three dot-separated parts"))?;
         let header: Header = decode_json(jws.header, "header")?;
         if header.alg != ES256 {
@@ -299,9 +421,15 @@ impl TrustedIssuers {
             .get(&kid)
             .ok_or_else(|| CertificateError::UnknownKid {
                 issuer: claims.iss.clone(),
-                kid,
+                kid: kid.clone(),
             })?;
-        jws.verify(key)?;
+        if key.not_before.is_some_and(|at| now < at) || key.not_after.is_some_and(|at| now >= at) {
+            return Err(CertificateError::KeyNotValid {
+                issuer: claims.iss.clone(),
+                kid,
+            });
+        }
+        jws.verify(&key.public_key)?;
         Ok((claims, issuer))
     }
 }
@@ -311,24 +439,19 @@ impl TrustedIssuers {
 /// strings and joined with commas.
 pub fn tekmac(keys: &[DiagnosisKey], hmac_key: &[u8]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, hmac_key);
-    BASE64.encode(hmac::sign(&key, tekmac_message(keys).as_bytes()))
+    BASE64.encode(hmac::sign(&key, keys_message(keys).as_bytes()))
 }
 
-fn tekmac_message(keys: &[DiagnosisKey]) -> String {
-    let mut rendered: Vec<String> = keys
-        .iter()
-        .map(|k| {
-            format!(
-                "{}.{}.{}.{}",
-                BASE64.encode(k.key_data),
-                k.rolling_start,
-                k.rolling_period,
-                k.transmission_risk
-            )
-        })
-        .collect();
-    rendered.sort_unstable();
-    rendered.join(",")
+/// What the `tekmac` of `keys` is the HMAC of.
+fn keys_message(keys: &[DiagnosisKey]) -> String {
+    tekmac_message(keys.iter().map(|k| {
+        render_for_tekmac(
+            &BASE64.encode(k.key_data),
+            k.rolling_start,
+            k.rolling_period,
+            k.transmission_risk,
+        )
+    }))
 }
 
 fn parse_report_type(label: &str) -> Result<ReportType, CertificateError> {
@@ -491,7 +614,7 @@ mod tests {
             key(std::array::from_fn(|i| 16 + i as u8), 2_649_888, 144, 8),
         ];
         assert_eq!(
-            tekmac_message(&keys),
+            keys_message(&keys),
             "/////////////////////w==.2650176.72.0,AAECAwQFBgcICQoLDA0ODw==.2650032.144.4,\
              EBESExQVFhcYGRobHB0eHw==.2649888.144.8"
         );

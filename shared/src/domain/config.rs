@@ -13,6 +13,7 @@ pub const EMBARGO: u64 = 7200;
 pub const CODE_LIFETIME: u64 = 86_400;
 pub const CERTIFICATE_MAX_LIFETIME: u64 = crate::domain::certificate::MAX_LIFETIME;
 pub const WRONG_CODE_ALARM: u64 = 1000;
+pub const ISSUERS_REFRESH: u64 = 300;
 
 #[derive(Clone, Debug, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
@@ -59,6 +60,22 @@ pub struct Config {
     #[serde(default = "defaults::certificate_max_lifetime")]
     pub certificate_max_lifetime: u64,
 
+    /// Seconds between reads of the trusted issuers (the file, and their key sets), so that
+    /// a new issuer or key is trusted, and a removed one no longer, that much later.
+    #[cfg_attr(feature = "clap", arg(long, env = "ENFEED_ISSUERS_REFRESH", default_value_t = ISSUERS_REFRESH))]
+    #[serde(default = "defaults::issuers_refresh")]
+    pub issuers_refresh: u64,
+
+    /// Regions that receive the keys of a traveller who declares no regions (`traveler: true`
+    /// without `regions`, as Google's v1 apps upload), comma-separated: the peers that take
+    /// travellers' keys. The own region always does.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "ENFEED_TRAVELER_REGIONS", value_delimiter = ',')
+    )]
+    #[serde(default)]
+    pub traveler_regions: Vec<RegionId>,
+
     /// Verification key ID written into signatures (Apple asks for the region's mobile country
     /// code); defaults to the region ID.
     #[cfg_attr(feature = "clap", arg(long, env = "ENFEED_SIGNING_KEY_ID"))]
@@ -88,6 +105,9 @@ mod defaults {
     pub fn wrong_code_alarm() -> u64 {
         super::WRONG_CODE_ALARM
     }
+    pub fn issuers_refresh() -> u64 {
+        super::ISSUERS_REFRESH
+    }
 }
 
 impl Config {
@@ -102,6 +122,8 @@ impl Config {
             code_lifetime: CODE_LIFETIME,
             certificate_max_lifetime: CERTIFICATE_MAX_LIFETIME,
             wrong_code_alarm: WRONG_CODE_ALARM,
+            issuers_refresh: ISSUERS_REFRESH,
+            traveler_regions: Vec::new(),
             signing_key_id: None,
         }
     }

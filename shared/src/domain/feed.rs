@@ -6,7 +6,9 @@
 //! | all-to-all (backends) | `v1/a2a/keys` | local keys |
 //! | per region R (backends) | `v1/R/keys` | local keys whose uploader declared R |
 //!
-//! A chunk lives at `<feed path>/<n>`, `n` counting from 1; the feed's index at the feed path.
+//! A chunk lives at `<feed path>/<n>`, `n` counting from 1; the feed's index at the feed path
+//! (JSON), and the same list as text, one chunk path per line, at `<feed path>/index.txt` (the
+//! way Exposure Notifications Express devices and Google's reference exporter list files).
 
 use std::fmt;
 use std::str::FromStr;
@@ -40,6 +42,20 @@ impl Feed {
     /// The path of the index (the feed path itself).
     pub fn index_path(self) -> String {
         self.to_string()
+    }
+
+    /// The path of the index as text (`index.txt` below the feed path).
+    pub fn text_index_path(self) -> String {
+        format!("{self}/{TEXT_INDEX}")
+    }
+
+    /// The text index listing `chunks`: one chunk path per line, relative to the host root,
+    /// in the order given (oldest first).
+    pub fn text_index(self, chunks: &[u32]) -> String {
+        chunks
+            .iter()
+            .map(|&n| format!("{}\n", self.chunk_path(n)))
+            .collect()
     }
 }
 
@@ -89,6 +105,9 @@ impl<'de> Deserialize<'de> for Feed {
     }
 }
 
+/// The name of a feed's text index below the feed path.
+pub const TEXT_INDEX: &str = "index.txt";
+
 /// The path of the public keys that verify the region's chunks.
 pub const VERIFICATION_KEYS_PATH: &str = "v1/verification-keys";
 
@@ -98,6 +117,8 @@ pub const VERIFICATION_KEYS_PATH: &str = "v1/verification-keys";
 pub enum Published {
     /// A feed's index (`v1/keys`).
     Index(Feed),
+    /// A feed's index as text (`v1/keys/index.txt`).
+    TextIndex(Feed),
     /// A feed's chunk (`v1/keys/7`).
     Chunk(Feed, u32),
     /// The public keys that verify chunks (`v1/verification-keys`).
@@ -108,6 +129,7 @@ impl fmt::Display for Published {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Published::Index(feed) => write!(f, "{feed}"),
+            Published::TextIndex(feed) => write!(f, "{feed}/{TEXT_INDEX}"),
             Published::Chunk(feed, n) => write!(f, "{feed}/{n}"),
             Published::VerificationKeys => f.write_str(VERIFICATION_KEYS_PATH),
         }
@@ -131,12 +153,37 @@ impl FromStr for Published {
             return Ok(Published::Index(feed));
         }
         let (feed, number) = s.rsplit_once('/').ok_or_else(bad)?;
+        if number == TEXT_INDEX {
+            return Ok(Published::TextIndex(feed.parse().map_err(|_| bad())?));
+        }
         let n = number
             .parse::<u32>()
             .ok()
             .filter(|n| *n > 0 && n.to_string() == number)
             .ok_or_else(bad)?;
         Ok(Published::Chunk(feed.parse().map_err(|_| bad())?, n))
+    }
+}
+
+impl Published {
+    /// The media type it is served as.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Published::Index(_) | Published::VerificationKeys => "application/json",
+            Published::TextIndex(_) => "text/plain; charset=utf-8",
+            Published::Chunk(..) => "application/zip",
+        }
+    }
+
+    /// The name of its file, for stores and static web servers that tell media types by
+    /// extension: `v1/keys.json`, `v1/keys/index.txt`, `v1/keys/7.zip`,
+    /// `v1/verification-keys.json`.
+    pub fn file_name(self) -> String {
+        match self {
+            Published::Index(_) | Published::VerificationKeys => format!("{self}.json"),
+            Published::TextIndex(_) => self.to_string(),
+            Published::Chunk(..) => format!("{self}.zip"),
+        }
     }
 }
 
@@ -163,12 +210,18 @@ mod tests {
             assert_eq!(feed.index_path().parse::<Feed>().unwrap(), feed);
         }
         assert_eq!(Feed::Region(de).chunk_path(3), "v1/DE/keys/3");
+        assert_eq!(
+            Feed::Public.text_index(&[3, 4]),
+            "v1/keys/3\nv1/keys/4\n",
+            "oldest first, one path per line from the host root"
+        );
         assert!("v1/de/keys".parse::<Feed>().is_err());
         assert!("v2/keys".parse::<Feed>().is_err());
         for path in [
             "v1/keys",
             "v1/a2a/keys/3",
             "v1/DE/keys/12",
+            "v1/DE/keys/index.txt",
             "v1/verification-keys",
         ] {
             assert_eq!(path.parse::<Published>().unwrap().to_string(), path);
@@ -178,6 +231,7 @@ mod tests {
             "v1/keys/01",
             "/v1/keys",
             "v1/keys/",
+            "v1/keys/index.json",
             "v1//keys",
             "v1/x",
         ] {

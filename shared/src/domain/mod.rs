@@ -4,10 +4,12 @@
 //! - [`key`]: Diagnosis Keys, region IDs, report types, the interval clock, Unix time.
 //! - [`upload`]: the upload as phones send it, and every rule it must pass.
 //! - [`certificate`]: verification certificates of health authorities (ES256 JWTs).
+//! - [`diagnosis`]: the test type and symptom onset a one-time code carries.
 //! - [`export`]: the GAEN export file: written, read and verified.
 //! - [`signature`]: the identities and public keys that sign and verify export files.
 //! - [`feed`]: feeds, their paths and indexes.
 //! - [`publication`]: data-prep's record of what it published.
+//! - [`revision`]: revision tokens, and which report type changes a revision may make.
 //! - [`access`]: who may read which feed, and the peer identity behind a request.
 //! - [`config`]: a region's settings; [`peers`]: the peers file.
 //! - [`client`]: who a request comes from, for rate limiting.
@@ -19,6 +21,7 @@ pub mod access;
 pub mod certificate;
 pub mod client;
 pub mod config;
+pub mod diagnosis;
 pub mod digest;
 pub mod export;
 pub mod feed;
@@ -26,6 +29,7 @@ pub mod key;
 pub mod metrics;
 pub mod peers;
 pub mod publication;
+pub mod revision;
 pub mod secret;
 pub mod signature;
 pub mod upload;

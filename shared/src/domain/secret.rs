@@ -1,5 +1,6 @@
-//! The region's secrets, as values: the pepper that one-time codes are hashed under, and the
-//! admin token with the rule it must meet. Where they are kept is the adapters' business.
+//! The region's secrets, as values: the pepper that one-time codes are hashed under (and that
+//! other keys derive from), and the admin token with the rule it must meet. Where they are
+//! kept is the adapters' business.
 
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -41,6 +42,14 @@ impl Pepper {
             .as_ref()
             .try_into()
             .expect("HMAC-SHA-256 is 32 bytes")
+    }
+}
+
+impl Pepper {
+    /// A 32-byte key for `purpose`, derived from the pepper (HMAC-SHA-256 of a label no code
+    /// can equal), so that one kept secret serves every keyed job of the region.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        self.hash(&format!("enfeed key for {purpose}"))
     }
 }
 

@@ -1,13 +1,17 @@
-//! The upload of Diagnosis Keys (`POST /v1/publish`): the request as phones send it (field
-//! names of Google's reference server) and every rule a request must pass before anything is
-//! stored.
+//! The upload of Diagnosis Keys (`POST /v1/publish`): the request as phones send it (the v1
+//! protocol of Google's reference server, field names matched as its decoder matches them) and
+//! every rule a request must pass before anything is stored. A key that breaks a rule of its
+//! own is left out and named (a partial success); a request whose keys break a rule together,
+//! or that keeps no key at all, is refused.
 
 use std::collections::{BTreeSet, HashSet};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
+use crate::domain::config::Config;
 use crate::domain::digest::sha256;
 use crate::domain::key::UnixSeconds;
 use crate::domain::key::{
@@ -25,7 +29,9 @@ pub const MAX_KEY_AGE_DAYS: u32 = 15;
 /// Most regions an uploader may declare.
 pub const MAX_REGIONS: usize = 50;
 
-/// The JSON body of `POST /v1/publish`. Unknown fields are refused.
+/// The JSON body of `POST /v1/publish`. Field names match case-insensitively when no field
+/// has the exact name, as Go's decoder in the reference server matches them (so the published
+/// requirements' `hmackey` is `hmacKey`); unknown fields are refused.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PublishRequest {
@@ -41,11 +47,28 @@ pub struct PublishRequest {
     pub report_type: Option<String>,
     /// Random bytes that hide the request's size; ignored.
     pub padding: Option<String>,
+    /// The health authority the app belongs to; the certificate's issuer decides instead.
     #[serde(rename = "healthAuthorityID")]
     pub health_authority_id: Option<String>,
+    /// The uploader travelled: without `regions`, the keys go to the traveller regions.
     pub traveler: Option<bool>,
+    /// The token of an earlier upload of the same device, to revise keys it covers.
     pub revision_token: Option<String>,
 }
+
+/// The request's field names, as [`PublishRequest`] spells them.
+const REQUEST_FIELDS: [&str; 10] = [
+    "temporaryExposureKeys",
+    "regions",
+    "verificationPayload",
+    "hmacKey",
+    "symptomOnsetInterval",
+    "reportType",
+    "padding",
+    "healthAuthorityID",
+    "traveler",
+    "revisionToken",
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -58,15 +81,30 @@ pub struct ExposureKeyJson {
     pub transmission_risk: i32,
 }
 
+/// A key's field names, as [`ExposureKeyJson`] spells them.
+const KEY_FIELDS: [&str; 4] = [
+    "key",
+    "rollingStartNumber",
+    "rollingPeriod",
+    "transmissionRisk",
+];
+
 /// An upload that passed every rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upload {
+    /// The keys kept.
     pub keys: Vec<DiagnosisKey>,
+    /// The keys left out, each error naming its key by its place in the request (from 0).
+    pub dropped: Vec<UploadError>,
     /// The declared regions, sorted and without duplicates; the own region when none were
-    /// declared.
+    /// declared (or the traveller regions, for a traveller).
     pub regions: Vec<RegionId>,
     pub verification_payload: String,
     pub hmac_key: Option<Vec<u8>>,
+    /// Every key as sent, dropped ones too, as a certificate's `tekmac` covers them.
+    pub tekmac_message: String,
+    /// The revision token the upload carries, not yet checked.
+    pub revision_token: Option<String>,
 }
 
 /// Why an upload was refused. Each variant has a stable [`code`](UploadError::code).
@@ -108,7 +146,7 @@ pub enum UploadError {
     BadReportType(String),
     #[error("hmacKey is not valid base64")]
     BadHmacKey,
-    #[error("key revisions (revisionToken) are not supported")]
+    #[error("key revisions (revisionToken) are not supported yet")]
     RevisionUnsupported,
     #[error("verificationPayload is missing")]
     MissingVerification,
@@ -148,11 +186,23 @@ impl PublishRequest {
         if body.len() > MAX_BODY_BYTES {
             return Err(UploadError::BodyTooLarge);
         }
-        serde_json::from_slice(body).map_err(|e| UploadError::BadJson(e.to_string()))
+        let bad_json = |e: serde_json::Error| UploadError::BadJson(e.to_string());
+        let mut value: Value = serde_json::from_slice(body).map_err(bad_json)?;
+        if let Value::Object(request) = &mut value {
+            canonical_names(request, &REQUEST_FIELDS)?;
+            if let Some(Value::Array(keys)) = request.get_mut(REQUEST_FIELDS[0]) {
+                for key in keys {
+                    if let Value::Object(key) = key {
+                        canonical_names(key, &KEY_FIELDS)?;
+                    }
+                }
+            }
+        }
+        serde_json::from_value(value).map_err(bad_json)
     }
 
-    /// Applies every upload rule at time `now` for a backend of region `own`.
-    pub fn validate(self, own: RegionId, now: UnixSeconds) -> Result<Upload, UploadError> {
+    /// Applies every upload rule at time `now` for a backend configured by `config`.
+    pub fn validate(self, config: &Config, now: UnixSeconds) -> Result<Upload, UploadError> {
         if self
             .revision_token
             .as_deref()
@@ -171,23 +221,91 @@ impl PublishRequest {
         {
             return Err(UploadError::OnsetInFuture);
         }
-        let keys = validate_keys(&self.temporary_exposure_keys, now_interval)?;
+        let (keys, dropped) = validate_keys(&self.temporary_exposure_keys, now_interval)?;
         let hmac_key = self
             .hmac_key
             .map(|k| BASE64.decode(k).map_err(|_| UploadError::BadHmacKey))
             .transpose()?;
+        let regions = if self.regions.is_empty() && self.traveler == Some(true) {
+            let mut regions = config.traveler_regions.clone();
+            regions.push(config.region);
+            regions.sort();
+            regions.dedup();
+            regions
+        } else {
+            parse_regions(&self.regions, config.region)?
+        };
         let mut upload = Upload {
             keys,
-            regions: parse_regions(&self.regions, own)?,
+            dropped,
+            regions,
             verification_payload: self.verification_payload,
             hmac_key,
+            tekmac_message: tekmac_message(self.temporary_exposure_keys.iter().map(|k| {
+                render_for_tekmac(
+                    &k.key,
+                    k.rolling_start_number,
+                    k.rolling_period,
+                    k.transmission_risk,
+                )
+            })),
+            revision_token: self.revision_token.filter(|t| !t.is_empty()),
         };
         upload.certify(Some(report_type), self.symptom_onset_interval);
         Ok(upload)
     }
 }
 
+/// Renames the fields of `object` that match one of `fields` only case-insensitively to that
+/// field's spelling. Other names stay, for the decoder to refuse.
+fn canonical_names(object: &mut Map<String, Value>, fields: &[&str]) -> Result<(), UploadError> {
+    if object.keys().all(|name| fields.contains(&name.as_str())) {
+        return Ok(());
+    }
+    let mut canonical = Map::with_capacity(object.len());
+    for (name, value) in std::mem::take(object) {
+        let name = match fields
+            .iter()
+            .find(|field| field.eq_ignore_ascii_case(&name))
+        {
+            Some(field) if !fields.contains(&name.as_str()) => (*field).to_string(),
+            _ => name,
+        };
+        if canonical.contains_key(&name) {
+            return Err(UploadError::BadJson(format!("field {name} is given twice")));
+        }
+        canonical.insert(name, value);
+    }
+    *object = canonical;
+    Ok(())
+}
+
 impl Upload {
+    /// An upload of `keys`, all kept, as a phone that follows every rule sends them.
+    pub fn of_keys(
+        keys: Vec<DiagnosisKey>,
+        regions: Vec<RegionId>,
+        verification_payload: String,
+        hmac_key: Option<Vec<u8>>,
+    ) -> Self {
+        Self {
+            tekmac_message: tekmac_message(keys.iter().map(|k| {
+                render_for_tekmac(
+                    &BASE64.encode(k.key_data),
+                    k.rolling_start,
+                    k.rolling_period,
+                    k.transmission_risk,
+                )
+            })),
+            keys,
+            dropped: Vec::new(),
+            regions,
+            verification_payload,
+            hmac_key,
+            revision_token: None,
+        }
+    }
+
     /// Sets the diagnosis of every key: its report type, and its days since symptom onset.
     /// `None` leaves what is there; a health authority's certificate overrides the upload.
     pub fn certify(&mut self, report_type: Option<ReportType>, onset: Option<u32>) {
@@ -200,6 +318,34 @@ impl Upload {
             }
         }
     }
+
+    /// Gives keys sent without a transmission risk the one the health authority's diagnosis
+    /// implies, as the reference server does.
+    pub fn derive_transmission_risk(&mut self, report_type: ReportType) {
+        let risk = match report_type {
+            ReportType::ConfirmedTest => 2,
+            ReportType::ConfirmedClinicalDiagnosis => 4,
+            ReportType::SelfReport => 5,
+            ReportType::Revoked => 6,
+            ReportType::Unknown | ReportType::Recursive => return,
+        };
+        for key in self.keys.iter_mut().filter(|k| k.transmission_risk == 0) {
+            key.transmission_risk = risk;
+        }
+    }
+}
+
+/// One key as a certificate's `tekmac` renders it: `base64key.rollingStart.rollingPeriod.risk`.
+pub fn render_for_tekmac(key: &str, rolling_start: u32, rolling_period: u32, risk: i32) -> String {
+    format!("{key}.{rolling_start}.{rolling_period}.{risk}")
+}
+
+/// What a certificate's `tekmac` is the HMAC of: the rendered keys, sorted as strings, joined
+/// with commas.
+pub fn tekmac_message(rendered: impl Iterator<Item = String>) -> String {
+    let mut rendered: Vec<String> = rendered.collect();
+    rendered.sort_unstable();
+    rendered.join(",")
 }
 
 /// The upload's own report type: confirmed unless it says otherwise; a phone cannot declare
@@ -214,10 +360,13 @@ fn parse_report_type(label: Option<&str>) -> Result<ReportType, UploadError> {
     }
 }
 
-/// Whole days from symptom onset to the key's first interval, if within GAEN's -14..=14.
+/// Days from symptom onset (rounded down to its UTC day) to the key's first interval, rounded
+/// to the nearest day, if within GAEN's -14..=14.
 fn days_since_onset(rolling_start: u32, onset: u32) -> Option<i32> {
-    let days =
-        (i64::from(rolling_start) - i64::from(onset)).div_euclid(i64::from(INTERVALS_PER_DAY));
+    let day = i64::from(INTERVALS_PER_DAY);
+    let onset_day = i64::from(onset) / day * day;
+    let diff = i64::from(rolling_start) - onset_day;
+    let days = diff / day + (diff % day).signum() * i64::from((diff % day).abs() > day / 2);
     (-14..=14).contains(&days).then_some(days as i32)
 }
 
@@ -238,10 +387,13 @@ fn parse_regions(declared: &[String], own: RegionId) -> Result<Vec<RegionId>, Up
     Ok(regions.into_iter().collect())
 }
 
+/// The keys that pass their own rules, and the errors of those that do not. A request with no
+/// key, too many, a key twice, keys that break a rule together (after the bad ones are left
+/// out), or no good key is refused with the (first) reason.
 fn validate_keys(
     keys: &[ExposureKeyJson],
     now_interval: u32,
-) -> Result<Vec<DiagnosisKey>, UploadError> {
+) -> Result<(Vec<DiagnosisKey>, Vec<UploadError>), UploadError> {
     if keys.is_empty() {
         return Err(UploadError::NoKeys);
     }
@@ -250,34 +402,54 @@ fn validate_keys(
     }
     let mut seen = HashSet::with_capacity(keys.len());
     let mut valid = Vec::with_capacity(keys.len());
+    let mut dropped = Vec::new();
     for (index, k) in keys.iter().enumerate() {
-        let bytes = BASE64
-            .decode(&k.key)
-            .map_err(|_| UploadError::BadBase64(index))?;
-        let key_data: [u8; KEY_LEN] =
-            bytes
-                .as_slice()
-                .try_into()
-                .map_err(|_| UploadError::BadKeyLength {
-                    index,
-                    len: bytes.len(),
-                })?;
-        if !seen.insert(key_data) {
+        let key = match parse_key(index, k, now_interval) {
+            Ok(key) => key,
+            Err(error) => {
+                dropped.push(error);
+                continue;
+            }
+        };
+        if !seen.insert(key.key_data) {
             return Err(UploadError::DuplicateKey(index));
         }
-        let key = DiagnosisKey {
-            key_data,
-            rolling_start: k.rolling_start_number,
-            rolling_period: k.rolling_period,
-            transmission_risk: k.transmission_risk,
-            report_type: ReportType::Unknown,
-            days_since_onset: None,
-        };
-        check_key(&key, now_interval).map_err(|problem| problem.at(index))?;
         valid.push(key);
     }
+    if valid.is_empty() {
+        return Err(dropped.swap_remove(0));
+    }
     check_intervals(&valid)?;
-    Ok(valid)
+    Ok((valid, dropped))
+}
+
+/// One key of a request, if it passes the rules of a single key.
+fn parse_key(
+    index: usize,
+    k: &ExposureKeyJson,
+    now_interval: u32,
+) -> Result<DiagnosisKey, UploadError> {
+    let bytes = BASE64
+        .decode(&k.key)
+        .map_err(|_| UploadError::BadBase64(index))?;
+    let key_data: [u8; KEY_LEN] =
+        bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| UploadError::BadKeyLength {
+                index,
+                len: bytes.len(),
+            })?;
+    let key = DiagnosisKey {
+        key_data,
+        rolling_start: k.rolling_start_number,
+        rolling_period: k.rolling_period,
+        transmission_risk: k.transmission_risk,
+        report_type: ReportType::Unknown,
+        days_since_onset: None,
+    };
+    check_key(&key, now_interval).map_err(|problem| problem.at(index))?;
+    Ok(key)
 }
 
 /// Why one key breaks the rules, whoever sent it (a phone, or a peer backend's feed).
@@ -413,12 +585,18 @@ mod tests {
         }
     }
 
+    fn config() -> Config {
+        let mut config = Config::new(own());
+        config.traveler_regions = vec!["IT".parse().unwrap(), "AT".parse().unwrap()];
+        config
+    }
+
     fn today() -> u32 {
         interval_of(NOW) / 144 * 144
     }
 
     fn refused(req: PublishRequest) -> &'static str {
-        req.validate(own(), NOW).unwrap_err().code()
+        req.validate(&config(), NOW).unwrap_err().code()
     }
 
     #[test]
@@ -426,7 +604,7 @@ mod tests {
         let keys = (1..=14)
             .map(|d| key(d as u8, today() - d * 144, 144))
             .collect();
-        let upload = request(keys).validate(own(), NOW).unwrap();
+        let upload = request(keys).validate(&config(), NOW).unwrap();
         assert_eq!(upload.keys.len(), 14);
         assert_eq!(
             upload.regions,
@@ -444,7 +622,7 @@ mod tests {
     fn no_declared_regions_means_the_own_region() {
         let mut req = request(vec![key(1, today() - 144, 144)]);
         req.regions.clear();
-        assert_eq!(req.validate(own(), NOW).unwrap().regions, vec![own()]);
+        assert_eq!(req.validate(&config(), NOW).unwrap().regions, vec![own()]);
     }
 
     #[test]
@@ -514,7 +692,7 @@ mod tests {
     fn same_start_keys_may_differ_in_length_but_not_overlap_the_next() {
         let t = today();
         let ok = vec![key(1, t - 144, 144), key(2, t - 144, 72), key(3, t, 10)];
-        assert!(request(ok).validate(own(), NOW).is_ok());
+        assert!(request(ok).validate(&config(), NOW).is_ok());
         let overlap = vec![
             key(1, t - 144, 72),
             key(2, t - 144, 145 - 1),
@@ -541,9 +719,105 @@ mod tests {
         let t = today();
         let mut req = request(vec![key(1, t - 2 * 144, 144), key(2, t, 144)]);
         req.symptom_onset_interval = Some(t - 144);
-        let upload = req.validate(own(), NOW).unwrap();
+        let upload = req.validate(&config(), NOW).unwrap();
         let days: Vec<_> = upload.keys.iter().map(|k| k.days_since_onset).collect();
         assert_eq!(days, vec![Some(-1), Some(1)]);
+    }
+
+    #[test]
+    fn keys_that_break_a_rule_of_their_own_are_left_out_and_named() {
+        let t = today();
+        let mut bad = key(2, t - 2 * 144, 144);
+        bad.key = "not base64!".into();
+        let mut risky = key(3, t - 3 * 144, 144);
+        risky.transmission_risk = 9;
+        let req = request(vec![key(1, t - 144, 144), bad, risky]);
+        let upload = req.validate(&config(), NOW).unwrap();
+        assert_eq!(upload.keys.len(), 1);
+        assert_eq!(
+            upload.dropped,
+            vec![
+                UploadError::BadBase64(1),
+                UploadError::BadTransmissionRisk { index: 2, risk: 9 }
+            ]
+        );
+        // The certificate's tekmac covers what was sent, dropped keys too.
+        assert!(upload.tekmac_message.contains("not base64!"));
+        assert_eq!(upload.tekmac_message.matches(',').count(), 2);
+        // Rules about keys together apply to the keys kept.
+        let overlap = vec![key(1, t - 144, 144), key(2, t - 100, 10), key(3, t, 145)];
+        assert_eq!(refused(request(overlap)), "overlapping_keys");
+    }
+
+    #[test]
+    fn field_names_match_as_the_reference_decoder_matches_them() {
+        let t = today();
+        let body = format!(
+            r#"{{"TemporaryExposureKeys":[{{"KEY":"{}","rollingstartnumber":{},"RollingPeriod":144}}],
+                "hmackey":"aGVsbG8=","verificationPayload":"123","healthAuthorityID":"ch.admin",
+                "padding":"AAAA","symptomOnsetInterval":{},"traveler":false}}"#,
+            BASE64.encode([1u8; 16]),
+            t - 144,
+            t - 144
+        );
+        let upload = PublishRequest::from_json(body.as_bytes())
+            .unwrap()
+            .validate(&config(), NOW)
+            .unwrap();
+        assert_eq!(upload.hmac_key.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(upload.keys[0].days_since_onset, Some(0));
+        for refused in [
+            r#"{"temporaryExposureKeys":[],"surprise":1}"#,
+            r#"{"temporaryExposureKeys":[],"hmacKey":"a","HMACKEY":"b"}"#,
+            r#"{"temporaryExposureKeys":[{"key":"a","keys":"b"}]}"#,
+        ] {
+            let err = PublishRequest::from_json(refused.as_bytes()).unwrap_err();
+            assert_eq!(err.code(), "bad_json", "{refused}: {err}");
+        }
+    }
+
+    #[test]
+    fn travellers_without_regions_go_to_the_traveller_regions() {
+        let t = today();
+        let mut traveller = request(vec![key(1, t - 144, 144)]);
+        traveller.regions.clear();
+        traveller.traveler = Some(true);
+        let regions: Vec<String> = traveller
+            .validate(&config(), NOW)
+            .unwrap()
+            .regions
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(regions, ["AT", "CH", "IT"]);
+        // Declared regions win.
+        let mut declared = request(vec![key(1, t - 144, 144)]);
+        declared.traveler = Some(true);
+        assert_eq!(declared.validate(&config(), NOW).unwrap().regions.len(), 2);
+    }
+
+    #[test]
+    fn onset_is_its_day_and_days_since_onset_round_to_the_nearest_day() {
+        let t = today();
+        // An onset in the middle of a day counts from that day's start.
+        assert_eq!(days_since_onset(t, t - 144 + 100), Some(1));
+        // 1 day and 80 intervals is nearer 2 days; 1 day and 60 nearer 1.
+        assert_eq!(days_since_onset(t + 144 + 80, t), Some(2));
+        assert_eq!(days_since_onset(t + 144 + 60, t), Some(1));
+        assert_eq!(days_since_onset(t - 144 - 80, t), Some(-2));
+        assert_eq!(days_since_onset(t + 15 * 144, t), None);
+    }
+
+    #[test]
+    fn a_health_authority_diagnosis_sets_a_missing_transmission_risk() {
+        let t = today();
+        let mut keys = vec![key(1, t - 144, 144), key(2, t - 288, 144)];
+        keys[0].transmission_risk = 0;
+        keys[1].transmission_risk = 7;
+        let mut upload = request(keys).validate(&config(), NOW).unwrap();
+        upload.derive_transmission_risk(ReportType::ConfirmedClinicalDiagnosis);
+        let risks: Vec<i32> = upload.keys.iter().map(|k| k.transmission_risk).collect();
+        assert_eq!(risks, [4, 7], "only a missing risk is derived");
     }
 
     #[test]

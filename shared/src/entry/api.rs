@@ -20,7 +20,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -31,17 +31,19 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ipnet::IpNet;
 use serde::Serialize;
+use serde_json::json;
 use tracing::Instrument as _;
 
 use crate::domain::access::{AccessPolicy, Peer};
 use crate::domain::client::{client_address, rate_limit_key};
-use crate::domain::feed::{BadFeedPath, Feed};
+use crate::domain::diagnosis::CodeRequest;
+use crate::domain::feed::{BadFeedPath, Feed, Published, TEXT_INDEX};
 use crate::domain::secret::{random_token, same_secret};
 use crate::domain::upload::{MAX_BODY_BYTES, UploadError};
 use crate::entry::backend::{Backend, VerificationKeys};
 use crate::ports::{Blob, UnixSeconds, VerifyError};
 use crate::services::consumer::Poll;
-use crate::services::publish::{PublishError, PublishResponse};
+use crate::services::publish::{PublishError, PublishResponse, pad_answer};
 
 /// How the API treats its callers.
 #[derive(Clone, Debug)]
@@ -217,7 +219,7 @@ async fn read_body(app: &App, request: Request, limit: usize) -> Result<Bytes, A
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            UploadError::BodyTooLarge.to_string(),
+            format!("request body is larger than {limit} bytes"),
         )
     };
     let declared = request
@@ -245,13 +247,36 @@ async fn read_body(app: &App, request: Request, limit: usize) -> Result<Bytes, A
     }
 }
 
-async fn publish(
-    State(app): State<App>,
-    request: Request,
-) -> Result<Json<PublishResponse>, ApiError> {
-    let client = client_of(&app, &request);
-    let body = read_body(&app, request, MAX_BODY_BYTES).await?;
-    Ok(Json(app.backend.publish(&body, &client).await?))
+/// An upload, or chaff (a request with a non-empty `X-Chaff` header): either way, the answer
+/// is padded to a random size (see [`crate::services::publish`]).
+async fn publish(State(app): State<App>, request: Request) -> Response {
+    let arrived = Instant::now();
+    let chaff = request
+        .headers()
+        .get(CHAFF_HEADER)
+        .is_some_and(|value| !value.is_empty());
+    let outcome = if chaff {
+        // Read, so that the connection is kept as after an upload, and never looked at.
+        let _ = read_body(&app, request, MAX_BODY_BYTES).await;
+        Ok(app.backend.chaff(arrived).await)
+    } else {
+        upload(&app, request).await
+    };
+    let (status, mut answer) = match outcome {
+        Ok(answer) => (StatusCode::OK, json!(answer)),
+        Err(error) => (error.status, json!(error.body)),
+    };
+    pad_answer(&mut answer);
+    (status, Json(answer)).into_response()
+}
+
+/// The header that marks a request as chaff.
+pub const CHAFF_HEADER: &str = "x-chaff";
+
+async fn upload(app: &App, request: Request) -> Result<PublishResponse, ApiError> {
+    let client = client_of(app, &request);
+    let body = read_body(app, request, MAX_BODY_BYTES).await?;
+    Ok(app.backend.publish(&body, &client).await?)
 }
 
 fn require_admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -274,13 +299,21 @@ fn bearer_is_admin(app: &App, headers: &HeaderMap) -> bool {
         .is_some_and(|token| same_secret(token, &app.access.admin_token))
 }
 
-async fn issue_code(
-    State(app): State<App>,
-    headers: HeaderMap,
-) -> Result<impl IntoResponse, ApiError> {
-    require_admin(&app, &headers)?;
-    let code = app.backend.issue_code().await.map_err(ApiError::internal)?;
-    Ok((StatusCode::CREATED, Json(code)))
+/// Most bytes of a code request's body (`{"testType", "symptomDate"}`).
+const MAX_CODE_REQUEST_BYTES: usize = 1024;
+
+async fn issue_code(State(app): State<App>, request: Request) -> Result<Response, ApiError> {
+    require_admin(&app, request.headers())?;
+    let body = read_body(&app, request, MAX_CODE_REQUEST_BYTES).await?;
+    let diagnosis = CodeRequest::from_body(&body)
+        .and_then(|request| request.diagnosis(app.backend.clock.now()))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
+    let code = app
+        .backend
+        .issue_code(diagnosis)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((StatusCode::CREATED, Json(code)).into_response())
 }
 
 async fn run_dataprep(
@@ -331,7 +364,11 @@ async fn verification_keys(State(app): State<App>) -> Result<Response, ApiError>
         .await
         .map_err(ApiError::internal)?;
     if let Some(blob) = published {
-        return Ok(blob_response(blob, app.backend.clock.now()));
+        return Ok(blob_response(
+            Published::VerificationKeys,
+            blob,
+            app.backend.clock.now(),
+        ));
     }
     let keys = app.backend.verification_keys();
     if keys.is_empty() {
@@ -353,7 +390,7 @@ async fn public_index(State(app): State<App>) -> Result<Response, ApiError> {
 }
 
 async fn public_chunk(State(app): State<App>, Path(n): Path<String>) -> Result<Response, ApiError> {
-    serve_chunk(&app, Feed::Public, chunk_number(&n)?).await
+    serve_below_feed(&app, Feed::Public, &n).await
 }
 
 async fn backend_index(
@@ -371,17 +408,32 @@ async fn backend_chunk(
     request: Request,
 ) -> Result<Response, ApiError> {
     let feed = backend_feed(&app, &feed, &request)?;
-    serve_chunk(&app, feed, chunk_number(&n)?).await
+    serve_below_feed(&app, feed, &n).await
 }
 
-fn chunk_number(n: &str) -> Result<u32, ApiError> {
-    n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-        ApiError::new(
+/// What a feed publishes below its path: a chunk by number, or the text index.
+async fn serve_below_feed(app: &App, feed: Feed, name: &str) -> Result<Response, ApiError> {
+    match format!("{feed}/{name}").parse::<Published>() {
+        Ok(Published::Chunk(_, n)) => serve_chunk(app, feed, n).await,
+        Ok(Published::TextIndex(_)) => {
+            let blob = app
+                .backend
+                .feeds()
+                .text_index(feed)
+                .await
+                .map_err(ApiError::internal)?;
+            Ok(blob_response(
+                Published::TextIndex(feed),
+                blob,
+                app.backend.clock.now(),
+            ))
+        }
+        _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("{n:?} is not a chunk number"),
-        )
-    })
+            format!("{name:?} is neither a chunk number nor {TEXT_INDEX}"),
+        )),
+    }
 }
 
 /// Resolves `/v1/{segment}/keys` to a backend feed the caller may read.
@@ -417,7 +469,11 @@ async fn serve_index(app: &App, feed: Feed) -> Result<Response, ApiError> {
         .index(feed)
         .await
         .map_err(ApiError::internal)?;
-    Ok(blob_response(blob, app.backend.clock.now()))
+    Ok(blob_response(
+        Published::Index(feed),
+        blob,
+        app.backend.clock.now(),
+    ))
 }
 
 async fn serve_chunk(app: &App, feed: Feed, n: u32) -> Result<Response, ApiError> {
@@ -445,7 +501,11 @@ async fn serve_chunk(app: &App, feed: Feed, n: u32) -> Result<Response, ApiError
                 format!("{} does not exist", feed.chunk_path(n)),
             )
         })?;
-    Ok(blob_response(blob, app.backend.clock.now()))
+    Ok(blob_response(
+        Published::Chunk(feed, n),
+        blob,
+        app.backend.clock.now(),
+    ))
 }
 
 /// How long the address a chunk request is redirected to stays valid.
@@ -468,14 +528,15 @@ fn redirect(url: &str) -> Response {
     }
 }
 
-/// A blob as served at `now`: a chunk may be cached until its `fresh_until`, no longer.
-fn blob_response(blob: Blob, now: UnixSeconds) -> Response {
+/// A published blob as served at `now`: a chunk may be cached until its `fresh_until`, no
+/// longer.
+fn blob_response(published: Published, blob: Blob, now: UnixSeconds) -> Response {
     let cache_control = blob.kind.cache_control(now);
     let mut response = Response::new(Body::from(Bytes::from(blob.bytes)));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(blob.kind.content_type()),
+        HeaderValue::from_static(published.content_type()),
     );
     headers.insert(
         header::CACHE_CONTROL,

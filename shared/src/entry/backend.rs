@@ -2,25 +2,27 @@
 //! that the entry points (the HTTP API, the command line, the Lambda functions) call.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::domain::certificate::{CertificateConfigError, TrustedIssuer};
 use crate::domain::config::Config;
+use crate::domain::diagnosis::Diagnosis;
 use crate::domain::key::RegionId;
 use crate::domain::metrics::Metrics;
 use crate::domain::secret::Pepper;
 use crate::domain::signature::SignatureInfo;
 use crate::ports::{
-    BlobStore, Clock, CodeStore, ConsumerStateStore, KeyStore, PublicationStore, Signer,
-    StoreError, UnixSeconds, UploadVerifier,
+    BlobStore, Clock, CodeStore, ConsumerStateStore, Fetch, IssuerSource, KeyStore,
+    PublicationStore, Signer, StoreError, UnixSeconds, UploadVerifier,
 };
-use crate::services::certificates::CertificateVerifier;
+use crate::services::certificates::{CertificateVerifier, IssuerUpdates, IssuersError};
 use crate::services::codes::{IssuedCode, OneTimeCodes};
 use crate::services::consumer::{Consumer, ConsumerReport, Poll, Producer};
 use crate::services::dataprep::{DataPrep, DataPrepError, DataPrepReport};
 use crate::services::feeds::Feeds;
-use crate::services::publish::{PublishError, PublishResponse, Publisher};
+use crate::services::publish::{PublishError, PublishResponse, Publisher, RecentUploads};
 
 /// The ports of one backend. Each operation runs the service that does it over the ports that
 /// service needs (services are a few shared pointers: building one costs nothing).
@@ -39,6 +41,8 @@ pub struct Backend {
     pub consumer: Option<Arc<Consumer>>,
     /// What the services count.
     pub metrics: Arc<Metrics>,
+    /// How real uploads went lately, for chaff to imitate.
+    pub recent_uploads: Arc<RecentUploads>,
 }
 
 /// Anything that can store keys, codes and publication state: one adapter for all three.
@@ -106,15 +110,37 @@ impl Backend {
             clock,
             config,
             consumer: None,
+            recent_uploads: Arc::default(),
         }
     }
 
     /// Accepts verification certificates of `issuers` besides one-time codes.
     pub fn trust(&mut self, issuers: Vec<TrustedIssuer>) -> Result<(), CertificateConfigError> {
-        let certificates = CertificateVerifier::new(issuers)?
-            .with_max_lifetime(self.config.certificate_max_lifetime);
-        self.verifier = Arc::new(certificates.or_else(Arc::new(self.codes.clone())));
+        self.accept_certificates(CertificateVerifier::new(issuers)?);
         Ok(())
+    }
+
+    /// Accepts verification certificates of the issuers that `source` names (and their key
+    /// sets, read with `fetch`) besides one-time codes, reading them again every
+    /// `issuers_refresh` seconds.
+    pub async fn follow_issuers(
+        &mut self,
+        source: Arc<dyn IssuerSource>,
+        fetch: Arc<dyn Fetch>,
+    ) -> Result<(), IssuersError> {
+        let updates = IssuerUpdates {
+            source,
+            fetch,
+            every: self.config.issuers_refresh,
+        };
+        let verifier = CertificateVerifier::following(updates, self.clock.now()).await?;
+        self.accept_certificates(verifier);
+        Ok(())
+    }
+
+    fn accept_certificates(&mut self, certificates: CertificateVerifier) {
+        let certificates = certificates.with_max_lifetime(self.config.certificate_max_lifetime);
+        self.verifier = Arc::new(certificates.or_else(Arc::new(self.codes.clone())));
     }
 
     /// Pulls from `producers`, keeping its place in each one's feed in `state`.
@@ -140,20 +166,29 @@ impl Backend {
         body: &[u8],
         client: &str,
     ) -> Result<PublishResponse, PublishError> {
+        self.publisher().publish(body, client).await
+    }
+
+    /// Answers a chaff upload that arrived at `since`; see [`Publisher::chaff`].
+    pub async fn chaff(&self, since: Instant) -> PublishResponse {
+        self.publisher().chaff(since).await
+    }
+
+    fn publisher(&self) -> Publisher {
         Publisher::new(
             self.config.clone(),
             self.keys.clone(),
             self.verifier.clone(),
             self.clock.clone(),
             self.metrics.clone(),
+            self.recent_uploads.clone(),
         )
-        .publish(body, client)
-        .await
     }
 
-    /// Issues a one-time code for a person who tested positive.
-    pub async fn issue_code(&self) -> Result<IssuedCode, StoreError> {
-        self.codes.issue(self.clock.now()).await
+    /// Issues a one-time code for a person who tested positive, carrying the health
+    /// authority's `diagnosis` (possibly empty) to the upload.
+    pub async fn issue_code(&self, diagnosis: Diagnosis) -> Result<IssuedCode, StoreError> {
+        self.codes.issue(self.clock.now(), diagnosis).await
     }
 
     /// Publishes what is new and retires what has expired, and the public keys that verify the

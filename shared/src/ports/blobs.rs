@@ -21,13 +21,6 @@ pub enum BlobKind {
 }
 
 impl BlobKind {
-    pub fn content_type(self) -> &'static str {
-        match self {
-            BlobKind::Chunk { .. } => "application/zip",
-            BlobKind::Index => "application/json",
-        }
-    }
-
     /// How long, from `now`, caches may keep the blob: a chunk for a day at most and never past
     /// its `fresh_until`; an index not at all.
     pub fn max_age(self, now: UnixSeconds) -> u64 {

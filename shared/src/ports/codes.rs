@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 
 use super::StoreError;
+use crate::domain::diagnosis::Diagnosis;
 use crate::domain::key::UnixSeconds;
 
 /// A single-use upload authorisation to be consumed in the same transaction that stores the
@@ -36,6 +37,8 @@ pub struct CodeUse {
     pub used_by: Option<Vec<u8>>,
     /// Keys that upload stored.
     pub inserted: u32,
+    /// The diagnosis the code was issued with.
+    pub diagnosis: Diagnosis,
 }
 
 /// The rule every code store applies to a claim, given what it holds of the code (`None`: the
@@ -61,6 +64,8 @@ pub struct CodeRecord {
     pub code_hash: [u8; 32],
     pub issued_at: UnixSeconds,
     pub expires_at: UnixSeconds,
+    /// What the health authority said about the test, if anything.
+    pub diagnosis: Diagnosis,
 }
 
 /// One-time codes and the wrong-code attempt counters.
@@ -84,6 +89,11 @@ pub trait CodeStore: Send + Sync {
         window_start: UnixSeconds,
     ) -> Result<u32, StoreError>;
 
-    /// Checks that a code exists, is unexpired and is unused or was used by `upload_digest`.
-    async fn check_code(&self, claim: &CodeClaim, now: UnixSeconds) -> Result<(), StoreError>;
+    /// Checks that a code exists, is unexpired and is unused or was used by `upload_digest`;
+    /// returns the diagnosis it was issued with.
+    async fn check_code(
+        &self,
+        claim: &CodeClaim,
+        now: UnixSeconds,
+    ) -> Result<Diagnosis, StoreError>;
 }

@@ -11,7 +11,8 @@
 //! | [`BlobStore`] ([`blobs`]) | published chunks and indexes |
 //! | [`Signer`] ([`signer`]) | the region's export signing keys |
 //! | [`UploadVerifier`] ([`verifier`]) | who may upload |
-//! | [`Fetch`] ([`fetch`]) | reading a peer's files |
+//! | [`Fetch`] ([`fetch`]) | reading a peer's files, and health authorities' key sets |
+//! | [`IssuerSource`] ([`issuers`]) | the trusted issuers file |
 //! | [`Clock`] ([`clock`]) | the time |
 
 pub mod blobs;
@@ -19,6 +20,7 @@ pub mod clock;
 pub mod codes;
 pub mod consumer_state;
 pub mod fetch;
+pub mod issuers;
 pub mod keys;
 pub mod publication;
 pub mod signer;
@@ -29,6 +31,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use codes::{CodeClaim, CodeRecord, CodeRefused, CodeStore, CodeUse, check_claim};
 pub use consumer_state::{ConsumerStateStore, PeerState};
 pub use fetch::{Fetch, FetchError};
+pub use issuers::{IssuerSource, IssuersUnreadable};
 pub use keys::{
     Inserted, KeyCounts, KeyStore, NewKeys, Origin, StoredKey, pack_regions, unpack_regions,
 };

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::domain::diagnosis::Diagnosis;
 use crate::domain::metrics::Metrics;
 use crate::domain::secret::Pepper;
 use crate::domain::upload::{Upload, upload_digest};
@@ -78,9 +79,14 @@ impl OneTimeCodes {
         }
     }
 
-    /// Issues a new random code valid for [`lifetime`](Self::lifetime) seconds. A code that
-    /// happens to equal a live one is drawn again.
-    pub async fn issue(&self, now: UnixSeconds) -> Result<IssuedCode, StoreError> {
+    /// Issues a new random code valid for [`lifetime`](Self::lifetime) seconds, carrying the
+    /// health authority's `diagnosis` to the upload it authorises. A code that happens to
+    /// equal a live one is drawn again.
+    pub async fn issue(
+        &self,
+        now: UnixSeconds,
+        diagnosis: Diagnosis,
+    ) -> Result<IssuedCode, StoreError> {
         let pepper = self.pepper()?;
         let expires_at = now + self.lifetime;
         for _ in 0..ISSUE_ATTEMPTS {
@@ -91,6 +97,7 @@ impl OneTimeCodes {
                     code_hash: pepper.hash(&code),
                     issued_at: now,
                     expires_at,
+                    diagnosis,
                 })
                 .await;
             match added {
@@ -156,9 +163,10 @@ impl UploadVerifier for OneTimeCodes {
             upload_digest: upload_digest(&upload.keys),
         };
         match self.store.check_code(&claim, now).await {
-            Ok(()) => Ok(Authorization {
+            Ok(diagnosis) => Ok(Authorization {
                 claim: Some(claim),
-                ..Authorization::default()
+                report_type: diagnosis.report_type,
+                symptom_onset_interval: diagnosis.symptom_onset_interval,
             }),
             Err(StoreError::Code(refused)) => {
                 self.wrong(client, window_start).await?;

@@ -336,14 +336,20 @@ impl DataPrep {
         let mut feeds: BTreeMap<Feed, FeedRecord> = always.into_iter().collect();
         feeds.extend(state.feeds);
         for (feed, record) in &feeds {
+            let listed: Vec<u32> = record
+                .chunks
+                .iter()
+                .filter(|c| c.unlisted_at.is_none())
+                .map(|c| c.number)
+                .collect();
+            // The same list as text, for readers that discover files by `index.txt`.
+            let text = feed.text_index(&listed).into_bytes();
+            self.blobs
+                .put(&feed.text_index_path(), BlobKind::Index, text)
+                .await?;
             let index = FeedIndex {
                 region: self.config.region,
-                chunks: record
-                    .chunks
-                    .iter()
-                    .filter(|c| c.unlisted_at.is_none())
-                    .map(|c| c.number)
-                    .collect(),
+                chunks: listed,
                 recommended_next_poll_time: now + self.config.dataprep_interval,
             };
             let json = serde_json::to_vec(&index).expect("indexes serialize");

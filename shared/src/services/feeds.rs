@@ -50,6 +50,18 @@ impl Feeds {
         })
     }
 
+    /// A feed's index as text; a feed that has had no chunk yet lists none.
+    pub async fn text_index(&self, feed: Feed) -> Result<Blob, BlobError> {
+        Ok(self
+            .blobs
+            .get(&feed.text_index_path())
+            .await?
+            .unwrap_or(Blob {
+                kind: BlobKind::Index,
+                bytes: Vec::new(),
+            }))
+    }
+
     /// The `n`-th chunk of a feed, if it exists.
     pub async fn chunk(&self, feed: Feed, n: u32) -> Result<Option<Blob>, BlobError> {
         self.blobs.get(&feed.chunk_path(n)).await

@@ -1,12 +1,24 @@
 //! Taking an upload (`POST /v1/publish`): the request parsed and checked against every upload
 //! rule, its authorisation verified, and its keys stored as local keys together with the
-//! consumption of its one-time code, all or nothing.
+//! consumption of its one-time code, all or nothing. Keys that break a rule of their own are
+//! left out and named in the answer (`partial_failure`), as the reference server does.
+//!
+//! Apps send chaff (requests marked `X-Chaff`) so that an observer cannot tell who uploads:
+//! a chaff request stores nothing and counts against nothing, and its answer is shaped like a
+//! recent real success and comes after about as long. Every answer is padded to a random
+//! size, so sizes tell outcomes apart no better than timing does.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
 
 use crate::domain::config::Config;
+use crate::domain::key::ReportType;
 use crate::domain::metrics::Metrics;
 use crate::domain::upload::{PublishRequest, UploadError, publish_at};
 use crate::ports::{
@@ -15,11 +27,20 @@ use crate::ports::{
 };
 
 /// The answer to a successful upload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PublishResponse {
     pub inserted_exposures: u32,
+    /// [`PARTIAL_FAILURE`] when keys were left out; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    /// Each key left out, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
+
+/// The code of a success that left keys out.
+pub const PARTIAL_FAILURE: &str = "partial_failure";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -59,6 +80,61 @@ impl From<StoreError> for PublishError {
     }
 }
 
+/// How real uploads went lately: what chaff imitates.
+#[derive(Debug, Default)]
+pub struct RecentUploads(Mutex<VecDeque<(Duration, u32)>>);
+
+impl RecentUploads {
+    /// How many recent successes are remembered.
+    const KEEP: usize = 100;
+
+    fn record(&self, took: Duration, inserted: u32) {
+        let mut recent = self.0.lock().expect("no panic while recording");
+        if recent.len() == Self::KEEP {
+            recent.pop_front();
+        }
+        recent.push_back((took, inserted));
+    }
+
+    /// The average time real uploads took, and the keys one of them (picked at random)
+    /// inserted; before the first real upload, no time and a fortnight of keys.
+    fn imitation(&self) -> (Duration, u32) {
+        let recent = self.0.lock().expect("no panic while recording");
+        if recent.is_empty() {
+            return (Duration::ZERO, 14);
+        }
+        let total: Duration = recent.iter().map(|(took, _)| *took).sum();
+        let mut pick = [0u8; 1];
+        SystemRandom::new()
+            .fill(&mut pick)
+            .expect("the system random source works");
+        let (_, inserted) = recent[usize::from(pick[0]) % recent.len()];
+        (total / recent.len() as u32, inserted)
+    }
+}
+
+/// Smallest size, in bytes, an answer is padded to; the size is uniform up to twice this.
+pub const PADDED_SIZE: usize = 3072;
+
+/// The random `padding` an answer (a JSON object) gets: base64 of random bytes, so long that
+/// the whole answer is a random size between [`PADDED_SIZE`] and twice that, whatever it says.
+pub fn pad_answer(answer: &mut serde_json::Value) {
+    let random = SystemRandom::new();
+    let mut pick = [0u8; 2];
+    random
+        .fill(&mut pick)
+        .expect("the system random source works");
+    let target = PADDED_SIZE + usize::from(u16::from_be_bytes(pick)) % PADDED_SIZE;
+    // The field's name, quotes and separators take about 14 bytes.
+    let unpadded = answer.to_string().len() + 14;
+    let chars = target.saturating_sub(unpadded).max(16) / 4 * 4;
+    let mut bytes = vec![0u8; chars / 4 * 3];
+    random
+        .fill(&mut bytes)
+        .expect("the system random source works");
+    answer["padding"] = BASE64.encode(bytes).into();
+}
+
 /// Takes uploads into the key store.
 #[derive(Clone)]
 pub struct Publisher {
@@ -67,6 +143,7 @@ pub struct Publisher {
     verifier: Arc<dyn UploadVerifier>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    recent: Arc<RecentUploads>,
 }
 
 impl Publisher {
@@ -76,6 +153,7 @@ impl Publisher {
         verifier: Arc<dyn UploadVerifier>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
+        recent: Arc<RecentUploads>,
     ) -> Self {
         Self {
             config,
@@ -83,6 +161,20 @@ impl Publisher {
             verifier,
             clock,
             metrics,
+            recent,
+        }
+    }
+
+    /// Answers a chaff request: after about as long as real uploads take, an answer shaped
+    /// like one of theirs. Nothing is read from the request, stored or counted against a limit.
+    pub async fn chaff(&self, since: Instant) -> PublishResponse {
+        let (took, inserted) = self.recent.imitation();
+        tokio::time::sleep(took.saturating_sub(since.elapsed())).await;
+        self.metrics.uploads.inc(&["chaff"]);
+        PublishResponse {
+            inserted_exposures: inserted,
+            code: None,
+            error: None,
         }
     }
 
@@ -93,9 +185,16 @@ impl Publisher {
         body: &[u8],
         client: &str,
     ) -> Result<PublishResponse, PublishError> {
+        let started = Instant::now();
         let outcome = self.store_upload(body, client).await;
         match &outcome {
-            Ok(_) => self.metrics.uploads.inc(&["accepted"]),
+            Ok(answer) => {
+                self.metrics
+                    .uploads
+                    .inc(&[answer.code.unwrap_or("accepted")]);
+                self.recent
+                    .record(started.elapsed(), answer.inserted_exposures);
+            }
             Err(e) => {
                 self.metrics.uploads.inc(&[e.code()]);
                 if matches!(
@@ -115,12 +214,20 @@ impl Publisher {
         client: &str,
     ) -> Result<PublishResponse, PublishError> {
         let now = self.clock.now();
-        let mut upload = PublishRequest::from_json(body)?.validate(self.config.region, now)?;
+        let mut upload = PublishRequest::from_json(body)?.validate(&self.config, now)?;
         let authorization = self.verifier.verify(&upload, client, now).await?;
         upload.certify(
             authorization.report_type,
             authorization.symptom_onset_interval,
         );
+        if let Some(report_type) = authorization.report_type {
+            upload.derive_transmission_risk(report_type);
+        }
+        if authorization.report_type == Some(ReportType::Revoked) {
+            // A negative test publishes nothing new; its code is used all the same.
+            upload.keys.clear();
+        }
+        let dropped = std::mem::take(&mut upload.dropped);
         let keys = upload
             .keys
             .into_iter()
@@ -146,11 +253,62 @@ impl Publisher {
         }
         tracing::info!(
             inserted = n,
+            dropped = dropped.len(),
             replay = matches!(inserted, Inserted::Replayed(_)),
             "upload stored"
         );
+        let partial = !dropped.is_empty();
         Ok(PublishResponse {
             inserted_exposures: n,
+            code: partial.then_some(PARTIAL_FAILURE),
+            error: partial.then(|| {
+                let reasons: Vec<String> = dropped.iter().map(|e| e.to_string()).collect();
+                format!("keys left out: {}", reasons.join("; "))
+            }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chaff_imitates_the_average_time_and_a_real_shape() {
+        let recent = RecentUploads::default();
+        assert_eq!(recent.imitation(), (Duration::ZERO, 14));
+        for (millis, inserted) in [(10, 3), (30, 3)] {
+            recent.record(Duration::from_millis(millis), inserted);
+        }
+        assert_eq!(recent.imitation(), (Duration::from_millis(20), 3));
+        for _ in 0..RecentUploads::KEEP {
+            recent.record(Duration::from_millis(50), 5);
+        }
+        assert_eq!(
+            recent.imitation(),
+            (Duration::from_millis(50), 5),
+            "the oldest are forgotten"
+        );
+    }
+
+    #[test]
+    fn answers_are_padded_to_a_random_size_whatever_they_say() {
+        let mut sizes = Vec::new();
+        for answer in [json_answer(""), json_answer(&"x".repeat(2000))] {
+            for _ in 0..20 {
+                let mut padded = answer.clone();
+                pad_answer(&mut padded);
+                let size = padded.to_string().len();
+                assert!((PADDED_SIZE..2 * PADDED_SIZE + 8).contains(&size), "{size}");
+                sizes.push(size);
+            }
+        }
+        sizes.sort_unstable();
+        sizes.dedup();
+        assert!(sizes.len() > 20, "sizes vary: {sizes:?}");
+    }
+
+    fn json_answer(error: &str) -> serde_json::Value {
+        serde_json::json!({"insertedExposures": 1, "error": error})
     }
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use enfeed::adapters::aws::{DynamoConsumerState, DynamoStore, S3BlobStore, load_signer};
+use enfeed::domain::diagnosis::Diagnosis;
 use enfeed::domain::feed::Feed;
 use enfeed::domain::key::{DiagnosisKey, ReportType};
 use enfeed::domain::publication::{ChunkRecord, FeedRecord, Publication};
@@ -63,6 +64,7 @@ async fn add_code(store: &DynamoStore, code: u8, expires_at: u64) {
             code_hash: [code; 32],
             issued_at: NOW - 60,
             expires_at,
+            diagnosis: Diagnosis::default(),
         })
         .await
         .unwrap();
@@ -221,6 +223,7 @@ async fn a_code_is_consumed_with_its_keys_and_a_retry_is_recognised() {
                 code_hash: [1; 32],
                 issued_at: NOW,
                 expires_at: NOW + 60,
+                diagnosis: Diagnosis::default(),
             })
             .await,
         Err(StoreError::Conflict(_))

@@ -116,6 +116,7 @@ impl Cloud {
                 consumer_table: Some(CONSUMER_TABLE.into()),
                 a2a_consumers: vec!["AT".parse().unwrap()],
                 peers_file: None,
+                issuers: None,
                 cdn_origin_token: None,
                 s3_path_style: true,
             },

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use aws_sdk_ssm::types::ParameterType;
 use enfeed::adapters::aws::S3BlobStore;
 use enfeed::domain::feed::Feed;
+use enfeed::domain::key::{DiagnosisKey, ReportType, interval_of};
 use enfeed::domain::signature::VerificationKey;
 use enfeed::entry::lambda::handlers as lambda;
-use enfeed::ports::{BlobKind, BlobStore as _};
+use enfeed::ports::{BlobKind, BlobStore as _, Clock as _};
+use enfeed_sim::issuer::CertificateIssuer;
 use enfeed_tests::{NOW, person_keys, upload_body};
 use rcgen::DnType;
 use serde_json::Value;
@@ -340,4 +342,131 @@ async fn behind_the_upload_cdn_only_its_requests_are_served_and_viewers_are_told
         through_cdn("2001:db8::7", Some(token)).await,
         (401, "code_unknown".into())
     );
+}
+
+/// Uploads `keys` with a certificate through an ingest function that follows `issuers`;
+/// returns the status and the refusal's code, if any.
+async fn upload_certified(
+    ingest: &lambda::HttpFunction,
+    keys: &[enfeed::domain::key::DiagnosisKey],
+    certificate: String,
+) -> (u16, Option<String>) {
+    let body = serde_json::json!({
+        "temporaryExposureKeys": keys.iter().map(|k| serde_json::json!({
+            "key": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, k.key_data),
+            "rollingStartNumber": k.rolling_start,
+            "rollingPeriod": k.rolling_period,
+            "transmissionRisk": k.transmission_risk,
+        })).collect::<Vec<_>>(),
+        "regions": ["CH", "AT"],
+        "verificationPayload": certificate,
+        "hmacKey": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]),
+    });
+    let event = api_event("POST", "/v1/publish", Some(&body), "198.51.100.7");
+    let response = ingest.serve(lambda_request(event)).await.unwrap();
+    let answer = json_body(&response);
+    (
+        response.status().as_u16(),
+        answer["code"].as_str().map(str::to_string),
+    )
+}
+
+#[tokio::test]
+async fn f4_on_the_serverless_deployment_with_issuers_read_from_ssm_and_rotated_without_a_redeploy()
+{
+    let cloud = Cloud::start().await;
+    // AT's health authority, trusted by CH through an SSM parameter.
+    let at_v1 = CertificateIssuer::generate("at-1", "health.at", "enfeed.ch");
+    let parameter = "/enfeed/CH/issuers";
+    let put = |text: String| {
+        cloud
+            .ssm
+            .put_parameter()
+            .name(parameter)
+            .value(text)
+            .r#type(ParameterType::String)
+            .overwrite(true)
+            .send()
+    };
+    put(at_v1.toml_entry()).await.unwrap();
+    let mut settings = cloud.settings.clone();
+    settings.signing_keys_path = None;
+    settings.issuers = Some(format!("ssm:{parameter}"));
+    let backend =
+        enfeed::entry::lambda::backend(cloud.config(), &settings, &cloud.sdk, cloud.clock.clone())
+            .await
+            .unwrap();
+    let ingest = lambda::HttpFunction::new(Arc::new(backend), Vec::new(), None);
+
+    // Bob of CH tested positive while roaming in AT, and uploads at home with AT's certificate.
+    let today = interval_of(NOW) / 144 * 144;
+    let bob: Vec<DiagnosisKey> = (1..=3)
+        .map(|day| DiagnosisKey {
+            key_data: [0xb0 + day as u8; 16],
+            rolling_start: today - day * 144,
+            rolling_period: 144,
+            transmission_risk: 3,
+            report_type: ReportType::ConfirmedTest,
+            days_since_onset: None,
+        })
+        .collect();
+    let certificate = |issuer: &CertificateIssuer, keys: &[DiagnosisKey]| {
+        issuer.issue(keys, &[7u8; 32], "confirmed", None, cloud.clock.now(), 600)
+    };
+    assert_eq!(
+        upload_certified(&ingest, &bob[..1], certificate(&at_v1, &bob[..1])).await,
+        (200, None)
+    );
+    lambda::run_dataprep(&cloud.backend().await, scheduled_event("enfeed-dataprep"))
+        .await
+        .unwrap();
+    assert_eq!(
+        cloud
+            .key_counts(Feed::Region("AT".parse().unwrap()))
+            .await
+            .len(),
+        1
+    );
+
+    // AT rotates its key: CH's operator updates the parameter, and deploys nothing.
+    let at_v2 = CertificateIssuer::generate("at-2", "health.at", "enfeed.ch");
+    put(at_v2.toml_entry()).await.unwrap();
+    cloud.clock.advance(cloud.config().issuers_refresh);
+    assert_eq!(
+        upload_certified(&ingest, &bob[1..2], certificate(&at_v2, &bob[1..2])).await,
+        (200, None)
+    );
+    assert_eq!(
+        upload_certified(&ingest, &bob[2..], certificate(&at_v1, &bob[2..])).await,
+        (401, Some("certificate_unknown_kid".into()))
+    );
+
+    // The same file as an S3 object.
+    cloud
+        .s3
+        .put_object()
+        .bucket(BUCKET)
+        .key("config/issuers.toml")
+        .body(at_v2.toml_entry().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    settings.issuers = Some(format!("s3://{BUCKET}/config/issuers.toml"));
+    let backend =
+        enfeed::entry::lambda::backend(cloud.config(), &settings, &cloud.sdk, cloud.clock.clone())
+            .await
+            .unwrap();
+    let ingest = lambda::HttpFunction::new(Arc::new(backend), Vec::new(), None);
+    assert_eq!(
+        upload_certified(&ingest, &bob[2..], certificate(&at_v2, &bob[2..])).await,
+        (200, None)
+    );
+    // A location that is neither is a clear error at start.
+    settings.issuers = Some("/enfeed/CH/issuers".into());
+    let error =
+        enfeed::entry::lambda::backend(cloud.config(), &settings, &cloud.sdk, cloud.clock.clone())
+            .await
+            .err()
+            .unwrap();
+    assert!(error.to_string().contains("ssm:<parameter>"), "{error}");
 }

@@ -1,9 +1,11 @@
 //! The serverless adapters (cargo feature `aws`): the key, code and publication stores on
 //! DynamoDB ([`DynamoStore`]) with the consumer's state table ([`DynamoConsumerState`]), the
 //! blob store on S3 ([`S3BlobStore`]), the signing keys and other secrets from SSM Parameter
-//! Store ([`load_signer`], [`load_parameter`]), and the SDK clients they share.
+//! Store ([`load_signer`], [`load_parameter`]), the trusted issuers from SSM or S3
+//! ([`issuer_source`]), and the SDK clients they share.
 
 mod dynamo;
+mod issuers;
 mod s3;
 mod ssm;
 
@@ -14,6 +16,7 @@ pub use dynamo::{
     BUCKET_SECONDS, DynamoConsumerState, DynamoStore, EXPIRY_INDEX, EXPIRY_SHARDS,
     MAX_KEYS_PER_TRANSACTION, TTL_ATTRIBUTE, parse_key_hex,
 };
+pub use issuers::{S3Issuers, SsmIssuers, issuer_source};
 pub use s3::{CHUNK_CACHE_CONTROL, CHUNK_TAG, FRESH_UNTIL, S3BlobStore};
 pub use ssm::{NoSigningKeys, ParameterError, SigningKeysError, load_parameter, load_signer};
 

@@ -41,9 +41,9 @@ fn sdk_error<E: std::error::Error>(e: E) -> BlobError {
 }
 
 /// Checks that `name` is the path of a file a region publishes.
-fn check_name(name: &str) -> Result<(), BlobError> {
+/// What a blob name publishes: names are the paths of files a region publishes.
+fn check_name(name: &str) -> Result<Published, BlobError> {
     name.parse::<Published>()
-        .map(|_| ())
         .map_err(|_| BlobError::BadName(name.to_string()))
 }
 
@@ -64,33 +64,33 @@ impl S3BlobStore {
         name: &str,
         kind: BlobKind,
         bytes: Vec<u8>,
-    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+    ) -> Result<aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder, BlobError>
+    {
         let request = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(name)
-            .content_type(kind.content_type())
+            .content_type(check_name(name)?.content_type())
             .body(ByteStream::from(bytes));
-        match kind {
+        Ok(match kind {
             BlobKind::Chunk { fresh_until } => request
                 .tagging(CHUNK_TAG)
                 .cache_control(CHUNK_CACHE_CONTROL)
                 .expires(DateTime::from_secs(fresh_until as i64))
                 .metadata(FRESH_UNTIL, fresh_until.to_string()),
             BlobKind::Index => request.cache_control(kind.cache_control(0)),
-        }
+        })
     }
 }
 
 #[async_trait]
 impl BlobStore for S3BlobStore {
     async fn put_new(&self, name: &str, kind: BlobKind, bytes: Vec<u8>) -> Result<Put, BlobError> {
-        check_name(name)?;
         let mut attempt = 0;
         loop {
             let outcome = self
-                .put_request(name, kind, bytes.clone())
+                .put_request(name, kind, bytes.clone())?
                 .if_none_match("*")
                 .send()
                 .await;
@@ -113,8 +113,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn put(&self, name: &str, kind: BlobKind, bytes: Vec<u8>) -> Result<(), BlobError> {
-        check_name(name)?;
-        self.put_request(name, kind, bytes)
+        self.put_request(name, kind, bytes)?
             .send()
             .await
             .map_err(sdk_error)?;

@@ -1,7 +1,7 @@
-//! [`FileBlobStore`]: published chunks and indexes as files in a directory. A blob named
-//! `v1/keys/3` is the file `v1/keys/3.zip` (chunks) and `v1/keys` is `v1/keys.json` (indexes),
-//! so the tree can also be served as it is by any static web server. A chunk file's
-//! modification time is its `fresh_until`: the time until which caches may keep it.
+//! [`FileBlobStore`]: published chunks and indexes as files in a directory, each named as
+//! [`Published::file_name`] says (`v1/keys/3.zip`, `v1/keys.json`, `v1/keys/index.txt`), so the
+//! tree can also be served as it is by any static web server. A chunk file's modification time
+//! is its `fresh_until`: the time until which caches may keep it.
 
 use std::io::ErrorKind;
 use std::path::PathBuf;
@@ -17,16 +17,6 @@ pub struct FileBlobStore {
     root: PathBuf,
 }
 
-const CHUNK_EXTENSION: &str = "zip";
-const INDEX_EXTENSION: &str = "json";
-
-fn extension(kind: BlobKind) -> &'static str {
-    match kind {
-        BlobKind::Chunk { .. } => CHUNK_EXTENSION,
-        BlobKind::Index => INDEX_EXTENSION,
-    }
-}
-
 fn io_error(e: std::io::Error) -> BlobError {
     BlobError::Backend(e.to_string())
 }
@@ -36,11 +26,13 @@ impl FileBlobStore {
         Self { root: root.into() }
     }
 
-    /// The file of a blob with `extension`: names are the paths of files a region publishes.
-    fn path(&self, name: &str, extension: &str) -> Result<PathBuf, BlobError> {
-        name.parse::<Published>()
+    /// What a blob name publishes, and its file: names are the paths of files a region
+    /// publishes.
+    fn file(&self, name: &str) -> Result<(Published, PathBuf), BlobError> {
+        let published = name
+            .parse::<Published>()
             .map_err(|_| BlobError::BadName(name.to_string()))?;
-        Ok(self.root.join(format!("{name}.{extension}")))
+        Ok((published, self.root.join(published.file_name())))
     }
 
     /// Writes the whole blob or nothing (see [`super::fs`]); `existing` decides whether an
@@ -52,7 +44,7 @@ impl FileBlobStore {
         bytes: Vec<u8>,
         existing: Existing,
     ) -> Result<Put, BlobError> {
-        let path = self.path(name, extension(kind))?;
+        let (_, path) = self.file(name)?;
         let modified = match kind {
             BlobKind::Chunk { fresh_until } => {
                 Some(SystemTime::UNIX_EPOCH + Duration::from_secs(fresh_until))
@@ -86,43 +78,34 @@ impl BlobStore for FileBlobStore {
     }
 
     async fn get(&self, name: &str) -> Result<Option<Blob>, BlobError> {
-        let chunk = self.path(name, CHUNK_EXTENSION)?;
-        match tokio::fs::read(&chunk).await {
-            Ok(bytes) => {
-                let modified = tokio::fs::metadata(&chunk)
+        let (published, path) = self.file(name)?;
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(e)),
+        };
+        let kind = match published {
+            Published::Chunk(..) => {
+                let modified = tokio::fs::metadata(&path)
                     .await
                     .and_then(|m| m.modified())
                     .map_err(io_error)?;
                 let fresh_until = modified
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                return Ok(Some(Blob {
-                    kind: BlobKind::Chunk { fresh_until },
-                    bytes,
-                }));
+                BlobKind::Chunk { fresh_until }
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(e)),
-        }
-        match tokio::fs::read(self.path(name, INDEX_EXTENSION)?).await {
-            Ok(bytes) => Ok(Some(Blob {
-                kind: BlobKind::Index,
-                bytes,
-            })),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_error(e)),
-        }
+            _ => BlobKind::Index,
+        };
+        Ok(Some(Blob { kind, bytes }))
     }
 
     async fn delete(&self, name: &str) -> Result<(), BlobError> {
-        for extension in [CHUNK_EXTENSION, INDEX_EXTENSION] {
-            match tokio::fs::remove_file(self.path(name, extension)?).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(io_error(e)),
-            }
+        match tokio::fs::remove_file(self.file(name)?.1).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(e)),
         }
-        Ok(())
     }
 }
 

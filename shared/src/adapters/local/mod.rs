@@ -6,15 +6,17 @@
 //! - `signing-keys/`: the region's ECDSA P-256 signing keys ([`signing_keys`]);
 //! - `admin-token`, `code-pepper`: its other [`secrets`].
 //!
-//! [`fs`] writes files whole or not at all.
+//! [`fs`] writes files whole or not at all; [`FileIssuers`] reads the trusted issuers file.
 
 mod files;
 pub mod fs;
+mod issuers;
 pub mod secrets;
 pub mod signing_keys;
 mod store;
 
 pub use files::FileBlobStore;
+pub use issuers::FileIssuers;
 pub use store::LocalStore;
 
 /// The file of the data directory that holds the embedded database.

@@ -30,6 +30,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::adapters::tls::listener::peer_of;
 use crate::domain::access::Peer;
+use crate::domain::diagnosis::CodeRequest;
 use crate::domain::key::RegionId;
 use crate::domain::metrics::Kind;
 use crate::domain::secret::same_secret;
@@ -162,14 +163,26 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> http::Response<Bo
         .expect("a valid response")
 }
 
-/// Issues a one-time code (`POST /v1/admin/codes`, authorised by IAM in API Gateway): `201`
-/// with `{"code", "expiresAt"}`, as the local server's admin route answers.
+/// Issues a one-time code (`POST /v1/admin/codes`, authorised by IAM in API Gateway), with the
+/// diagnosis of an optional `{"testType", "symptomDate"}` body: `201` with
+/// `{"code", "expiresAt"}`, as the local server's admin route answers.
 pub async fn issue_code(
     backend: &Backend,
     request: Request,
 ) -> Result<http::Response<Body>, Infallible> {
     let caller = iam_caller(&request).unwrap_or_else(|| "unknown".into());
-    let issued = backend.issue_code().await;
+    let diagnosis = match CodeRequest::from_body(request.body().as_ref())
+        .and_then(|asked| asked.diagnosis(backend.clock.now()))
+    {
+        Ok(diagnosis) => diagnosis,
+        Err(e) => {
+            return Ok(json_response(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"error": e.to_string(), "code": e.code()}),
+            ));
+        }
+    };
+    let issued = backend.issue_code(diagnosis).await;
     emit_metrics(backend);
     Ok(match issued {
         Ok(code) => {

@@ -13,8 +13,10 @@ use serde::Deserialize;
 
 use crate::adapters::aws::{
     DynamoConsumerState, DynamoStore, NoSigningKeys, ParameterError, S3BlobStore, SigningKeysError,
-    load_parameter, load_signer, s3_client, sdk_config,
+    issuer_source, load_parameter, load_signer, s3_client, sdk_config,
 };
+use crate::adapters::tls::TlsError;
+use crate::adapters::tls::client::HttpsFetch;
 use crate::domain::config::Config;
 use crate::domain::key::RegionId;
 use crate::domain::peers::{PeersError, PeersFile};
@@ -22,6 +24,7 @@ use crate::domain::secret::{Pepper, PepperError};
 use crate::entry::backend::Backend;
 use crate::entry::peers::{ProducerError, open_producer};
 use crate::ports::{Clock, Signer, SystemClock};
+use crate::services::certificates::IssuersError;
 
 /// The serverless settings, besides the core's [`Config`]: environment variables named, as the
 /// core's, `ENFEED_` and the field's name in capitals.
@@ -56,6 +59,10 @@ pub struct Settings {
     /// (consumer function, with [`Settings::consumer_table`]); its `a2a_consumers` add to
     /// `ENFEED_A2A_CONSUMERS`.
     pub peers_file: Option<PathBuf>,
+
+    /// Where the trusted issuers file is: `ssm:<parameter name>` or `s3://<bucket>/<key>`
+    /// (the functions that take uploads); read again every `ENFEED_ISSUERS_REFRESH` seconds.
+    pub issuers: Option<String>,
 
     /// The token a CDN in front of this HTTP function adds to every request (header
     /// `X-Enfeed-Origin-Token`). When set, requests without it are refused, and clients are
@@ -122,6 +129,10 @@ pub enum AwsError {
     Peers(#[from] PeersError),
     #[error(transparent)]
     Producer(#[from] ProducerError),
+    #[error(transparent)]
+    Issuers(#[from] IssuersError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A backend on DynamoDB and S3, signing with the keys under the configured SSM path (or
@@ -138,10 +149,8 @@ pub async fn backend(
         &settings.table,
         config.retention(),
     ));
-    let blobs = Arc::new(S3BlobStore::new(
-        s3_client(sdk, settings.s3_path_style),
-        &settings.bucket,
-    ));
+    let s3 = s3_client(sdk, settings.s3_path_style);
+    let blobs = Arc::new(S3BlobStore::new(s3.clone(), &settings.bucket));
     let ssm = aws_sdk_ssm::Client::new(sdk);
     let signer: Arc<dyn Signer> = match &settings.signing_keys_path {
         Some(path) => Arc::new(load_signer(&ssm, path, &config.signing_key_id()).await?),
@@ -155,6 +164,12 @@ pub async fn backend(
         None => None,
     };
     let mut backend = Backend::new(config, store, blobs, signer, pepper, clock);
+    if let Some(location) = &settings.issuers {
+        let source = issuer_source(sdk, s3, location).map_err(IssuersError::from)?;
+        backend
+            .follow_issuers(source, Arc::new(HttpsFetch::new(None, None)?))
+            .await?;
+    }
     if let (Some(table), Some(path)) = (&settings.consumer_table, &settings.peers_file) {
         let client_key = match &settings.client_key_parameter {
             Some(name) => Some(load_parameter(&ssm, name).await?),
@@ -241,6 +256,8 @@ mod tests {
             ("ENFEED_BUCKET", "feeds"),
             ("ENFEED_A2A_CONSUMERS", "AT,DE"),
             ("ENFEED_RETENTION_DAYS", "14"),
+            ("ENFEED_TRAVELER_REGIONS", "IT,AT"),
+            ("ENFEED_ISSUERS", "ssm:/enfeed/CH/issuers"),
             ("OTHER", "x"),
         ]))
         .unwrap();
@@ -251,6 +268,12 @@ mod tests {
             crate::domain::config::DATAPREP_INTERVAL
         );
         assert_eq!(env.settings.a2a_consumers.len(), 2);
+        assert_eq!(env.config.traveler_regions.len(), 2);
+        assert_eq!(env.config.issuers_refresh, 300);
+        assert_eq!(
+            env.settings.issuers.as_deref(),
+            Some("ssm:/enfeed/CH/issuers")
+        );
         assert!(!env.settings.s3_path_style && env.settings.peers_file.is_none());
 
         let missing = FunctionEnv::from_vars(vars(&[("ENFEED_REGION", "CH")])).unwrap_err();

@@ -300,7 +300,7 @@ async fn uploads(args: &BenchArgs) -> anyhow::Result<()> {
     let mut issuing = tokio::task::JoinSet::new();
     for _ in 0..args.uploads {
         let backend = backend.clone();
-        issuing.spawn(async move { backend.issue_code().await });
+        issuing.spawn(async move { backend.issue_code(Default::default()).await });
         if issuing.len() >= 256 {
             codes.push(issuing.join_next().await.expect("a task")??.code);
         }

@@ -6,8 +6,11 @@ use aws_sdk_dynamodb::types::ReturnValue;
 
 use super::codec::{attempt_pk, code_pk};
 use super::{
-    DynamoStore, LINGER, TTL_ATTRIBUTE, get_b, get_n, n, s, sdk_error, unless_condition_failed,
+    DynamoStore, Item, LINGER, TTL_ATTRIBUTE, get_b, get_n, n, optional_n, s, sdk_error,
+    unless_condition_failed,
 };
+use crate::domain::diagnosis::Diagnosis;
+use crate::domain::key::ReportType;
 use crate::ports::{
     CodeClaim, CodeRecord, CodeStore, CodeUse, StoreError, UnixSeconds, check_claim,
 };
@@ -28,27 +31,44 @@ impl DynamoStore {
         Ok(Some(CodeUse {
             expires_at: get_n(&item, "ea")?,
             used_by: get_b(&item, "ub").map(<[u8]>::to_vec),
-            inserted: item
-                .get("n")
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
+            inserted: optional_n(&item, "n")?.unwrap_or(0),
+            diagnosis: Diagnosis {
+                report_type: optional_n(&item, "rt")?.map(ReportType::from_i32),
+                symptom_onset_interval: optional_n(&item, "so")?,
+            },
         }))
     }
+}
+
+/// The attributes of a code item that hold its diagnosis: `rt` (report type) and `so`
+/// (symptom onset interval), each only when given.
+fn diagnosis_attributes(diagnosis: &Diagnosis) -> Item {
+    let mut item = Item::new();
+    if let Some(report_type) = diagnosis.report_type {
+        item.insert("rt".into(), n(report_type as i32));
+    }
+    if let Some(onset) = diagnosis.symptom_onset_interval {
+        item.insert("so".into(), n(onset));
+    }
+    item
 }
 
 #[async_trait]
 impl CodeStore for DynamoStore {
     async fn add_code(&self, code: CodeRecord) -> Result<(), StoreError> {
+        let mut item = diagnosis_attributes(&code.diagnosis);
+        item.extend([
+            ("pk".to_string(), s(code_pk(&code.code_hash))),
+            ("sk".to_string(), s("C")),
+            ("ia".to_string(), n(code.issued_at)),
+            ("ea".to_string(), n(code.expires_at)),
+            (TTL_ATTRIBUTE.to_string(), n(code.expires_at + LINGER)),
+        ]);
         let put = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(code_pk(&code.code_hash)))
-            .item("sk", s("C"))
-            .item("ia", n(code.issued_at))
-            .item("ea", n(code.expires_at))
-            .item(TTL_ATTRIBUTE, n(code.expires_at + LINGER))
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
@@ -94,12 +114,13 @@ impl CodeStore for DynamoStore {
         get_n(&out.attributes.unwrap_or_default(), "cnt")
     }
 
-    async fn check_code(&self, claim: &CodeClaim, now: UnixSeconds) -> Result<(), StoreError> {
-        check_claim(
-            self.read_code(&claim.code_hash, now).await?.as_ref(),
-            claim,
-            now,
-        )?;
-        Ok(())
+    async fn check_code(
+        &self,
+        claim: &CodeClaim,
+        now: UnixSeconds,
+    ) -> Result<Diagnosis, StoreError> {
+        let code = self.read_code(&claim.code_hash, now).await?;
+        check_claim(code.as_ref(), claim, now)?;
+        Ok(code.map(|code| code.diagnosis).unwrap_or_default())
     }
 }

@@ -99,6 +99,14 @@ pub(super) fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, 
         .ok_or_else(|| StoreError::backend(format!("item lacks the number {name}")))
 }
 
+/// A number attribute that an item may lack.
+pub(super) fn optional_n<T: std::str::FromStr>(
+    item: &Item,
+    name: &str,
+) -> Result<Option<T>, StoreError> {
+    item.get(name).map(|_| get_n(item, name)).transpose()
+}
+
 pub(super) fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
     item.get(name)
         .and_then(|v| v.as_s().ok())

@@ -1,6 +1,7 @@
 //! How [`LocalStore`](super::LocalStore) encodes its rows: stored keys and one-time codes as
 //! protobuf records, and the keys of one write that expire together.
 
+use crate::domain::diagnosis::Diagnosis;
 use crate::domain::key::{DiagnosisKey, KEY_LEN, ReportType};
 use crate::ports::{CodeUse, Origin, StoreError, StoredKey, pack_regions, unpack_regions};
 
@@ -106,6 +107,12 @@ pub(super) struct CodeRow {
     pub(super) used_by: Option<Vec<u8>>,
     #[prost(uint32, tag = "4")]
     pub(super) inserted: u32,
+    /// The report type of the diagnosis it was issued with (GAEN numbering).
+    #[prost(int32, optional, tag = "5")]
+    pub(super) report_type: Option<i32>,
+    /// The first interval of the symptom onset day it was issued with.
+    #[prost(uint32, optional, tag = "6")]
+    pub(super) symptom_onset: Option<u32>,
 }
 
 impl CodeRow {
@@ -115,6 +122,10 @@ impl CodeRow {
             expires_at: self.expires_at,
             used_by: self.used_by.clone(),
             inserted: self.inserted,
+            diagnosis: Diagnosis {
+                report_type: self.report_type.map(ReportType::from_i32),
+                symptom_onset_interval: self.symptom_onset,
+            },
         }
     }
 }

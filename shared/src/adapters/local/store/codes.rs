@@ -7,6 +7,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use super::codec::CodeRow;
 use super::writer::Tables;
 use super::{CODES, LocalStore};
+use crate::domain::diagnosis::Diagnosis;
 use crate::ports::{self, CodeClaim, CodeRecord, CodeStore, StoreError, UnixSeconds};
 
 /// Wrong codes per client in the newest rate-limit window. They live in memory: one process
@@ -72,6 +73,8 @@ impl CodeStore for LocalStore {
                 expires_at: code.expires_at,
                 used_by: None,
                 inserted: 0,
+                report_type: code.diagnosis.report_type.map(|r| r as i32),
+                symptom_onset: code.diagnosis.symptom_onset_interval,
             };
             if codes
                 .get(&code.code_hash)
@@ -104,14 +107,18 @@ impl CodeStore for LocalStore {
         Ok(self.attempts.count(client, window_start))
     }
 
-    async fn check_code(&self, claim: &CodeClaim, now: UnixSeconds) -> Result<(), StoreError> {
+    async fn check_code(
+        &self,
+        claim: &CodeClaim,
+        now: UnixSeconds,
+    ) -> Result<Diagnosis, StoreError> {
         let claim = claim.clone();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(StoreError::backend)?;
             let codes = txn.open_table(CODES).map_err(StoreError::backend)?;
             let code = read_code(&codes, &claim.code_hash)?.map(|row| row.code_use());
             ports::check_claim(code.as_ref(), &claim, now)?;
-            Ok(())
+            Ok(code.map(|code| code.diagnosis).unwrap_or_default())
         })
         .await
     }
