@@ -18,15 +18,13 @@ use ring::hmac;
 use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use serde::Deserialize;
 
+use crate::domain::config::CERTIFICATE_MAX_LIFETIME;
 use crate::domain::key::{DiagnosisKey, ReportType, UnixSeconds, interval_of};
 use crate::domain::signature::VerificationKey;
 use crate::domain::upload::{Upload, render_for_tekmac, tekmac_message};
 
 /// Seconds of clock skew tolerated in `exp`, `nbf` and `iat`.
 pub const LEEWAY: u64 = 60;
-/// The longest a certificate may be valid, from `iat` to `exp`, unless configured otherwise:
-/// a verification server issues them for one upload, minutes before it.
-pub const MAX_LIFETIME: u64 = 3600;
 
 /// The only JWS algorithm accepted: ECDSA P-256 with SHA-256.
 const ES256: &str = "ES256";
@@ -334,7 +332,7 @@ impl TrustedIssuers {
         }
         Ok(Self {
             issuers: by_name,
-            max_lifetime: MAX_LIFETIME,
+            max_lifetime: CERTIFICATE_MAX_LIFETIME,
         })
     }
 

@@ -11,7 +11,9 @@ pub const DATAPREP_INTERVAL: u64 = 3600;
 pub const PADDING_MIN: usize = 1000;
 pub const EMBARGO: u64 = 7200;
 pub const CODE_LIFETIME: u64 = 86_400;
-pub const CERTIFICATE_MAX_LIFETIME: u64 = crate::domain::certificate::MAX_LIFETIME;
+/// The longest a verification certificate may be valid, from `iat` to `exp`: a verification
+/// server issues them for one upload, minutes before it.
+pub const CERTIFICATE_MAX_LIFETIME: u64 = 3600;
 pub const WRONG_CODE_ALARM: u64 = 1000;
 pub const ISSUERS_REFRESH: u64 = 300;
 

@@ -85,7 +85,7 @@ struct Followed {
 
 impl CertificateVerifier {
     /// A verifier that trusts `issuers` and nothing else, and certificates valid for at most
-    /// [`MAX_LIFETIME`](crate::domain::certificate::MAX_LIFETIME) seconds.
+    /// [`CERTIFICATE_MAX_LIFETIME`](crate::domain::config::CERTIFICATE_MAX_LIFETIME) seconds.
     pub fn new(issuers: Vec<TrustedIssuer>) -> Result<Self, CertificateConfigError> {
         let issuers = TrustedIssuers::new(issuers)?;
         Ok(Self {
