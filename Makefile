@@ -10,13 +10,16 @@ PYTHON ?= python3
 RUNS   ?= 20
 
 # The Python tools of the serverless deployment live in a virtualenv at the repository root:
-# moto (the AWS API the tests run against) and prometheus-client (its parser checks /metrics),
-# cargo-lambda and Zig (cross-building the Lambda functions), the SAM CLI, cfn-lint and checkov
-# (the template). Each is installed on first use.
+# moto (the AWS API the tests run against), prometheus-client (its parser checks /metrics) and
+# python-tuf (the reference TUF client the trust registry is tested with), cargo-lambda and Zig
+# (cross-building the Lambda functions), the SAM CLI, cfn-lint and checkov (the template). Each
+# is installed on first use.
 VENV             := .venv
 # The template's tools pin their own dependencies (boto3 among them): a virtualenv of their own.
 INFRA_VENV       := .venv-infra
 MOTO_VERSION     := 5.2.5
+TUF_VERSION      := 7.0.1
+CRYPTOGRAPHY_VERSION := 50.0.2
 CARGO_LAMBDA_VERSION := 1.9.2
 ZIG_VERSION      := 0.17.1
 CFN_LINT_VERSION := 1.58.0
@@ -34,7 +37,8 @@ run:
 	$(CARGO) run --release -p enfeed-cli -- serve --region $(REGION) --listen $(LISTEN) --data $(DATA)
 
 ## Build and run every test, the serverless ones against a local moto server.
-test: $(VENV)/.moto-$(MOTO_VERSION) $(VENV)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION)
+test: $(VENV)/.moto-$(MOTO_VERSION) $(VENV)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION) \
+	$(VENV)/.tuf-$(TUF_VERSION)
 	$(CARGO) test --workspace --all-targets --locked
 
 ## The Lambda functions for arm64 (provided.al2023): target/lambda/<function>/bootstrap. The
@@ -91,6 +95,11 @@ $(VENV)/bin/python:
 
 $(VENV)/.moto-$(MOTO_VERSION): | $(VENV)/bin/python
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
+	touch $@
+
+$(VENV)/.tuf-$(TUF_VERSION): | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
+		'tuf==$(TUF_VERSION)' 'cryptography==$(CRYPTOGRAPHY_VERSION)'
 	touch $@
 
 $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION): | $(VENV)/bin/python

@@ -73,7 +73,15 @@ impl Action {
                 serde_json::to_value(backend.issue_code(diagnosis).await?)?
             }
             Action::Dataprep => serde_json::to_value(backend.run_dataprep().await?)?,
-            Action::Consume => serde_json::to_value(backend.run_consumer(Poll::Now).await)?,
+            Action::Consume => {
+                let registry = backend.refresh_registry().await;
+                let consumer = backend.run_consumer(Poll::Now).await;
+                let mut answer = serde_json::to_value(consumer)?;
+                if backend.peering.as_ref().is_some_and(|p| p.has_registry()) {
+                    answer["registry"] = serde_json::to_value(registry)?;
+                }
+                answer
+            }
         })
     }
 }
@@ -111,8 +119,8 @@ pub async fn run(target: AdminTarget, action: Action) -> anyhow::Result<()> {
         None => {
             if matches!(action, Action::Consume) {
                 anyhow::ensure!(
-                    target.region.peers.is_some(),
-                    "no peers to pull from: give --peers FILE"
+                    target.region.peers.is_some() || target.region.registry.is_set(),
+                    "no peers to pull from: give --peers FILE or --registry URL"
                 );
             }
             let data = target.region.data.clone();

@@ -3,6 +3,7 @@
 
 mod admin;
 mod inspect;
+mod registry;
 mod serve;
 
 use std::io::IsTerminal as _;
@@ -81,6 +82,9 @@ struct Region {
     issuers: Option<PathBuf>,
 
     #[command(flatten)]
+    registry: registry::RegistrySource,
+
+    #[command(flatten)]
     config: Config,
 }
 
@@ -93,15 +97,17 @@ impl Region {
         }
     }
 
-    /// The region's backend, pulling from the peers of its peers file, trusting the issuers of
-    /// its issuers file (read again every `--issuers-refresh` seconds).
+    /// The region's backend, pulling from the peers of its peers file and of its registry,
+    /// trusting the issuers of its issuers file (read again every `--issuers-refresh` seconds).
     async fn open(self) -> anyhow::Result<Backend> {
-        let peers = self.peers()?;
-        let mut backend = enfeed::entry::local::open_backend(
+        let peering = self
+            .registry
+            .peering(self.peers()?, &self.data, self.config.region)?;
+        let mut backend = enfeed::entry::local::open_federated_backend(
             self.config,
             &self.data,
             Arc::new(SystemClock),
-            &peers.peers,
+            peering,
         )
         .with_context(|| format!("opening the region in {}", self.data.display()))?;
         if let Some(path) = self.issuers {
@@ -134,6 +140,12 @@ enum Command {
     },
     /// Read and verify a GAEN export file, and print its header and keys.
     Inspect(inspect::InspectArgs),
+    /// The trust registry's tools, for its key holders: create, delegate, sign an entry,
+    /// revoke, publish.
+    Registry {
+        #[command(subcommand)]
+        command: registry::RegistryCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -177,6 +189,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Inspect(args) => inspect::run(args),
+            Command::Registry { command } => registry::run(command).await,
         }
     })
 }

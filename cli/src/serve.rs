@@ -11,7 +11,6 @@ use anyhow::Context as _;
 use enfeed::Backend;
 use enfeed::adapters::listener::{self, Limits};
 use enfeed::adapters::local::secrets;
-use enfeed::domain::access::AccessPolicy;
 use enfeed::domain::secret::check_admin_token;
 use enfeed::entry::api::{self, ApiSettings};
 use enfeed::services::consumer::Poll;
@@ -71,11 +70,14 @@ pub struct ServeArgs {
     /// Connections open at once on each listener; more are closed on arrival (and logged).
     #[arg(long, env = "ENFEED_MAX_CONNECTIONS", default_value_t = 512)]
     max_connections: usize,
+
+    /// Seconds between refreshes of the trust registry (with --registry).
+    #[arg(long, env = "ENFEED_REGISTRY_REFRESH", default_value_t = 3600)]
+    registry_refresh: u64,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let data = args.region.data.clone();
-    let peers = args.region.peers()?;
     let backend = Arc::new(args.region.open().await?);
     let admin_token = match args.admin_token {
         Some(token) => {
@@ -91,10 +93,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             token
         }
     };
-    let access = AccessPolicy {
-        admin_token,
-        a2a_consumers: peers.a2a_consumers.clone(),
-    };
+    let access = backend.access(admin_token);
     let settings = ApiSettings {
         trusted_proxies: args.trusted_proxies,
         body_timeout: Duration::from_secs(args.body_timeout),
@@ -137,6 +136,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::error!(error = %e, "scheduled data-prep failed");
         }
     }));
+    if backend.peering.as_ref().is_some_and(|p| p.has_registry()) {
+        tokio::spawn(every(
+            args.registry_refresh,
+            backend.clone(),
+            |backend| async move {
+                backend.refresh_registry().await;
+            },
+        ));
+    }
     if backend.pulls_peers() {
         tokio::spawn(every(
             args.consumer_interval,

@@ -91,7 +91,7 @@ fn codes_and_dataprep_commands_work_on_a_data_directory() {
     assert_eq!(report["chunks"], serde_json::json!([]));
     let (ok, _, err) = run(enfeed().args(["dataprep", "--region", "ch"]));
     assert!(!ok);
-    assert!(err.contains("two upper-case letters"), "{err}");
+    assert!(err.contains("upper-case letters"), "{err}");
 }
 
 /// Kills the server when the test ends, however it ends.
@@ -380,4 +380,114 @@ async fn three_serve_processes_replicate_over_mutual_tls() {
     );
     assert!(public_keys(2).await.is_empty(), "CZ was not declared");
     drop(servers);
+}
+
+#[test]
+fn a_registry_is_made_and_followed_through_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name);
+    let ok = |command: &mut Command| {
+        let (ok, out, err) = run(command);
+        assert!(ok, "{err}");
+        out
+    };
+    for holder in ["root", "targets", "snapshot", "timestamp", "eu", "de"] {
+        ok(enfeed().args(["registry", "keygen"]).arg(at(holder)));
+    }
+    assert!(at("eu.pub.json").exists());
+    ok(enfeed()
+        .args(["registry", "create", "--repo"])
+        .arg(at("registry"))
+        .arg("--root-key")
+        .arg(at("root"))
+        .arg("--targets-key")
+        .arg(at("targets"))
+        .arg("--snapshot-key")
+        .arg(at("snapshot"))
+        .arg("--timestamp-key")
+        .arg(at("timestamp")));
+    let publish = |submission: &str| {
+        ok(enfeed()
+            .args(["registry", "publish", "--repo"])
+            .arg(at("registry"))
+            .arg("--snapshot-key")
+            .arg(at("snapshot"))
+            .arg("--timestamp-key")
+            .arg(at("timestamp"))
+            .arg(at(submission)))
+    };
+    let delegate = |parent: &str, role: &str, key: &str, out: &str| {
+        ok(enfeed()
+            .args(["registry", "delegate", "--repo"])
+            .arg(at("registry"))
+            .args(["--parent", parent, "--role", role, "--key"])
+            .arg(at(parent))
+            .arg("--role-key")
+            .arg(at(&format!("{key}.pub.json")))
+            .arg("--out")
+            .arg(at(out)))
+    };
+    delegate("targets", "eu", "eu", "join-eu");
+    ok(enfeed()
+        .args(["registry", "sign", "--repo"])
+        .arg(at("registry"))
+        .args(["--role", "eu", "--key"])
+        .arg(at("eu"))
+        .arg("--out")
+        .arg(at("join-eu")));
+    publish("join-eu");
+
+    let signer =
+        enfeed::adapters::local::signing_keys::open_or_create(&at("de-signing"), "DE").unwrap();
+    let entry = |region: &str| {
+        serde_json::json!({
+            "region": region,
+            "backend_url": "http://127.0.0.1:9",
+            "public_url": "http://127.0.0.1:9",
+            "insecure_http": true,
+            "verification_keys": [{
+                "key_id": "DE", "key_version": "v1",
+                "public_key_pem": signer.verification_keys()[0].to_pem(),
+            }],
+        })
+        .to_string()
+    };
+    std::fs::write(at("de.json"), entry("DE")).unwrap();
+    std::fs::write(at("fr.json"), entry("FR")).unwrap();
+    delegate("eu", "DE", "de", "join-de");
+    let sign_de = |entry: &str| {
+        run(enfeed()
+            .args(["registry", "sign", "--repo"])
+            .arg(at("registry"))
+            .args(["--role", "DE", "--cluster", "eu", "--key"])
+            .arg(at("de"))
+            .arg("--entry")
+            .arg(at(entry))
+            .arg("--out")
+            .arg(at("join-de")))
+    };
+    let (refused, _, err) = sign_de("fr.json");
+    assert!(!refused && err.contains("claims region FR"), "{err}");
+    let (signed, _, err) = sign_de("de.json");
+    assert!(signed, "{err}");
+    let published = publish("join-de");
+    assert!(published.contains("\"DE\""), "{published}");
+
+    // A region follows it: CH pulls DE (which is down), and says so.
+    let (ok_consume, out, err) = run(enfeed()
+        .args(["consume", "--region", "CH", "--data"])
+        .arg(at("ch"))
+        .arg("--registry")
+        .arg(format!("file://{}", at("registry").display()))
+        .arg("--registry-root")
+        .arg(at("registry").join("root.json")));
+    assert!(ok_consume, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report["registry"]["regions"],
+        serde_json::json!(["DE"]),
+        "{out}"
+    );
+    assert_eq!(report["peers"][0]["region"], "DE", "{out}");
+    assert!(report["peers"][0]["error"].is_string(), "{out}");
 }

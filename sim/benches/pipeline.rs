@@ -4,7 +4,7 @@
 
 use enfeed::adapters::ecdsa::EcdsaSigner;
 use enfeed::adapters::local::signing_keys;
-use enfeed::domain::export::{ExportHeader, ExportLimits, read_export};
+use enfeed::domain::export::{ExportHeader, ExportLimits, OpenedExport};
 use enfeed::domain::key::{DiagnosisKey, interval_of};
 use enfeed::domain::signature::VerificationKey;
 use enfeed::ports::Signer as _;
@@ -72,8 +72,9 @@ fn read_verify_check(bencher: divan::Bencher, n: usize) {
     bencher
         .counter(divan::counter::ItemsCount::new(n))
         .bench_local(|| {
-            let file = read_export(&zip, &ExportLimits::default()).expect("readable");
-            file.verify(&verification).expect("verified");
+            let opened = OpenedExport::open(&zip, &ExportLimits::default()).expect("readable");
+            opened.verify(&verification).expect("verified");
+            let file = opened.decode().expect("decoded");
             file.keys
                 .iter()
                 .all(|k| enfeed::domain::upload::check_key(k, today).is_ok())

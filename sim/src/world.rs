@@ -25,7 +25,7 @@ use enfeed::domain::config::Config;
 use enfeed::domain::export::{ExportLimits, read_export};
 use enfeed::domain::feed::{Feed, FeedIndex};
 use enfeed::domain::key::{DiagnosisKey, RegionId};
-use enfeed::domain::peers::{FeedFormat, PeerConfig, Replication};
+use enfeed::domain::peers::{PeerConfig, Replication};
 use enfeed::domain::signature::VerificationKey;
 use enfeed::entry::api;
 use enfeed::ports::Signer as _;
@@ -246,14 +246,11 @@ impl World {
                         ))
                     })?;
                     Ok(PeerConfig {
-                        region: *producer,
-                        url: url.clone(),
-                        replication: *replication,
-                        format: FeedFormat::Enfeed,
                         verification_keys: vec![public_keys[producer].clone()],
                         client_cert: Some(client_cert.clone()),
                         client_key: Some(client_key.clone()),
                         server_ca: Some(ca.ca_pem()),
+                        ..PeerConfig::new(*producer, url.clone(), *replication)
                     })
                 })
                 .collect::<Result<Vec<_>, WorldError>>()?;
@@ -273,6 +270,7 @@ impl World {
             let access = AccessPolicy {
                 admin_token: admin_token.clone(),
                 a2a_consumers: region.a2a_consumers.clone(),
+                ..AccessPolicy::default()
             };
             let app = api::router(backend.clone(), access, api::ApiSettings::default());
             let (server_cert, server_key) =

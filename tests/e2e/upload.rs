@@ -192,8 +192,8 @@ async fn bad_uploads_get_a_4xx_with_a_reason_and_change_nothing() {
             "bad_region",
         ),
         (
-            "three-letter region",
-            with(&|b| b["regions"] = json!(["CHE"])),
+            "four-letter region",
+            with(&|b| b["regions"] = json!(["CHEE"])),
             400,
             "bad_region",
         ),

@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: regions served on loopback ports with a clock the test
 //! moves, an HTTP client for them, and generators of valid uploads.
 
+pub mod fake_peer;
 pub mod moto;
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use enfeed::domain::feed::{Feed, FeedIndex};
 use enfeed::domain::key::{INTERVALS_PER_DAY, interval_of};
 use enfeed::domain::signature::VerificationKey;
 use enfeed::entry::api;
+use enfeed::entry::peers::Peering;
 use enfeed::ports::ManualClock;
 use enfeed::{Backend, Config};
 use serde_json::{Value, json};
@@ -61,7 +63,7 @@ impl TestRegion {
     pub async fn with_limits(region: &str, limits: Limits, settings: api::ApiSettings) -> Self {
         let mut config = Config::new(region.parse().unwrap());
         config.padding_min = 0;
-        Self::serve(config, tempfile::tempdir().unwrap(), limits, settings).await
+        Self::serve(config, tempfile::tempdir().unwrap(), None, limits, settings).await
     }
 
     /// A region signing with `keys` signing keys (`v1` to `v<keys>`), as after rotations.
@@ -77,28 +79,58 @@ impl TestRegion {
         Self::in_dir(config, data).await
     }
 
+    /// A region whose peers come from `peering` (its peers file, its trust registry), padding
+    /// off; backend feeds are served as the peering grants.
+    pub async fn with_peering(region: &str, peering: Peering) -> Self {
+        let mut config = Config::new(region.parse().unwrap());
+        config.padding_min = 0;
+        Self::serve(
+            config,
+            tempfile::tempdir().unwrap(),
+            Some(peering),
+            Limits::default(),
+            api::ApiSettings::default(),
+        )
+        .await
+    }
+
     async fn in_dir(config: Config, data: tempfile::TempDir) -> Self {
-        Self::serve(config, data, Limits::default(), api::ApiSettings::default()).await
+        Self::serve(
+            config,
+            data,
+            None,
+            Limits::default(),
+            api::ApiSettings::default(),
+        )
+        .await
     }
 
     async fn serve(
         config: Config,
         data: tempfile::TempDir,
+        peering: Option<Peering>,
         limits: Limits,
         settings: api::ApiSettings,
     ) -> Self {
         let clock = Arc::new(ManualClock::new(NOW));
-        let backend = Arc::new(
-            enfeed::entry::local::open_backend(config, data.path(), clock.clone(), &[]).unwrap(),
-        );
-        let app = api::router(
-            backend.clone(),
-            AccessPolicy {
+        let backend = match peering {
+            Some(peering) => enfeed::entry::local::open_federated_backend(
+                config,
+                data.path(),
+                clock.clone(),
+                peering,
+            ),
+            None => enfeed::entry::local::open_backend(config, data.path(), clock.clone(), &[]),
+        };
+        let backend = Arc::new(backend.unwrap());
+        let access = match backend.peering {
+            Some(_) => backend.access(ADMIN_TOKEN.into()),
+            None => AccessPolicy {
                 admin_token: ADMIN_TOKEN.into(),
                 ..Default::default()
             },
-            settings,
-        );
+        };
+        let app = api::router(backend.clone(), access, settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {

@@ -5,6 +5,7 @@
 //! - [`ecdsa`]: the ECDSA P-256 signer, whichever store its private keys come from.
 //! - [`tls`]: mutual TLS between backends: the HTTPS fetch client and the peers' certificates.
 //! - [`listener`]: the HTTP listeners, public and for peers, with their limits.
+//! - `tuf` (cargo feature `registry`): the trust registry as a TUF repository, read and kept.
 
 #[cfg(feature = "aws")]
 pub mod aws;
@@ -12,3 +13,5 @@ pub mod ecdsa;
 pub mod listener;
 pub mod local;
 pub mod tls;
+#[cfg(feature = "registry")]
+pub mod tuf;

@@ -16,11 +16,13 @@ pub const CODE_LIFETIME: u64 = 86_400;
 pub const CERTIFICATE_MAX_LIFETIME: u64 = 3600;
 pub const WRONG_CODE_ALARM: u64 = 1000;
 pub const ISSUERS_REFRESH: u64 = 300;
+pub const PEER_DEADLINE: u64 = 60;
 
 #[derive(Clone, Debug, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct Config {
-    /// This backend's two-letter region ID (written into every chunk).
+    /// This backend's region ID (written into every chunk): 2 or 3 upper-case letters, or a
+    /// 3-digit mobile country code.
     #[cfg_attr(feature = "clap", arg(long, env = "ENFEED_REGION"))]
     pub region: RegionId,
 
@@ -61,6 +63,11 @@ pub struct Config {
     #[cfg_attr(feature = "clap", arg(long, env = "ENFEED_CERTIFICATE_MAX_LIFETIME", default_value_t = CERTIFICATE_MAX_LIFETIME))]
     #[serde(default = "defaults::certificate_max_lifetime")]
     pub certificate_max_lifetime: u64,
+    /// Seconds the consumer may spend on one peer in a run (its index and files); a peer that
+    /// takes longer is left until the next run, and the consumer moves on to the next peer.
+    #[cfg_attr(feature = "clap", arg(long, env = "ENFEED_PEER_DEADLINE", default_value_t = PEER_DEADLINE))]
+    #[serde(default = "defaults::peer_deadline")]
+    pub peer_deadline: u64,
 
     /// Seconds between reads of the trusted issuers (the file, and their key sets), so that
     /// a new issuer or key is trusted, and a removed one no longer, that much later.
@@ -110,6 +117,9 @@ mod defaults {
     pub fn issuers_refresh() -> u64 {
         super::ISSUERS_REFRESH
     }
+    pub fn peer_deadline() -> u64 {
+        super::PEER_DEADLINE
+    }
 }
 
 impl Config {
@@ -126,6 +136,7 @@ impl Config {
             wrong_code_alarm: WRONG_CODE_ALARM,
             issuers_refresh: ISSUERS_REFRESH,
             traveler_regions: Vec::new(),
+            peer_deadline: PEER_DEADLINE,
             signing_key_id: None,
         }
     }

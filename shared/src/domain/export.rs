@@ -1,8 +1,13 @@
 //! The GAEN export file: a zip holding `export.bin` (a 16-byte header, then the keys as a
 //! `TemporaryExposureKeyExport` protobuf) and `export.sig` (a `TEKSignatureList` with one
 //! signature of the whole export.bin per signing key). This module encodes exports (a
-//! [`crate::ports::Signer`] signs them: [`crate::ports::write_export`]) and reads untrusted ones,
-//! within size limits, and verifies their signatures.
+//! [`crate::ports::Signer`] signs them: [`crate::ports::write_export`]) and reads untrusted ones.
+//!
+//! An untrusted file is read in the order that keeps a hostile one cheap ([`OpenedExport`]):
+//! export.sig is read (a few hundred bytes), export.bin is inflated through SHA-256 without
+//! being kept, within [`ExportLimits`]; only once a signature verifies is export.bin inflated
+//! again and decoded, key by key, up to a cap on keys. A key that cannot be read does not
+//! refuse the file: it is listed in [`ExportFile::malformed`].
 
 use std::fmt;
 use std::io::{self, Cursor, Read, Write};
@@ -12,6 +17,7 @@ use zip::result::ZipError;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
+use crate::domain::digest::sha256;
 use crate::domain::key::{DiagnosisKey, INTERVALS_PER_DAY, KEY_LEN, ReportType};
 use crate::domain::signature::{SignatureInfo, SigningError, VerificationKey};
 
@@ -59,6 +65,23 @@ mod proto {
         pub keys: Vec<TemporaryExposureKey>,
         #[prost(message, repeated, tag = "8")]
         pub revised_keys: Vec<TemporaryExposureKey>,
+    }
+
+    /// [`TemporaryExposureKeyExport`] without its keys (fields 7 and 8), which decoding skips.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ExportEnvelope {
+        #[prost(fixed64, optional, tag = "1")]
+        pub start_timestamp: Option<u64>,
+        #[prost(fixed64, optional, tag = "2")]
+        pub end_timestamp: Option<u64>,
+        #[prost(string, optional, tag = "3")]
+        pub region: Option<String>,
+        #[prost(int32, optional, tag = "4")]
+        pub batch_num: Option<i32>,
+        #[prost(int32, optional, tag = "5")]
+        pub batch_size: Option<i32>,
+        #[prost(message, repeated, tag = "6")]
+        pub signature_infos: Vec<SignatureInfo>,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -117,21 +140,28 @@ pub struct ExportHeader {
     pub batch_size: i32,
 }
 
-/// Size limits for reading untrusted export zips.
+/// Most bytes export.sig may inflate to: GAEN allows 10 signatures of about 100 bytes each.
+pub const MAX_SIG_BYTES: u64 = 64 << 10;
+
+/// Size and count limits for reading untrusted export zips.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExportLimits {
     pub max_zip_bytes: usize,
-    /// Most bytes an entry may inflate to: guards against zip bombs.
+    /// Most bytes export.bin may inflate to: guards against zip bombs. It is inflated twice,
+    /// never kept before its signature verifies.
     pub max_entry_bytes: u64,
+    /// Most keys (keys and revised keys together) one file may hold.
+    pub max_keys: usize,
 }
 
 impl Default for ExportLimits {
-    /// 16 MiB zipped (the Apple and Google limit), 32 MiB per inflated entry (500,000 keys
-    /// take about 17 MiB).
+    /// 16 MiB zipped (the Apple and Google limit), 32 MiB inflated (500,000 keys take about
+    /// 17 MiB), and the 500,000 keys that one file written here may hold.
     fn default() -> Self {
         Self {
             max_zip_bytes: 16 << 20,
             max_entry_bytes: 32 << 20,
+            max_keys: MAX_KEYS_PER_FILE,
         }
     }
 }
@@ -143,6 +173,8 @@ pub struct ExportFile {
     pub signature_infos: Vec<SignatureInfo>,
     pub keys: Vec<DiagnosisKey>,
     pub revised_keys: Vec<DiagnosisKey>,
+    /// Keys that could not be read, left out of `keys` and `revised_keys`.
+    pub malformed: MalformedKeys,
     pub signatures: Vec<ExportSignature>,
     /// The signed bytes, header included.
     export_bin: Vec<u8>,
@@ -168,6 +200,62 @@ pub struct KeyPosition {
 impl fmt::Display for KeyPosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}[{}]", self.list, self.index)
+    }
+}
+
+/// The keys of a file that could not be read: counted by problem, the first few kept to show.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MalformedKeys {
+    pub by_code: std::collections::BTreeMap<&'static str, u64>,
+    /// The first [`MalformedKeys::EXAMPLES`] of them.
+    pub examples: Vec<MalformedKey>,
+}
+
+impl MalformedKeys {
+    /// How many malformed keys are kept to show: a hostile file costs no memory per key.
+    pub const EXAMPLES: usize = 8;
+
+    fn add(&mut self, key: MalformedKey) {
+        *self.by_code.entry(key.code()).or_default() += 1;
+        if self.examples.len() < Self::EXAMPLES {
+            self.examples.push(key);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_code.is_empty()
+    }
+}
+
+/// A key of a file that cannot be read, and where it is.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedKey {
+    #[error("{at}: key_data is {len} bytes long, expected {KEY_LEN}")]
+    KeyDataLength { at: KeyPosition, len: usize },
+    #[error("{at} has no {field}")]
+    MissingKeyField {
+        at: KeyPosition,
+        field: &'static str,
+    },
+    #[error("{at}: {field} is negative ({value})")]
+    NegativeKeyField {
+        at: KeyPosition,
+        field: &'static str,
+        value: i32,
+    },
+    #[error("{at} is not a valid protobuf message: {reason}")]
+    Undecodable { at: KeyPosition, reason: String },
+}
+
+impl MalformedKey {
+    /// A short name of the problem, to count dropped keys by.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::KeyDataLength { .. } => "bad_key_length",
+            Self::MissingKeyField { .. } => "missing_field",
+            Self::NegativeKeyField { .. } => "negative_field",
+            Self::Undecodable { .. } => "undecodable_key",
+        }
     }
 }
 
@@ -201,19 +289,12 @@ pub enum ExportError {
         name: &'static str,
         source: prost::DecodeError,
     },
-    #[error("{at}: key_data is {len} bytes long, expected {KEY_LEN}")]
-    KeyDataLength { at: KeyPosition, len: usize },
-    #[error("{at} has no {field}")]
-    MissingKeyField {
-        at: KeyPosition,
-        field: &'static str,
-    },
-    #[error("{at}: {field} is negative ({value})")]
-    NegativeKeyField {
-        at: KeyPosition,
-        field: &'static str,
-        value: i32,
-    },
+    #[error(transparent)]
+    MalformedKey(#[from] MalformedKey),
+    #[error("the file holds more than {limit} keys")]
+    KeyCap { limit: usize },
+    #[error("export.bin ends inside a key")]
+    KeyOverrun,
     #[error("none of the {signatures} signatures verifies with any of the {keys} keys given")]
     Unverified { signatures: usize, keys: usize },
 }
@@ -301,49 +382,126 @@ fn zip_entries(entries: &[(&str, &[u8])]) -> Result<Vec<u8>, ZipError> {
     Ok(zip.finish()?.into_inner())
 }
 
-/// Reads an export zip from an untrusted source, within `limits`. Does not verify it: see
-/// [`ExportFile::verify`]. Header fields the file leaves out read as protobuf defaults (0, "").
+/// Reads an export zip from an untrusted source, within `limits`, refusing it if any key
+/// cannot be read. Does not verify it: see [`ExportFile::verify`], or [`OpenedExport`], which
+/// verifies before it decodes. Header fields the file leaves out read as protobuf defaults
+/// (0, "").
 pub fn read_export(zip_bytes: &[u8], limits: &ExportLimits) -> Result<ExportFile, ExportError> {
-    if zip_bytes.len() > limits.max_zip_bytes {
-        return Err(ExportError::ZipTooLarge {
-            size: zip_bytes.len(),
-            limit: limits.max_zip_bytes,
-        });
+    let file = OpenedExport::open(zip_bytes, limits)?.decode()?;
+    match file.malformed.examples.first() {
+        Some(malformed) => Err(malformed.clone().into()),
+        None => Ok(file),
     }
-    let mut archive = ZipArchive::new(Cursor::new(zip_bytes)).map_err(ExportError::Zip)?;
-    let export_bin = read_entry(&mut archive, EXPORT_BIN, limits.max_entry_bytes)?;
-    let export_sig = read_entry(&mut archive, EXPORT_SIG, limits.max_entry_bytes)?;
+}
 
-    let body = export_bin
-        .strip_prefix(EXPORT_HEADER)
-        .ok_or(ExportError::BadHeader)?;
-    let export =
-        proto::TemporaryExposureKeyExport::decode(body).map_err(decode_error(EXPORT_BIN))?;
-    let signature_list =
-        proto::TekSignatureList::decode(export_sig.as_slice()).map_err(decode_error(EXPORT_SIG))?;
+/// An untrusted export zip, opened within its limits: export.sig decoded and export.bin
+/// hashed, nothing of export.bin kept or decoded. Verify it ([`OpenedExport::verify`]), then
+/// decode it ([`OpenedExport::decode`]).
+pub struct OpenedExport<'z> {
+    archive: ZipArchive<Cursor<&'z [u8]>>,
+    signatures: Vec<ExportSignature>,
+    /// SHA-256 of export.bin, the message its signatures sign.
+    digest: [u8; 32],
+    limits: ExportLimits,
+}
 
-    Ok(ExportFile {
-        header: ExportHeader {
-            start_timestamp: export.start_timestamp.unwrap_or_default(),
-            end_timestamp: export.end_timestamp.unwrap_or_default(),
-            region: export.region.unwrap_or_default(),
-            batch_num: export.batch_num.unwrap_or_default(),
-            batch_size: export.batch_size.unwrap_or_default(),
-        },
-        signature_infos: export
-            .signature_infos
-            .into_iter()
-            .map(SignatureInfo::from)
-            .collect(),
-        keys: diagnosis_keys("keys", export.keys)?,
-        revised_keys: diagnosis_keys("revised_keys", export.revised_keys)?,
-        signatures: signature_list
+impl<'z> OpenedExport<'z> {
+    /// Opens the zip, decodes export.sig and hashes export.bin (whose header must be GAEN's),
+    /// each within `limits`; no more than a read buffer of export.bin is in memory at once.
+    pub fn open(zip_bytes: &'z [u8], limits: &ExportLimits) -> Result<Self, ExportError> {
+        if zip_bytes.len() > limits.max_zip_bytes {
+            return Err(ExportError::ZipTooLarge {
+                size: zip_bytes.len(),
+                limit: limits.max_zip_bytes,
+            });
+        }
+        let mut archive = ZipArchive::new(Cursor::new(zip_bytes)).map_err(ExportError::Zip)?;
+        let mut export_sig = Vec::new();
+        inflate(&mut archive, EXPORT_SIG, MAX_SIG_BYTES, |part| {
+            export_sig.extend_from_slice(part)
+        })?;
+        let signatures = proto::TekSignatureList::decode(export_sig.as_slice())
+            .map_err(decode_error(EXPORT_SIG))?
             .signatures
             .into_iter()
             .map(ExportSignature::from)
-            .collect(),
-        export_bin,
-    })
+            .collect();
+        let digest = hash_export_bin(&mut archive, limits.max_entry_bytes, |_| {})?;
+        Ok(Self {
+            archive,
+            signatures,
+            digest,
+            limits: limits.clone(),
+        })
+    }
+
+    /// The signatures of export.sig.
+    pub fn signatures(&self) -> &[ExportSignature] {
+        &self.signatures
+    }
+
+    /// The key among `keys` that verifies one of the file's signatures; see
+    /// [`ExportFile::verify`].
+    pub fn verify<'k>(
+        &self,
+        keys: &'k [VerificationKey],
+    ) -> Result<&'k SignatureInfo, ExportError> {
+        verify_digest(&self.digest, &self.signatures, keys)
+    }
+
+    /// Inflates export.bin again (checking that it is the export.bin hashed before) and decodes
+    /// it, at most `max_keys` keys; keys that cannot be read go to [`ExportFile::malformed`].
+    pub fn decode(mut self) -> Result<ExportFile, ExportError> {
+        let mut export_bin = Vec::new();
+        let digest = hash_export_bin(&mut self.archive, self.limits.max_entry_bytes, |part| {
+            export_bin.extend_from_slice(part)
+        })?;
+        if digest != self.digest {
+            return Err(ExportError::EntryRead {
+                name: EXPORT_BIN,
+                source: io::Error::other("export.bin changed between two reads"),
+            });
+        }
+        let body = &export_bin[EXPORT_HEADER.len()..];
+        // Every field but the keys, which prost skips here without keeping them.
+        let envelope = proto::ExportEnvelope::decode(body).map_err(decode_error(EXPORT_BIN))?;
+        let mut keys = Vec::new();
+        let mut revised_keys = Vec::new();
+        let mut malformed = MalformedKeys::default();
+        for_each_key(body, self.limits.max_keys, |list, index, bytes| {
+            let at = KeyPosition { list, index };
+            let key = proto::TemporaryExposureKey::decode(bytes)
+                .map_err(|e| MalformedKey::Undecodable {
+                    at,
+                    reason: e.to_string(),
+                })
+                .and_then(|wire_key| wire_key.into_diagnosis_key(at));
+            match (key, list) {
+                (Ok(key), KEYS) => keys.push(key),
+                (Ok(key), _) => revised_keys.push(key),
+                (Err(problem), _) => malformed.add(problem),
+            }
+        })?;
+        Ok(ExportFile {
+            header: ExportHeader {
+                start_timestamp: envelope.start_timestamp.unwrap_or_default(),
+                end_timestamp: envelope.end_timestamp.unwrap_or_default(),
+                region: envelope.region.unwrap_or_default(),
+                batch_num: envelope.batch_num.unwrap_or_default(),
+                batch_size: envelope.batch_size.unwrap_or_default(),
+            },
+            signature_infos: envelope
+                .signature_infos
+                .into_iter()
+                .map(SignatureInfo::from)
+                .collect(),
+            keys,
+            revised_keys,
+            malformed,
+            signatures: self.signatures,
+            export_bin,
+        })
+    }
 }
 
 impl ExportFile {
@@ -359,66 +517,141 @@ impl ExportFile {
         &self,
         keys: &'k [VerificationKey],
     ) -> Result<&'k SignatureInfo, ExportError> {
-        let (named, unnamed): (Vec<_>, Vec<_>) = self
-            .signatures
-            .iter()
-            .flat_map(|signature| keys.iter().map(move |key| (signature, key)))
-            .partition(|(signature, key)| {
-                signature.info.key_id == key.info.key_id
-                    && signature.info.key_version == key.info.key_version
-            });
-        named
-            .into_iter()
-            .chain(unnamed)
-            .find(|(signature, key)| key.verify(&self.export_bin, &signature.der))
-            .map(|(_, key)| &key.info)
-            .ok_or(ExportError::Unverified {
-                signatures: self.signatures.len(),
-                keys: keys.len(),
-            })
+        verify_digest(&sha256(&[&self.export_bin]), &self.signatures, keys)
     }
 }
 
-/// The inflated content of entry `name`, if it is at most `limit` bytes both by its declared
-/// size and by what it actually inflates to.
-fn read_entry(
+/// See [`ExportFile::verify`]: the same over the SHA-256 of export.bin.
+fn verify_digest<'k>(
+    digest: &[u8; 32],
+    signatures: &[ExportSignature],
+    keys: &'k [VerificationKey],
+) -> Result<&'k SignatureInfo, ExportError> {
+    let (named, unnamed): (Vec<_>, Vec<_>) = signatures
+        .iter()
+        .flat_map(|signature| keys.iter().map(move |key| (signature, key)))
+        .partition(|(signature, key)| {
+            signature.info.key_id == key.info.key_id
+                && signature.info.key_version == key.info.key_version
+        });
+    named
+        .into_iter()
+        .chain(unnamed)
+        .find(|(signature, key)| key.verify_digest(digest, &signature.der))
+        .map(|(_, key)| &key.info)
+        .ok_or(ExportError::Unverified {
+            signatures: signatures.len(),
+            keys: keys.len(),
+        })
+}
+
+/// The list name of field 7 in [`KeyPosition`]s.
+const KEYS: &str = "keys";
+/// The list name of field 8.
+const REVISED_KEYS: &str = "revised_keys";
+
+/// Inflates export.bin within `limit` bytes, handing each part to `sink`, and returns its
+/// SHA-256; the file must start with GAEN's header.
+fn hash_export_bin(
+    archive: &mut ZipArchive<Cursor<&[u8]>>,
+    limit: u64,
+    mut sink: impl FnMut(&[u8]),
+) -> Result<[u8; 32], ExportError> {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut head = Vec::with_capacity(EXPORT_HEADER.len());
+    inflate(archive, EXPORT_BIN, limit, |part| {
+        let missing = EXPORT_HEADER.len() - head.len();
+        head.extend_from_slice(&part[..missing.min(part.len())]);
+        context.update(part);
+        sink(part);
+    })?;
+    if head != EXPORT_HEADER {
+        return Err(ExportError::BadHeader);
+    }
+    Ok(context
+        .finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes"))
+}
+
+/// Streams the inflated content of entry `name` to `sink` in parts, refusing it past `limit`
+/// bytes, by its declared size and by what it actually inflates to.
+fn inflate(
     archive: &mut ZipArchive<Cursor<&[u8]>>,
     name: &'static str,
     limit: u64,
-) -> Result<Vec<u8>, ExportError> {
+    mut sink: impl FnMut(&[u8]),
+) -> Result<(), ExportError> {
     let too_large = || ExportError::EntryTooLarge { name, limit };
-    let entry = archive.by_name(name).map_err(|error| match error {
+    let mut entry = archive.by_name(name).map_err(|error| match error {
         ZipError::FileNotFound => ExportError::MissingEntry(name),
         error => ExportError::Zip(error),
     })?;
     if entry.size() > limit {
         return Err(too_large());
     }
-    // The declared size is only a claim: it sizes the buffer, but the read is capped as well.
-    let mut data = Vec::with_capacity(usize::try_from(entry.size()).unwrap_or_default());
-    entry
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut data)
-        .map_err(|source| ExportError::EntryRead { name, source })?;
-    if data.len() as u64 > limit {
-        return Err(too_large());
+    let mut buffer = [0; 16 << 10];
+    let mut total = 0u64;
+    loop {
+        let read = match entry.read(&mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => return Err(ExportError::EntryRead { name, source }),
+        };
+        total += read as u64;
+        if total > limit {
+            return Err(too_large());
+        }
+        sink(&buffer[..read]);
     }
-    Ok(data)
+}
+
+/// Calls `each` with the list, index and bytes of every key (fields 7 and 8) of the
+/// `TemporaryExposureKeyExport` message `body`, without decoding the keys; refuses more than
+/// `max_keys` of them.
+fn for_each_key(
+    mut body: &[u8],
+    max_keys: usize,
+    mut each: impl FnMut(&'static str, usize, &[u8]),
+) -> Result<(), ExportError> {
+    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+    let (mut keys, mut revised) = (0, 0);
+    while !body.is_empty() {
+        let (tag, wire_type) = decode_key(&mut body).map_err(decode_error(EXPORT_BIN))?;
+        let (list, index) = match (tag, wire_type) {
+            (7, WireType::LengthDelimited) => {
+                keys += 1;
+                (KEYS, keys - 1)
+            }
+            (8, WireType::LengthDelimited) => {
+                revised += 1;
+                (REVISED_KEYS, revised - 1)
+            }
+            _ => {
+                skip_field(wire_type, tag, &mut body, DecodeContext::default())
+                    .map_err(decode_error(EXPORT_BIN))?;
+                continue;
+            }
+        };
+        if keys + revised > max_keys {
+            return Err(ExportError::KeyCap { limit: max_keys });
+        }
+        let len = decode_varint(&mut body).map_err(decode_error(EXPORT_BIN))?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|len| *len <= body.len())
+            .ok_or(ExportError::KeyOverrun)?;
+        let (key, rest) = body.split_at(len);
+        each(list, index, key);
+        body = rest;
+    }
+    Ok(())
 }
 
 fn decode_error(name: &'static str) -> impl FnOnce(prost::DecodeError) -> ExportError {
     move |source| ExportError::Decode { name, source }
-}
-
-fn diagnosis_keys(
-    list: &'static str,
-    wire_keys: Vec<proto::TemporaryExposureKey>,
-) -> Result<Vec<DiagnosisKey>, ExportError> {
-    wire_keys
-        .into_iter()
-        .enumerate()
-        .map(|(index, wire_key)| wire_key.into_diagnosis_key(KeyPosition { list, index }))
-        .collect()
 }
 
 impl proto::TemporaryExposureKey {
@@ -436,16 +669,16 @@ impl proto::TemporaryExposureKey {
     }
 
     /// Checks the untrusted fields; fills in GAEN's defaults for the ones left out.
-    fn into_diagnosis_key(self, at: KeyPosition) -> Result<DiagnosisKey, ExportError> {
-        let missing = |field| ExportError::MissingKeyField { at, field };
+    fn into_diagnosis_key(self, at: KeyPosition) -> Result<DiagnosisKey, MalformedKey> {
+        let missing = |field| MalformedKey::MissingKeyField { at, field };
         let non_negative = |field, value: i32| {
-            u32::try_from(value).map_err(|_| ExportError::NegativeKeyField { at, field, value })
+            u32::try_from(value).map_err(|_| MalformedKey::NegativeKeyField { at, field, value })
         };
 
         let key_data = self.key_data.ok_or_else(|| missing("key_data"))?;
         let len = key_data.len();
         let key_data = <[u8; KEY_LEN]>::try_from(key_data)
-            .map_err(|_| ExportError::KeyDataLength { at, len })?;
+            .map_err(|_| MalformedKey::KeyDataLength { at, len })?;
         let rolling_start = self
             .rolling_start_interval_number
             .ok_or_else(|| missing("rolling_start_interval_number"))?;
@@ -804,6 +1037,75 @@ pub(crate) mod tests {
             matches!(error, EntryRead { .. } | EntryTooLarge { .. }),
             "{error}"
         );
+    }
+
+    #[test]
+    fn keys_past_the_cap_refuse_the_file_before_they_are_decoded() {
+        let export_bin = encode_export_bin(&test_header(), &[], &test_keys(11)).unwrap();
+        let zip = zip_export(&export_bin, b"").unwrap();
+        let limits = ExportLimits {
+            max_keys: 10,
+            ..Default::default()
+        };
+        let error = OpenedExport::open(&zip, &limits)
+            .unwrap()
+            .decode()
+            .unwrap_err();
+        assert!(matches!(error, KeyCap { limit: 10 }), "{error}");
+        assert_eq!(
+            read_export(&zip, &ExportLimits::default())
+                .unwrap()
+                .keys
+                .len(),
+            11
+        );
+    }
+
+    #[test]
+    fn keys_that_cannot_be_read_are_left_out_and_counted() {
+        let valid = || proto::TemporaryExposureKey {
+            key_data: Some(vec![7; KEY_LEN]),
+            rolling_start_interval_number: Some(2_650_000),
+            ..Default::default()
+        };
+        let short = proto::TemporaryExposureKey {
+            key_data: Some(vec![7; 15]),
+            ..valid()
+        };
+        let export = proto::TemporaryExposureKeyExport {
+            keys: vec![valid(), short.clone(), valid(), short],
+            revised_keys: vec![valid()],
+            ..Default::default()
+        };
+        let mut export_bin = export_bin_of(&export);
+        // One more key that is not protobuf at all: field 1 claims 100 bytes of 2.
+        export_bin.extend_from_slice(&[KEYS_FIELD_KEY, 3, 0x0a, 100, 0]);
+        let zip = zip_export(&export_bin, b"").unwrap();
+        let file = OpenedExport::open(&zip, &ExportLimits::default())
+            .unwrap()
+            .decode()
+            .unwrap();
+        assert_eq!((file.keys.len(), file.revised_keys.len()), (2, 1));
+        let counts: Vec<_> = file.malformed.by_code.into_iter().collect();
+        assert_eq!(counts, [("bad_key_length", 2), ("undecodable_key", 1)]);
+        assert_eq!(
+            file.malformed.examples[0].to_string(),
+            "keys[1]: key_data is 15 bytes long, expected 16"
+        );
+        assert!(matches!(read_error(&zip), MalformedKey(_)));
+    }
+
+    #[test]
+    fn the_signature_is_checked_on_the_streamed_digest() {
+        let file = google_export();
+        let zip = fs::read(fixture(
+            "google-export-example/testExport-2-records-1-of-1.zip",
+        ));
+        let zip = zip.unwrap();
+        let opened = OpenedExport::open(&zip, &ExportLimits::default()).unwrap();
+        assert_eq!(opened.signatures(), file.signatures.as_slice());
+        assert_eq!(opened.verify(&[google_key()]).unwrap().key_id, "some_id");
+        assert_eq!(opened.decode().unwrap().keys, file.keys);
     }
 
     fn replace_all(mut bytes: Vec<u8>, from: &[u8; 4], to: &[u8; 4]) -> Vec<u8> {

@@ -215,7 +215,13 @@ mod tests {
             "v1/keys/3\nv1/keys/4\n",
             "oldest first, one path per line from the host root"
         );
+        for region in ["EUR", "222"] {
+            let feed = Feed::Region(region.parse().unwrap());
+            assert_eq!(feed.index_path(), format!("v1/{region}/keys"));
+            assert_eq!(feed.index_path().parse::<Feed>().unwrap(), feed);
+        }
         assert!("v1/de/keys".parse::<Feed>().is_err());
+        assert!("v1/EURO/keys".parse::<Feed>().is_err());
         assert!("v2/keys".parse::<Feed>().is_err());
         for path in [
             "v1/keys",

@@ -24,30 +24,55 @@ pub fn seconds_of(interval: u32) -> u64 {
     u64::from(interval) * INTERVAL_SECONDS
 }
 
-/// A two-letter region ID (a country or an enterprise site), upper case, as Google and Apple
-/// use them: `CH`, `DE`, `US`.
+/// A region ID as real export files and backends use them (a country, a group of countries or
+/// an enterprise site). The rule:
+///
+/// - 2 upper-case ASCII letters: an ISO 3166-1 alpha-2 country code or a site (`CH`, `DE`);
+/// - 3 upper-case ASCII letters: a group or an alpha-3 code (`EUR`, the EU gateway's region);
+/// - 3 ASCII digits: a mobile country code (`222`, Italy's region in its export files).
+///
+/// Nothing else: no lower case, no other lengths, no mixes of letters and digits. It stays a
+/// small `Copy` value: at most [`RegionId::MAX_LEN`] bytes, kept inline.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RegionId([u8; 2]);
+pub struct RegionId {
+    /// The ID's bytes, padded with zeros (so IDs order as their strings do).
+    bytes: [u8; RegionId::MAX_LEN],
+    len: u8,
+}
 
 impl RegionId {
+    /// The longest region ID, in bytes.
+    pub const MAX_LEN: usize = 3;
+
     pub fn as_str(&self) -> &str {
-        // Only ever built from two ASCII upper-case letters.
-        std::str::from_utf8(&self.0).expect("region IDs are ASCII")
+        // Only ever built from ASCII letters or digits.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).expect("region IDs are ASCII")
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("region ID {0:?} is not two upper-case letters (for example \"CH\")")]
+#[error(
+    "region ID {0:?} is not 2 or 3 upper-case letters or 3 digits (for example \"CH\", \"EUR\" \
+     or the mobile country code \"222\")"
+)]
 pub struct BadRegionId(pub String);
 
 impl FromStr for RegionId {
     type Err = BadRegionId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.as_bytes() {
-            &[a, b] if a.is_ascii_uppercase() && b.is_ascii_uppercase() => Ok(RegionId([a, b])),
-            _ => Err(BadRegionId(s.to_string())),
+        let b = s.as_bytes();
+        let letters = (2..=3).contains(&b.len()) && b.iter().all(u8::is_ascii_uppercase);
+        let digits = b.len() == 3 && b.iter().all(u8::is_ascii_digit);
+        if !(letters || digits) {
+            return Err(BadRegionId(s.to_string()));
         }
+        let mut bytes = [0; Self::MAX_LEN];
+        bytes[..b.len()].copy_from_slice(b);
+        Ok(RegionId {
+            bytes,
+            len: b.len() as u8,
+        })
     }
 }
 
@@ -143,11 +168,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn region_ids_are_two_upper_case_letters() {
-        assert_eq!("CH".parse::<RegionId>().unwrap().to_string(), "CH");
-        for bad in ["", "C", "ch", "CHE", "C1", "É"] {
+    fn region_ids_follow_the_documented_rule() {
+        for good in ["CH", "EUR", "222", "US"] {
+            assert_eq!(good.parse::<RegionId>().unwrap().to_string(), good);
+        }
+        for bad in [
+            "", "C", "ch", "CHEE", "C1", "É", "22", "2222", "E2R", "eur", " CH", "a2a",
+        ] {
             assert!(bad.parse::<RegionId>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn region_ids_order_as_their_strings() {
+        let mut ids: Vec<RegionId> = ["EUR", "CH", "222", "CHE", "DE"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        ids.sort();
+        let names: Vec<_> = ids.iter().map(RegionId::as_str).collect();
+        assert_eq!(names, ["222", "CH", "CHE", "DE", "EUR"]);
     }
 
     #[test]

@@ -128,8 +128,14 @@ pub struct Metrics {
     pub peer_keys_imported: Family,
     /// Keys of a peer's files left out, by peer and reason.
     pub peer_keys_refused: Family,
+    /// Files of a peer refused as a whole and skipped, by peer.
+    pub peer_files_skipped: Family,
     /// Pulls from a peer that failed, by peer.
     pub peer_failures: Family,
+    /// Entries of the trust registry refused, by reason.
+    pub registry_entries_refused: Family,
+    /// Refreshes of the trust registry that failed (the last good configuration stayed).
+    pub registry_failures: Family,
     /// When a pull from each peer last succeeded (Unix seconds).
     pub peer_last_success: Family,
     /// Storage operations that failed, by store (`keys`, `blobs`).
@@ -218,6 +224,24 @@ impl Default for Metrics {
                 Counter,
                 &["peer", "reason"],
             ),
+            peer_files_skipped: Family::new(
+                "enfeed_peer_files_skipped_total",
+                "Files of a peer refused as a whole and skipped, by peer.",
+                Counter,
+                &["peer"],
+            ),
+            registry_entries_refused: Family::new(
+                "enfeed_registry_entries_refused_total",
+                "Entries of the trust registry refused, by reason.",
+                Counter,
+                &["reason"],
+            ),
+            registry_failures: Family::new(
+                "enfeed_registry_failures_total",
+                "Refreshes of the trust registry that failed verification or could not be read.",
+                Counter,
+                &[],
+            ),
             peer_failures: Family::new(
                 "enfeed_peer_failures_total",
                 "Pulls from a peer that failed.",
@@ -245,7 +269,7 @@ impl Default for Metrics {
 pub const PEER_LAG: &str = "enfeed_peer_seconds_since_last_success";
 
 impl Metrics {
-    fn families(&self) -> [&Family; 16] {
+    fn families(&self) -> [&Family; 19] {
         [
             &self.uploads,
             &self.keys_stored,
@@ -260,7 +284,10 @@ impl Metrics {
             &self.keys_published,
             &self.peer_keys_imported,
             &self.peer_keys_refused,
+            &self.peer_files_skipped,
             &self.peer_failures,
+            &self.registry_entries_refused,
+            &self.registry_failures,
             &self.peer_last_success,
             &self.storage_errors,
         ]

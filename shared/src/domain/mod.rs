@@ -15,6 +15,7 @@
 //! - [`client`]: who a request comes from, for rate limiting.
 //! - [`secret`]: the code pepper and the admin token.
 //! - [`metrics`]: what a region counts, in one vocabulary for both modes.
+//! - [`registry`]: the trust registry's region entries, and what a region derives from them.
 //! - [`digest`]: SHA-256, as every module that hashes uses it.
 
 pub mod access;
@@ -29,6 +30,7 @@ pub mod key;
 pub mod metrics;
 pub mod peers;
 pub mod publication;
+pub mod registry;
 pub mod revision;
 pub mod secret;
 pub mod signature;

@@ -4,6 +4,8 @@
 //!
 //! ```toml
 //! a2a_consumers = ["AT"]          # backends that may read /v1/a2a/keys
+//! client_cert = "ch-client.pem"   # this backend's TLS identity towards peers that name none
+//! client_key = "ch-client.key"    # (every peer the trust registry lists)
 //!
 //! [[peer]]
 //! region = "DE"                   # the producer's region
@@ -14,12 +16,22 @@
 //! client_cert = "ch-client.pem"   # this backend's TLS identity towards the peer
 //! client_key = "ch-client.key"   # its key (on Lambda: an SSM SecureString instead, see deploy.md)
 //! server_ca = "de-ca.pem"         # trust anchor for the peer's server certificate
+//!
+//! [[peer]]
+//! region = "222"                  # Italy, by its mobile country code
+//! url = "https://it.example"
+//! replication = "a2a"
+//! format = "gaen-index"
+//! index_url = "https://it.example/exposures/IT/index.txt"  # default: <url>/index.txt
+//! export_root = "https://it.example"  # what the index's lines are relative to; default: url
+//! verification_keys = ["it.pem"]
+//! insecure_http = false           # true allows an http:// url (tests, a closed network)
 //! ```
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::key::RegionId;
 
@@ -29,6 +41,9 @@ pub struct PeersFile {
     /// Regions whose backends may read the all-to-all feed.
     #[serde(default)]
     pub a2a_consumers: Vec<RegionId>,
+    /// This backend's TLS identity towards the peers the trust registry lists.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerConfig>,
 }
@@ -46,6 +61,16 @@ pub struct PeerConfig {
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
     pub server_ca: Option<PathBuf>,
+    /// `gaen-index` only: the URL of the index (default: `<url>/index.txt`).
+    #[serde(default)]
+    pub index_url: Option<String>,
+    /// `gaen-index` only: the URL the index's lines are relative to (default: `url`). Google's
+    /// layout keeps the index under a prefix and names files from the bucket's root.
+    #[serde(default)]
+    pub export_root: Option<String>,
+    /// Allows `http://` URLs for this peer; without it only `https://` is fetched.
+    #[serde(default)]
+    pub insecure_http: bool,
 }
 
 /// Which of the producer's feeds to pull.
@@ -59,7 +84,7 @@ pub enum Replication {
 }
 
 /// How the producer lays out its files.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FeedFormat {
     /// enfeed's numbered chunks with a JSON index.
@@ -79,6 +104,8 @@ pub enum PeersError {
     Duplicate(RegionId),
     #[error("peer {region}: {problem}")]
     Invalid { region: RegionId, problem: String },
+    #[error("peers file: {0}")]
+    Defaults(String),
 }
 
 impl PeersFile {
@@ -89,6 +116,14 @@ impl PeersFile {
         let mut file: PeersFile =
             toml::from_str(&text).map_err(|e| PeersError::Parse(path.display().to_string(), e))?;
         let base = path.parent().unwrap_or(Path::new("."));
+        if file.client_cert.is_some() != file.client_key.is_some() {
+            return Err(PeersError::Defaults(
+                "client_cert and client_key go together".into(),
+            ));
+        }
+        for path in file.client_cert.iter_mut().chain(&mut file.client_key) {
+            *path = base.join(&*path);
+        }
         let mut seen = HashSet::new();
         for peer in &mut file.peers {
             if !seen.insert(peer.region) {
@@ -102,16 +137,63 @@ impl PeersFile {
 }
 
 impl PeerConfig {
+    /// A peer at `url` with the defaults of the peers file: enfeed's layout, no keys, no TLS
+    /// settings, HTTPS only.
+    pub fn new(region: RegionId, url: impl Into<String>, replication: Replication) -> Self {
+        Self {
+            region,
+            url: url.into(),
+            replication,
+            format: FeedFormat::Enfeed,
+            verification_keys: Vec::new(),
+            client_cert: None,
+            client_key: None,
+            server_ca: None,
+            index_url: None,
+            export_root: None,
+            insecure_http: false,
+        }
+    }
+
+    /// The checks that do not depend on files: URLs and their schemes, and which settings go
+    /// with which format.
+    pub fn check_urls(&self) -> Result<(), PeersError> {
+        let invalid = |problem: &str| PeersError::Invalid {
+            region: self.region,
+            problem: problem.to_string(),
+        };
+        let urls = [
+            ("url", Some(&self.url)),
+            ("index_url", self.index_url.as_ref()),
+            ("export_root", self.export_root.as_ref()),
+        ];
+        for (name, url) in urls {
+            let Some(url) = url else { continue };
+            let https = url.starts_with("https://");
+            let http = url.starts_with("http://");
+            if !(https || http && self.insecure_http) {
+                return Err(invalid(&if http {
+                    format!("{name} is http://: https:// is required unless insecure_http = true")
+                } else {
+                    format!("{name} must start with https://")
+                }));
+            }
+        }
+        let layout = self.index_url.is_some() || self.export_root.is_some();
+        if layout && self.format != FeedFormat::GaenIndex {
+            return Err(invalid(
+                "index_url and export_root go with format = \"gaen-index\"",
+            ));
+        }
+        Ok(())
+    }
+
     fn check(&self) -> Result<(), PeersError> {
         let invalid = |problem: &str| PeersError::Invalid {
             region: self.region,
             problem: problem.to_string(),
         };
-        if !(self.url.starts_with("https://") || self.url.starts_with("http://")) {
-            return Err(invalid(
-                "url must start with https:// (or http:// for a test)",
-            ));
-        }
+        self.check_urls()?;
         if self.verification_keys.is_empty() {
             return Err(invalid("verification_keys needs at least one public key"));
         }
@@ -136,12 +218,28 @@ impl PeerConfig {
 
     /// The URL of the file at `path` below the peer's base URL.
     pub fn url_of(&self, path: &str) -> String {
-        format!(
-            "{}/{}",
-            self.url.trim_end_matches('/'),
-            path.trim_start_matches('/')
-        )
+        join_url(&self.url, path)
     }
+
+    /// Where a `gaen-index` peer's index is.
+    pub fn index_url(&self) -> String {
+        self.index_url
+            .clone()
+            .unwrap_or_else(|| self.url_of("index.txt"))
+    }
+
+    /// The URL of a file named by a line of a `gaen-index` peer's index.
+    pub fn export_url(&self, line: &str) -> String {
+        join_url(self.export_root.as_deref().unwrap_or(&self.url), line)
+    }
+}
+
+fn join_url(base: &str, path: &str) -> String {
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
 }
 
 #[cfg(test)]
@@ -174,6 +272,14 @@ mod tests {
             replication = "a2a"
             format = "gaen-index"
             verification_keys = ["/abs/us.pem"]
+            insecure_http = true
+            [[peer]]
+            region = "222"
+            url = "https://bucket.example/"
+            replication = "a2a"
+            format = "gaen-index"
+            index_url = "https://bucket.example/exposures/IT/index.txt"
+            verification_keys = ["it.pem"]
             "#,
         )
         .unwrap();
@@ -196,6 +302,42 @@ mod tests {
             file.peers[1].verification_keys[0],
             PathBuf::from("/abs/us.pem")
         );
+        assert_eq!(file.peers[1].index_url(), "http://127.0.0.1:9000/index.txt");
+        let it = &file.peers[2];
+        assert_eq!(it.region.as_str(), "222");
+        assert_eq!(
+            it.index_url(),
+            "https://bucket.example/exposures/IT/index.txt"
+        );
+        assert_eq!(
+            it.export_url("exposures/IT/1-2-00001.zip"),
+            "https://bucket.example/exposures/IT/1-2-00001.zip"
+        );
+    }
+
+    #[test]
+    fn http_needs_insecure_http() {
+        let peer = |extra: &str| {
+            format!(
+                "[[peer]]\nregion = \"DE\"\nreplication = \"a2a\"\n\
+                 verification_keys = [\"k.pem\"]\n{extra}"
+            )
+        };
+        let error = load(&peer("url = \"http://de.example\"")).unwrap_err();
+        assert!(error.to_string().contains("insecure_http"), "{error}");
+        assert!(load(&peer("url = \"http://de.example\"\ninsecure_http = true")).is_ok());
+        assert!(load(&peer("url = \"ftp://de.example\"\ninsecure_http = true")).is_err());
+        let error = load(&peer(
+            "url = \"https://de.example\"\nindex_url = \"https://de.example/i.txt\"",
+        ))
+        .unwrap_err();
+        assert!(error.to_string().contains("gaen-index"), "{error}");
+        let error = load(&peer(
+            "url = \"https://de.example\"\nformat = \"gaen-index\"\n\
+             export_root = \"http://de.example\"",
+        ))
+        .unwrap_err();
+        assert!(error.to_string().contains("export_root"), "{error}");
     }
 
     #[test]

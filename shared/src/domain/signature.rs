@@ -5,8 +5,10 @@
 use std::fmt;
 use std::io;
 
+use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
 use ring::error::KeyRejected;
-use ring::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
+
+use crate::domain::digest::sha256;
 
 /// Algorithm OID string used in SignatureInfo for ECDSA P-256 SHA-256.
 pub const ECDSA_P256_SHA256_OID: &str = "1.2.840.10045.4.3.2";
@@ -87,6 +89,29 @@ pub enum KeyError {
     KeyCount { count: usize },
 }
 
+/// When a verification key may verify files: from `not_before` to `not_after` (Unix
+/// seconds, both included), either end open when absent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyWindow {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<u64>,
+}
+
+impl KeyWindow {
+    /// Valid at every time.
+    pub const ALWAYS: Self = Self {
+        not_before: None,
+        not_after: None,
+    };
+
+    pub fn contains(&self, now: u64) -> bool {
+        self.not_before.is_none_or(|start| start <= now)
+            && self.not_after.is_none_or(|end| now <= end)
+    }
+}
+
 /// A public key that verifies exports: a P-256 point plus the identity of its signing key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerificationKey {
@@ -141,9 +166,17 @@ impl VerificationKey {
 
     /// Whether `der_signature` is this key's ECDSA P-256 SHA-256 signature of `message`.
     pub fn verify(&self, message: &[u8], der_signature: &[u8]) -> bool {
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &self.point)
-            .verify(message, der_signature)
-            .is_ok()
+        self.verify_digest(&sha256(&[message]), der_signature)
+    }
+
+    /// Whether `der_signature` is this key's ECDSA P-256 signature of the message whose
+    /// SHA-256 is `digest`: how a file is verified while it is streamed, before it is kept.
+    pub fn verify_digest(&self, digest: &[u8; 32], der_signature: &[u8]) -> bool {
+        let Ok(key) = p256::ecdsa::VerifyingKey::from_sec1_bytes(&self.point) else {
+            return false;
+        };
+        p256::ecdsa::Signature::from_der(der_signature)
+            .is_ok_and(|signature| key.verify_prehash(digest, &signature).is_ok())
     }
 }
 

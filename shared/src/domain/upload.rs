@@ -466,9 +466,14 @@ pub enum KeyProblem {
 }
 
 impl KeyProblem {
+    /// A short name of the problem, to count refused keys by (the upload error's code).
+    pub fn code(&self) -> &'static str {
+        self.at(0).code()
+    }
+
     /// The upload error for key number `index` of a request.
-    fn at(self, index: usize) -> UploadError {
-        match self {
+    fn at(&self, index: usize) -> UploadError {
+        match *self {
             Self::BadRollingPeriod(period) => UploadError::BadRollingPeriod { index, period },
             Self::BadTransmissionRisk(risk) => UploadError::BadTransmissionRisk { index, risk },
             Self::InFuture => UploadError::KeyInFuture(index),

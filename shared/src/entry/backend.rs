@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::domain::access::AccessPolicy;
 use crate::domain::certificate::{CertificateConfigError, TrustedIssuer};
 use crate::domain::config::Config;
 use crate::domain::diagnosis::Diagnosis;
@@ -13,6 +14,7 @@ use crate::domain::key::RegionId;
 use crate::domain::metrics::Metrics;
 use crate::domain::secret::Pepper;
 use crate::domain::signature::SignatureInfo;
+use crate::entry::peers::Peering;
 use crate::ports::{
     BlobStore, Clock, CodeStore, ConsumerStateStore, Fetch, IssuerSource, KeyStore,
     PublicationStore, Signer, StoreError, UnixSeconds, UploadVerifier,
@@ -21,6 +23,7 @@ use crate::services::certificates::{CertificateVerifier, IssuerUpdates, IssuersE
 use crate::services::codes::{IssuedCode, OneTimeCodes};
 use crate::services::consumer::{Consumer, ConsumerReport, Poll, Producer};
 use crate::services::dataprep::{DataPrep, DataPrepError, DataPrepReport};
+use crate::services::federation::RegistryReport;
 use crate::services::feeds::Feeds;
 use crate::services::publish::{PublishError, PublishResponse, Publisher, RecentUploads};
 
@@ -43,6 +46,8 @@ pub struct Backend {
     pub metrics: Arc<Metrics>,
     /// How real uploads went lately, for chaff to imitate.
     pub recent_uploads: Arc<RecentUploads>,
+    /// Where the peers come from (the peers file, the trust registry), when it was given.
+    pub peering: Option<Arc<Peering>>,
 }
 
 /// Anything that can store keys, codes and publication state: one adapter for all three.
@@ -111,6 +116,7 @@ impl Backend {
             config,
             consumer: None,
             recent_uploads: Arc::default(),
+            peering: None,
         }
     }
 
@@ -153,6 +159,36 @@ impl Backend {
             self.metrics.clone(),
             &self.config,
         )));
+    }
+
+    /// Reads the trust registry and puts what it says in force (producers, backend feed
+    /// grants); without a registry, nothing. A registry that fails verification leaves the
+    /// configuration as it was, and the report says why.
+    pub async fn refresh_registry(&self) -> RegistryReport {
+        let report = match (&self.peering, &self.consumer) {
+            (Some(peering), Some(consumer)) => peering.refresh(consumer).await,
+            _ => return RegistryReport::default(),
+        };
+        if report.error.is_some() {
+            self.metrics.registry_failures.inc(&[]);
+        }
+        for (reason, count) in &report.refused_by_reason {
+            self.metrics
+                .registry_entries_refused
+                .add(&[reason], *count as f64);
+        }
+        report
+    }
+
+    /// Who may read the backend feeds: the peering's rules, or only the admin token's holder.
+    pub fn access(&self, admin_token: String) -> AccessPolicy {
+        match &self.peering {
+            Some(peering) => peering.access(admin_token),
+            None => AccessPolicy {
+                admin_token,
+                ..AccessPolicy::default()
+            },
+        }
     }
 
     /// Whether the backend pulls any peer's feeds.

@@ -85,21 +85,74 @@ pub struct KeyCounts {
     pub remote: u64,
 }
 
-/// The declared regions of a key as stores keep them: the IDs one after the other.
+/// Ends each region ID in the packed form that allows IDs of any length.
+const REGION_END: char = ',';
+
+/// The declared regions of a key as stores keep them. Two forms, both read back by
+/// [`unpack_regions`]:
+///
+/// - when every ID has two letters, the IDs one after the other (`CHDE`): the form written
+///   before longer IDs existed, so stored data reads back and stays as it was;
+/// - otherwise each ID followed by a comma (`EUR,222,CH,`).
 pub fn pack_regions(regions: &[RegionId]) -> String {
-    regions.iter().map(RegionId::as_str).collect()
+    if regions.iter().all(|region| region.as_str().len() == 2) {
+        regions.iter().map(RegionId::as_str).collect()
+    } else {
+        regions
+            .iter()
+            .flat_map(|region| [region.as_str(), ","])
+            .collect()
+    }
 }
 
-/// The regions [`pack_regions`] packed.
+/// The regions [`pack_regions`] packed, in either form.
 pub fn unpack_regions(packed: &str) -> Result<Vec<RegionId>, StoreError> {
-    packed
-        .as_bytes()
-        .chunks(2)
-        .map(|region| {
-            std::str::from_utf8(region)
-                .map_err(StoreError::backend)?
-                .parse()
-                .map_err(StoreError::backend)
-        })
-        .collect()
+    let parse = |region: &str| region.parse().map_err(StoreError::backend);
+    if packed.contains(REGION_END) {
+        match packed.strip_suffix(REGION_END) {
+            Some(ids) => ids.split(REGION_END).map(parse).collect(),
+            None => Err(StoreError::Backend(format!(
+                "packed regions {packed:?} do not end with {REGION_END:?}"
+            ))),
+        }
+    } else {
+        packed
+            .as_bytes()
+            .chunks(2)
+            .map(|region| parse(std::str::from_utf8(region).map_err(StoreError::backend)?))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regions(ids: &[&str]) -> Vec<RegionId> {
+        ids.iter().map(|id| id.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn two_letter_regions_pack_as_before() {
+        assert_eq!(pack_regions(&regions(&["CH", "DE"])), "CHDE");
+        assert_eq!(pack_regions(&[]), "");
+        // What earlier versions stored reads back.
+        assert_eq!(
+            unpack_regions("CHDEAT").unwrap(),
+            regions(&["CH", "DE", "AT"])
+        );
+        assert_eq!(unpack_regions("").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn longer_regions_round_trip() {
+        for ids in [&["EUR"][..], &["222", "CH"], &["CH", "EUR", "DE"], &["222"]] {
+            let packed = pack_regions(&regions(ids));
+            assert!(packed.ends_with(REGION_END), "{packed}");
+            assert_eq!(unpack_regions(&packed).unwrap(), regions(ids));
+        }
+        for broken in ["EUR", "EUR,22", "CHD", "ch,"] {
+            assert!(unpack_regions(broken).is_err(), "{broken:?} read");
+        }
+    }
 }

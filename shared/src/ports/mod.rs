@@ -14,6 +14,7 @@
 //! | [`Fetch`] ([`fetch`]) | reading a peer's files, and health authorities' key sets |
 //! | [`IssuerSource`] ([`issuers`]) | the trusted issuers file |
 //! | [`Clock`] ([`clock`]) | the time |
+//! | [`Registry`] ([`registry`]) | the trust registry's verified target files |
 
 pub mod blobs;
 pub mod clock;
@@ -23,6 +24,7 @@ pub mod fetch;
 pub mod issuers;
 pub mod keys;
 pub mod publication;
+pub mod registry;
 pub mod signer;
 pub mod verifier;
 
@@ -36,6 +38,7 @@ pub use keys::{
     Inserted, KeyCounts, KeyStore, NewKeys, Origin, StoredKey, pack_regions, unpack_regions,
 };
 pub use publication::PublicationStore;
+pub use registry::{Registry, RegistryError, RegistryTarget};
 pub use signer::{Signer, write_export};
 pub use verifier::{Authorization, UploadVerifier, VerifyError};
 

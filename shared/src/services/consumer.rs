@@ -2,29 +2,35 @@
 //! their keys as `remote`, from where they reach this region's phones through the public feed
 //! only.
 //!
-//! For each producer, a pull does the following:
+//! For each producer, a pull does the following, within the peer's deadline:
 //! 1. It reads the producer's index.
 //! 2. It takes every batch after `lastBatchID`, in order. A batch is a chunk number for an
-//!    enfeed producer, or a file name for a `gaen-index` one.
-//! 3. It checks each file against the producer's verification keys, and every key in it against
-//!    the upload rules.
+//!    enfeed producer, or a line of the index for a `gaen-index` one.
+//! 3. It verifies each file's signature before it decodes it, within size and key limits
+//!    ([`OpenedExport`]), then checks every key against the upload rules. Keys that fail are
+//!    dropped and counted by reason; the others are kept.
 //! 4. It stores the keys, deduplicated by key data, then moves `lastBatchID` past the batch.
 //!    A pull that dies between those two steps repeats the batch, and deduplication makes that
 //!    harmless.
-//! 5. A batch that fails a check stops the pull of that producer. The keys already stored and
-//!    the other producers are not affected. The next run tries that batch again.
+//! 5. A file refused as a whole (unverified, broken, too large, of another region) is retried
+//!    while it is the producer's newest: the producer may fix it, or its new signing key may
+//!    not have reached this region yet. Once a newer file is listed, the refused one is
+//!    skipped, logged and reported, so a producer never stalls on one file. A file that could
+//!    not be fetched at all stops the pull until the next run.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::domain::config::Config;
-use crate::domain::export::{ExportError, ExportLimits, read_export};
+use crate::domain::export::{ExportError, ExportLimits, OpenedExport};
 use crate::domain::feed::{Feed, FeedIndex};
 use crate::domain::key::{DiagnosisKey, RegionId, interval_of};
 use crate::domain::metrics::Metrics;
 use crate::domain::peers::{FeedFormat, PeerConfig, Replication};
-use crate::domain::signature::VerificationKey;
+use crate::domain::signature::{KeyWindow, VerificationKey};
 use crate::domain::upload::{KeyProblem, check_key};
 use crate::ports::{
     Clock, ConsumerStateStore, Fetch, FetchError, Inserted, KeyStore, NewKeys, Origin, PeerState,
@@ -36,26 +42,48 @@ const MAX_INDEX_BYTES: usize = 1 << 20;
 /// A producer may ask to be polled again at most this far ahead.
 const MAX_POLL_DELAY: u64 = 86_400;
 
-/// A peer backend this region pulls from: its configuration, its verification keys, and the
-/// client that reaches it.
+/// A peer backend this region pulls from: its configuration, its verification keys (each
+/// valid in its window), and the client that reaches it.
 pub struct Producer {
     pub config: PeerConfig,
-    keys: Vec<VerificationKey>,
+    keys: Vec<(VerificationKey, KeyWindow)>,
     fetch: Arc<dyn Fetch>,
 }
 
 impl Producer {
     /// A producer reached through `fetch`, whose files are signed by any of `keys`.
     pub fn new(config: PeerConfig, keys: Vec<VerificationKey>, fetch: Arc<dyn Fetch>) -> Self {
+        let keys = keys
+            .into_iter()
+            .map(|key| (key, KeyWindow::ALWAYS))
+            .collect();
+        Self::with_windows(config, keys, fetch)
+    }
+
+    /// A producer whose keys are each valid only within their window.
+    pub fn with_windows(
+        config: PeerConfig,
+        keys: Vec<(VerificationKey, KeyWindow)>,
+        fetch: Arc<dyn Fetch>,
+    ) -> Self {
         Self {
             config,
             keys,
             fetch,
         }
     }
+
+    /// The keys valid at `now`.
+    fn keys_at(&self, now: UnixSeconds) -> Vec<VerificationKey> {
+        self.keys
+            .iter()
+            .filter(|(_, window)| window.contains(now))
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
 }
 
-/// Why a pull from one producer stopped.
+/// Why a pull from one producer stopped, or one of its files was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
     #[error(transparent)]
@@ -68,10 +96,23 @@ pub enum PullError {
     WentBackwards { last: u32, newest: u32 },
     #[error("batch {batch}: {error}")]
     File { batch: String, error: ExportError },
-    #[error("batch {batch}: a key breaks the rules: {problem}")]
-    InvalidKey { batch: String, problem: KeyProblem },
+    #[error("no answer within the peer's deadline of {0} s; the next run goes on from here")]
+    Deadline(u64),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl PullError {
+    /// Whether the file itself was refused (as opposed to not reached): such a file is skipped
+    /// once a newer one exists.
+    fn refuses_the_file(&self) -> bool {
+        match self {
+            Self::File { .. } | Self::WrongRegion { .. } => true,
+            Self::Fetch(FetchError::TooLarge { .. }) => true,
+            Self::Fetch(FetchError::Status { status, .. }) => matches!(status, 404 | 410),
+            _ => false,
+        }
+    }
 }
 
 /// What a consumer run did, per producer.
@@ -94,9 +135,24 @@ pub struct PeerReport {
     pub imported: u64,
     /// Keys too old to matter any more, left out.
     pub stale: u64,
+    /// Keys of verified files left out, by reason (`bad_rolling_period`, `key_in_future`,
+    /// `bad_key_length`, `duplicate_key`, ...).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub dropped: BTreeMap<&'static str, u64>,
+    /// Files refused as a whole and skipped, since newer ones exist.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedBatch>,
     /// Why the pull stopped early, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// A file refused and passed over.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SkippedBatch {
+    pub batch: String,
+    pub error: String,
 }
 
 /// Whether a run respects the producers' recommended next poll times.
@@ -110,7 +166,8 @@ pub enum Poll {
 
 /// Pulls every configured producer into the key store, keeping its place in the state store.
 pub struct Consumer {
-    producers: Vec<Producer>,
+    /// The producers, replaced as a whole when the configuration changes (a registry refresh).
+    producers: RwLock<Arc<Vec<Producer>>>,
     keys: Arc<dyn KeyStore>,
     state: Arc<dyn ConsumerStateStore>,
     clock: Arc<dyn Clock>,
@@ -119,6 +176,9 @@ pub struct Consumer {
     own: RegionId,
     /// The retention period T of the keys it stores.
     retention: u64,
+    /// The time one producer may take per run.
+    deadline: Duration,
+    limits: ExportLimits,
 }
 
 impl Consumer {
@@ -131,26 +191,45 @@ impl Consumer {
         config: &Config,
     ) -> Self {
         Self {
-            producers,
+            producers: RwLock::new(Arc::new(producers)),
             keys,
             state,
             clock,
             metrics,
             own: config.region,
             retention: config.retention(),
+            deadline: Duration::from_secs(config.peer_deadline.max(1)),
+            limits: ExportLimits::default(),
         }
     }
 
+    /// Replaces the producers; a run in progress finishes with the ones it started with.
+    pub fn set_producers(&self, producers: Vec<Producer>) {
+        *self.producers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(producers);
+    }
+
+    fn current(&self) -> Arc<Vec<Producer>> {
+        self.producers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Pulls every producer that is due, or every producer when `poll` is [`Poll::Now`]. A
-    /// producer that fails is logged, counted and reported; the others are pulled all the same.
+    /// producer that fails, or takes longer than its deadline, is logged, counted and reported;
+    /// the others are pulled all the same.
     pub async fn run(&self, poll: Poll) -> ConsumerReport {
         let mut report = ConsumerReport::default();
-        for producer in &self.producers {
+        for producer in self.current().iter() {
             let mut peer = PeerReport {
                 region: producer.config.region.to_string(),
                 ..PeerReport::default()
             };
-            let pulled = self.pull(producer, poll, &mut peer).await;
+            let pull = tokio::time::timeout(self.deadline, self.pull(producer, poll, &mut peer));
+            let pulled = match pull.await {
+                Ok(result) => result,
+                Err(_) => Err(PullError::Deadline(self.deadline.as_secs())),
+            };
             self.count(&peer, &pulled);
             if let Err(error) = pulled {
                 tracing::warn!(peer = %producer.config.region, %error, "pull from peer stopped");
@@ -172,6 +251,16 @@ impl Consumer {
             metrics
                 .peer_keys_refused
                 .add(&[labels[0], "too_old"], peer.stale as f64);
+        }
+        for (reason, count) in &peer.dropped {
+            metrics
+                .peer_keys_refused
+                .add(&[labels[0], reason], *count as f64);
+        }
+        if !peer.skipped.is_empty() {
+            metrics
+                .peer_files_skipped
+                .add(&labels, peer.skipped.len() as f64);
         }
         match pulled {
             // A peer that was not due is neither a success nor a failure.
@@ -205,28 +294,19 @@ impl Consumer {
             FeedFormat::Enfeed => enfeed_batches(self.own, producer, &state).await?,
             FeedFormat::GaenIndex => gaen_index_batches(producer, &state).await?,
         };
-        for (batch, path) in batches {
-            let bytes = producer
-                .fetch
-                .get(
-                    &producer.config.url_of(&path),
-                    ExportLimits::default().max_zip_bytes,
-                )
-                .await?;
-            let keys = checked_keys(producer, &batch, &bytes, now, report)?;
-            let count = keys.len();
-            let inserted = self
-                .keys
-                .insert(NewKeys {
-                    keys: remote_keys(keys, now, self.retention),
-                    claim: None,
-                    now,
-                })
-                .await?;
-            let (Inserted::Stored(new) | Inserted::Replayed(new)) = inserted;
-            report.imported += u64::from(new);
-            report.batches += 1;
-            tracing::info!(peer = %region, %batch, keys = count, new, "batch imported");
+        let count = batches.len();
+        for (position, (batch, url)) in batches.into_iter().enumerate() {
+            match self.take(producer, &batch, &url, now, report).await {
+                Ok(()) => {}
+                Err(error) if error.refuses_the_file() && position + 1 < count => {
+                    tracing::warn!(peer = %region, %batch, %error, "file refused and skipped");
+                    report.skipped.push(SkippedBatch {
+                        batch: batch.clone(),
+                        error: error.to_string(),
+                    });
+                }
+                Err(error) => return Err(error),
+            }
             state.last_batch_id = Some(batch);
             self.state.save_peer(region, &state).await?;
         }
@@ -234,9 +314,94 @@ impl Consumer {
         self.state.save_peer(region, &state).await?;
         Ok(())
     }
+
+    /// Fetches, checks and stores one batch.
+    async fn take(
+        &self,
+        producer: &Producer,
+        batch: &str,
+        url: &str,
+        now: UnixSeconds,
+        report: &mut PeerReport,
+    ) -> Result<(), PullError> {
+        let bytes = producer.fetch.get(url, self.limits.max_zip_bytes).await?;
+        let keys = self.checked_keys(producer, batch, &bytes, now, report)?;
+        drop(bytes);
+        let count = keys.len();
+        let inserted = self
+            .keys
+            .insert(NewKeys {
+                keys: remote_keys(keys, now, self.retention),
+                claim: None,
+                now,
+            })
+            .await?;
+        let (Inserted::Stored(new) | Inserted::Replayed(new)) = inserted;
+        report.imported += u64::from(new);
+        report.batches += 1;
+        tracing::info!(peer = %producer.config.region, %batch, keys = count, new, "batch imported");
+        Ok(())
+    }
+
+    /// The keys of one batch: the file's signature is verified before anything of it is
+    /// decoded; then every key that cannot be read or breaks the rules is dropped and counted,
+    /// and the others are kept.
+    fn checked_keys(
+        &self,
+        producer: &Producer,
+        batch: &str,
+        bytes: &[u8],
+        now: UnixSeconds,
+        report: &mut PeerReport,
+    ) -> Result<Vec<DiagnosisKey>, PullError> {
+        let file_error = |error| PullError::File {
+            batch: batch.to_string(),
+            error,
+        };
+        let opened = OpenedExport::open(bytes, &self.limits).map_err(file_error)?;
+        opened.verify(&producer.keys_at(now)).map_err(file_error)?;
+        let file = opened.decode().map_err(file_error)?;
+        if file.header.region != producer.config.region.as_str() {
+            return Err(PullError::WrongRegion {
+                expected: producer.config.region,
+                found: file.header.region,
+            });
+        }
+        let region = producer.config.region;
+        let mut dropped: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for example in &file.malformed.examples {
+            tracing::debug!(peer = %region, %batch, problem = %example, "key dropped");
+        }
+        for (code, count) in &file.malformed.by_code {
+            *dropped.entry(*code).or_default() += *count;
+        }
+        let mut seen = HashSet::with_capacity(file.keys.len());
+        let mut keys = Vec::with_capacity(file.keys.len());
+        for key in file.keys {
+            if !seen.insert(key.key_data) {
+                *dropped.entry("duplicate_key").or_default() += 1;
+                continue;
+            }
+            match check_key(&key, interval_of(now)) {
+                Ok(()) => keys.push(key),
+                Err(KeyProblem::TooOld) => report.stale += 1,
+                Err(problem) => {
+                    tracing::debug!(peer = %region, %batch, %problem, "key dropped");
+                    *dropped.entry(problem.code()).or_default() += 1;
+                }
+            }
+        }
+        if !dropped.is_empty() {
+            tracing::warn!(peer = %region, %batch, ?dropped, kept = keys.len(), "keys dropped");
+        }
+        for (reason, count) in dropped {
+            *report.dropped.entry(reason).or_default() += count;
+        }
+        Ok(keys)
+    }
 }
 
-/// The batches of an enfeed producer after the last one taken, with the paths of their chunks,
+/// The batches of an enfeed producer after the last one taken, with the URLs of their chunks,
 /// and when to poll next.
 async fn enfeed_batches(
     own: RegionId,
@@ -273,74 +438,75 @@ async fn enfeed_batches(
     numbers.dedup();
     let batches = numbers
         .into_iter()
-        .map(|n| (n.to_string(), feed.chunk_path(n)))
+        .map(|n| (n.to_string(), producer.config.url_of(&feed.chunk_path(n))))
         .collect();
     Ok((batches, index.recommended_next_poll_time))
 }
 
-/// The files listed in a Google-style `index.txt` after the last one taken. Their names start
-/// with the time they cover, so name order is time order. There is no poll hint.
+/// The files listed in an `index.txt` after the last one taken: Google's layout (lines such as
+/// `exposureKeyExport-US/1590159600-1590246000-00001.zip`, starting with the time they cover)
+/// or enfeed's (`v1/a2a/keys/17`). Lines are taken in natural order, numbers compared as
+/// numbers, which is time order in both. There is no poll hint.
 async fn gaen_index_batches(
     producer: &Producer,
     state: &PeerState,
 ) -> Result<(Vec<(String, String)>, UnixSeconds), PullError> {
     let body = producer
         .fetch
-        .get(&producer.config.url_of("index.txt"), MAX_INDEX_BYTES)
+        .get(&producer.config.index_url(), MAX_INDEX_BYTES)
         .await?;
     let text = String::from_utf8(body)
         .map_err(|_| PullError::BadIndex("index.txt is not UTF-8".into()))?;
-    let mut names: Vec<&str> = text
+    let mut lines: Vec<&str> = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    names.sort_unstable();
-    names.dedup();
-    let last = state.last_batch_id.as_deref().unwrap_or("");
-    let batches = names
+    if let Some(bad) = lines.iter().find(|line| !is_relative_path(line)) {
+        return Err(PullError::BadIndex(format!(
+            "{bad:?} is not a relative path of letters, digits and . _ - /"
+        )));
+    }
+    lines.sort_unstable_by(|a, b| natural_order(a, b));
+    lines.dedup();
+    let last = state.last_batch_id.as_deref();
+    let batches = lines
         .into_iter()
-        .filter(|name| *name > last)
-        .map(|n| (n.to_string(), n.to_string()))
+        .filter(|line| last.is_none_or(|last| natural_order(line, last).is_gt()))
+        .map(|line| (line.to_string(), producer.config.export_url(line)))
         .collect();
     Ok((batches, 0))
 }
 
-/// The keys of one batch, once its file is verified and each key passes the rules; keys that
-/// are merely too old are left out (and counted), any other broken key refuses the batch.
-fn checked_keys(
-    producer: &Producer,
-    batch: &str,
-    bytes: &[u8],
-    now: UnixSeconds,
-    report: &mut PeerReport,
-) -> Result<Vec<DiagnosisKey>, PullError> {
-    let file_error = |error| PullError::File {
-        batch: batch.to_string(),
-        error,
-    };
-    let file = read_export(bytes, &ExportLimits::default()).map_err(file_error)?;
-    file.verify(&producer.keys).map_err(file_error)?;
-    if file.header.region != producer.config.region.as_str() {
-        return Err(PullError::WrongRegion {
-            expected: producer.config.region,
-            found: file.header.region,
-        });
+/// Whether an index line is a plain relative path: no scheme, no `..`, no query.
+fn is_relative_path(line: &str) -> bool {
+    !line.starts_with('/')
+        && line
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+        && line.split('/').all(|segment| segment != "..")
+}
+
+/// Compares two paths with their runs of digits compared as numbers: `v1/keys/9` comes before
+/// `v1/keys/10`; names of equal-width timestamps compare as they would as text.
+fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn parts(s: &str) -> impl Iterator<Item = (bool, &str)> {
+        s.as_bytes()
+            .chunk_by(|x, y| x.is_ascii_digit() == y.is_ascii_digit())
+            .map(|run| {
+                let text = std::str::from_utf8(run).expect("split between ASCII bytes");
+                (run[0].is_ascii_digit(), text)
+            })
     }
-    let mut keys = Vec::with_capacity(file.keys.len());
-    for key in file.keys {
-        match check_key(&key, interval_of(now)) {
-            Ok(()) => keys.push(key),
-            Err(KeyProblem::TooOld) => report.stale += 1,
-            Err(problem) => {
-                return Err(PullError::InvalidKey {
-                    batch: batch.to_string(),
-                    problem,
-                });
-            }
-        }
+    fn key((digits, text): (bool, &str)) -> (bool, usize, &str, &str) {
+        let number = if digits {
+            text.trim_start_matches('0')
+        } else {
+            ""
+        };
+        (!digits, number.len(), number, text)
     }
-    Ok(keys)
+    parts(a).map(key).cmp(parts(b).map(key))
 }
 
 fn remote_keys(keys: Vec<DiagnosisKey>, now: UnixSeconds, retention: u64) -> Vec<StoredKey> {
@@ -353,4 +519,51 @@ fn remote_keys(keys: Vec<DiagnosisKey>, now: UnixSeconds, retention: u64) -> Vec
             expires_at: now + retention,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_lines_take_numbers_as_numbers() {
+        let mut lines = vec![
+            "v1/keys/10",
+            "v1/keys/9",
+            "v1/keys/100",
+            "exposureKeyExport-US/1590159600-1590246000-00002.zip",
+            "exposureKeyExport-US/1590159600-1590246000-00001.zip",
+            "exposureKeyExport-US/1590073200-1590159600-00001.zip",
+        ];
+        lines.sort_by(|a, b| natural_order(a, b));
+        assert_eq!(
+            lines,
+            [
+                "exposureKeyExport-US/1590073200-1590159600-00001.zip",
+                "exposureKeyExport-US/1590159600-1590246000-00001.zip",
+                "exposureKeyExport-US/1590159600-1590246000-00002.zip",
+                "v1/keys/9",
+                "v1/keys/10",
+                "v1/keys/100",
+            ]
+        );
+        assert!(natural_order("v1/keys/007", "v1/keys/7").is_ne());
+    }
+
+    #[test]
+    fn index_lines_are_plain_relative_paths() {
+        for good in ["v1/a2a/keys/3", "exposures/IT/1-2-00001.zip"] {
+            assert!(is_relative_path(good), "{good}");
+        }
+        for bad in [
+            "/etc/passwd",
+            "../x",
+            "a/../../b",
+            "https://x/y",
+            "a?b",
+            "a b",
+        ] {
+            assert!(!is_relative_path(bad), "{bad}");
+        }
+    }
 }

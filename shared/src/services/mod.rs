@@ -7,10 +7,12 @@
 //! - [`dataprep`]: publishing new keys as signed chunks, retiring what expired.
 //! - [`feeds`]: reading the published feeds.
 //! - [`consumer`]: pulling peers' feeds into the key store.
+//! - [`federation`]: what the trust registry says this region pulls and whom it serves.
 
 pub mod certificates;
 pub mod codes;
 pub mod consumer;
 pub mod dataprep;
+pub mod federation;
 pub mod feeds;
 pub mod publish;

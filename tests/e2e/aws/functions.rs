@@ -281,7 +281,7 @@ async fn the_consumer_pulls_a_peer_feed_into_the_table_and_dataprep_publishes_it
         &peers,
         format!(
             "[[peer]]\nregion = \"DE\"\nurl = \"{url}\"\nreplication = \"partial\"\n\
-             verification_keys = [\"de.pem\"]\n"
+             verification_keys = [\"de.pem\"]\ninsecure_http = true\n"
         ),
     )
     .unwrap();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-pub use client::HttpsFetch;
+pub use client::{HttpsFetch, IdentityPem, PeerTls};
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]

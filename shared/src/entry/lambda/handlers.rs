@@ -238,7 +238,8 @@ pub struct PeersFailed {
 
 /// Pulls the peers' feeds that are due (the core's consumer, with its place kept in the
 /// consumer state table). A backend without configured peers reports that it pulled nothing.
-/// The run fails when any peer's pull failed, after every peer was pulled.
+/// The run fails when any peer's pull failed, after every peer was pulled, or when the trust
+/// registry was refused (the last good one stays in force while the function is warm).
 pub async fn run_consumer(
     backend: &Backend,
     event: EventBridgeEvent,
@@ -247,6 +248,8 @@ pub async fn run_consumer(
     if !backend.pulls_peers() {
         tracing::info!(event, "no peers are configured; nothing to pull");
     }
+    // The registry first (a warm function keeps the last good one if this one is refused).
+    let registry = backend.refresh_registry().await;
     let report = backend.run_consumer(Poll::WhenDue).await;
     emit_metrics(backend);
     tracing::info!(
@@ -255,11 +258,14 @@ pub async fn run_consumer(
         imported = report.peers.iter().map(|p| p.imported).sum::<u64>(),
         "consumer run complete"
     );
-    let failed: Vec<String> = report
+    let mut failed: Vec<String> = report
         .peers
         .iter()
         .filter_map(|peer| Some(format!("{}: {}", peer.region, peer.error.as_ref()?)))
         .collect();
+    if let Some(error) = registry.error {
+        failed.push(format!("registry: {error}"));
+    }
     if failed.is_empty() {
         Ok(report)
     } else {
@@ -329,6 +335,7 @@ fn http_app(backend: Arc<Backend>, a2a_consumers: Vec<RegionId>) -> Router {
         crate::domain::access::AccessPolicy {
             admin_token: String::new(),
             a2a_consumers,
+            ..Default::default()
         },
         ApiSettings {
             redirect_chunks: true,

@@ -22,7 +22,7 @@ use crate::domain::key::RegionId;
 use crate::domain::peers::{PeersError, PeersFile};
 use crate::domain::secret::{Pepper, PepperError};
 use crate::entry::backend::Backend;
-use crate::entry::peers::{ProducerError, open_producer};
+use crate::entry::peers::{Peering, ProducerError};
 use crate::ports::{Clock, Signer, SystemClock};
 use crate::services::certificates::IssuersError;
 
@@ -73,6 +73,24 @@ pub struct Settings {
     /// endpoints other than AWS.
     #[serde(default)]
     pub s3_path_style: bool,
+
+    /// Base URL of the trust registry (consumer function, with [`Settings::registry_root`]):
+    /// the producers to pull come from it besides the peers file, refreshed at every run.
+    pub registry: Option<String>,
+
+    /// The registry's `root.json` inside the function (e.g. in the peers layer).
+    pub registry_root: Option<PathBuf>,
+
+    /// PEM CA certificates for an https:// registry.
+    pub registry_ca: Option<PathBuf>,
+
+    /// Where the registry's trusted metadata is kept between runs of a warm function.
+    #[serde(default = "default_registry_datastore")]
+    pub registry_datastore: PathBuf,
+}
+
+fn default_registry_datastore() -> PathBuf {
+    PathBuf::from("/tmp/enfeed-registry")
 }
 
 /// Everything a function reads from its environment.
@@ -133,16 +151,49 @@ pub enum AwsError {
     Issuers(#[from] IssuersError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("the trust registry: {0}")]
+    Registry(String),
 }
 
 /// A backend on DynamoDB and S3, signing with the keys under the configured SSM path (or
 /// with none, for functions that do not sign), pulling the peers of the peers file with its
-/// place kept in the consumer table (when both are configured).
+/// place kept in the consumer table (when both are configured). The trust registry is the
+/// consumer function's alone: [`consumer_backend`].
 pub async fn backend(
     config: Config,
     settings: &Settings,
     sdk: &SdkConfig,
     clock: Arc<dyn Clock>,
+) -> Result<Backend, AwsError> {
+    backend_with(config, settings, sdk, clock, |_, peers, client_key, _| {
+        Ok(Peering::local(peers, client_key)?)
+    })
+    .await
+}
+
+/// The consumer function's backend: [`backend`], with the producers of the trust registry
+/// too when `ENFEED_REGISTRY` is set. Only this function refers to the registry's code, so the
+/// other functions' binaries leave it (tough, aws-lc-rs) out even where the core is built with
+/// the feature for all.
+#[cfg(feature = "registry")]
+pub async fn consumer_backend(
+    config: Config,
+    settings: &Settings,
+    sdk: &SdkConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<Backend, AwsError> {
+    backend_with(config, settings, sdk, clock, registry_peering).await
+}
+
+/// How the consumer's peering is made from its settings, peers file and client key.
+type PeeringOf = fn(&Settings, PeersFile, Option<String>, RegionId) -> Result<Peering, AwsError>;
+
+async fn backend_with(
+    config: Config,
+    settings: &Settings,
+    sdk: &SdkConfig,
+    clock: Arc<dyn Clock>,
+    peering: PeeringOf,
 ) -> Result<Backend, AwsError> {
     let store = Arc::new(DynamoStore::new(
         aws_sdk_dynamodb::Client::new(sdk),
@@ -163,6 +214,7 @@ pub async fn backend(
         ),
         None => None,
     };
+    let region = config.region;
     let mut backend = Backend::new(config, store, blobs, signer, pepper, clock);
     if let Some(location) = &settings.issuers {
         let source = issuer_source(sdk, s3, location).map_err(IssuersError::from)?;
@@ -170,20 +222,57 @@ pub async fn backend(
             .follow_issuers(source, Arc::new(HttpsFetch::new(None, None)?))
             .await?;
     }
-    if let (Some(table), Some(path)) = (&settings.consumer_table, &settings.peers_file) {
-        let client_key = match &settings.client_key_parameter {
-            Some(name) => Some(load_parameter(&ssm, name).await?),
-            None => None,
-        };
-        let producers = PeersFile::load(path)?
-            .peers
-            .into_iter()
-            .map(|peer| open_producer(peer, client_key.as_deref()))
-            .collect::<Result<Vec<_>, _>>()?;
+    let Some(table) = &settings.consumer_table else {
+        return Ok(backend);
+    };
+    let peers = match &settings.peers_file {
+        Some(path) => PeersFile::load(path)?,
+        None => PeersFile::default(),
+    };
+    let client_key = match &settings.client_key_parameter {
+        Some(name) => Some(load_parameter(&ssm, name).await?),
+        None => None,
+    };
+    let peering = peering(settings, peers, client_key, region)?;
+    if peering.pulls() {
         let state = DynamoConsumerState::new(aws_sdk_dynamodb::Client::new(sdk), table);
-        backend.pull_from(producers, Arc::new(state));
+        backend.pull_from(peering.local_producers()?, Arc::new(state));
+        backend.peering = Some(Arc::new(peering));
     }
     Ok(backend)
+}
+
+/// The consumer's peering: the peers file, and the registry when one is configured.
+#[cfg(feature = "registry")]
+fn registry_peering(
+    settings: &Settings,
+    peers: PeersFile,
+    client_key: Option<String>,
+    region: RegionId,
+) -> Result<Peering, AwsError> {
+    use crate::adapters::tls::{HttpsFetch, PeerTls};
+    let (Some(url), Some(root)) = (&settings.registry, &settings.registry_root) else {
+        return Ok(Peering::local(peers, client_key)?);
+    };
+    let read = |path: &PathBuf| {
+        std::fs::read(path)
+            .map_err(|e| AwsError::Registry(format!("cannot read {}: {e}", path.display())))
+    };
+    let tls = PeerTls {
+        server_ca_pem: settings.registry_ca.as_ref().map(read).transpose()?,
+        insecure_http: url.starts_with("http://"),
+        ..PeerTls::default()
+    };
+    let fetch = HttpsFetch::with(&tls).map_err(|e| AwsError::Registry(e.to_string()))?;
+    let registry = crate::adapters::tuf::TufRegistry::new(
+        url,
+        read(root)?,
+        settings.registry_datastore.clone(),
+        Arc::new(fetch),
+    )
+    .map_err(|e| AwsError::Registry(e.to_string()))?;
+    let federation = crate::services::federation::Federation::new(Arc::new(registry), region);
+    Ok(Peering::with_registry(peers, client_key, federation)?)
 }
 
 /// The regions that may read the all-to-all feed: `ENFEED_A2A_CONSUMERS` and the peers
@@ -220,6 +309,15 @@ pub async fn run_http_function() -> Result<(), lambda_http::Error> {
         async move { function.serve(request).await }
     }))
     .await
+}
+
+/// The consumer function's backend ([`consumer_backend`]), all from its environment.
+#[cfg(feature = "registry")]
+pub async fn consumer_backend_from_env() -> Result<(Backend, Settings), AwsError> {
+    let env = FunctionEnv::from_env()?;
+    let sdk = sdk_config().await;
+    let backend = consumer_backend(env.config, &env.settings, &sdk, Arc::new(SystemClock)).await?;
+    Ok((backend, env.settings))
 }
 
 /// Logs as JSON lines, which CloudWatch Logs indexes; the filter comes from `ENFEED_LOG`
@@ -275,6 +373,11 @@ mod tests {
             Some("ssm:/enfeed/CH/issuers")
         );
         assert!(!env.settings.s3_path_style && env.settings.peers_file.is_none());
+        assert!(env.settings.registry.is_none());
+        assert_eq!(
+            env.settings.registry_datastore,
+            PathBuf::from("/tmp/enfeed-registry")
+        );
 
         let missing = FunctionEnv::from_vars(vars(&[("ENFEED_REGION", "CH")])).unwrap_err();
         assert!(

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use enfeed::domain::access::AccessPolicy;
-use enfeed::domain::export::{ExportLimits, encode_export_bin, read_export, zip_export};
+use enfeed::domain::export::{
+    ExportLimits, OpenedExport, encode_export_bin, read_export, zip_export,
+};
 use enfeed::domain::key::{DiagnosisKey, INTERVALS_PER_DAY, RegionId, ReportType, interval_of};
 use enfeed::domain::signature::VerificationKey;
 use enfeed::entry::api;
@@ -198,8 +200,11 @@ async fn dataprep_and_consumer(args: &BenchArgs) -> anyhow::Result<()> {
     let mut checked = 0usize;
     let today = interval_of(clock.now());
     for zip in &a2a {
-        let file = read_export(zip, &ExportLimits::default())?;
-        file.verify(&keys)?;
+        // As the consumer reads a peer's file: hashed and verified, then inflated again and
+        // decoded.
+        let opened = OpenedExport::open(zip, &ExportLimits::default())?;
+        opened.verify(&keys)?;
+        let file = opened.decode()?;
         for key in &file.keys {
             enfeed::domain::upload::check_key(key, today).map_err(|p| anyhow::anyhow!("{p}"))?;
         }
