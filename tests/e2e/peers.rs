@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use enfeed::domain::export::{ExportLimits, read_export};
+use enfeed::domain::feed::Feed;
 use enfeed::domain::key::{DiagnosisKey, INTERVALS_PER_DAY, ReportType, interval_of};
-use enfeed::domain::peers::FeedFormat;
+use enfeed::domain::peers::{FeedFormat, PeerConfig, Replication};
 use enfeed::ports::{ConsumerStateStore as _, Fetch, FetchError};
 use enfeed::services::consumer::{Poll, Producer};
 use enfeed_tests::fake_peer::{FakePeer, keys, plain_http};
-use enfeed_tests::{NOW, TestRegion, day_start};
+use enfeed_tests::{NOW, TestRegion, day_start, person_keys};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
@@ -202,7 +203,7 @@ async fn every_real_export_layout_is_read() {
     // The onsets, periods and odd starts reach phones as they came.
     ch.clock.advance(60);
     ch.dataprep().await;
-    let (_, files) = ch.download_feed(enfeed::domain::feed::Feed::Public).await;
+    let (_, files) = ch.download_feed(Feed::Public).await;
     let mut published: Vec<_> = files.into_iter().flat_map(|f| f.keys).collect();
     published.sort_by_key(|k| k.key_data);
     let onsets: Vec<_> = published.iter().map(|k| k.days_since_onset).collect();
@@ -233,7 +234,7 @@ async fn a_google_layout_bucket_is_imported_through_its_prefix_index() {
     );
     us.serve(&names[0], us.chunk(&keys(1, 2), "US").await);
     us.serve(&names[1], us.chunk(&keys(7, 3), "US").await);
-    let config = enfeed::domain::peers::PeerConfig {
+    let config = PeerConfig {
         index_url: Some(format!("{}/{prefix}/index.txt", us.url)),
         export_root: Some(us.url.clone()),
         ..us.config(FeedFormat::GaenIndex)
@@ -249,15 +250,12 @@ async fn a_google_layout_bucket_is_imported_through_its_prefix_index() {
 
     // enfeed's own index.txt: lines from the host's root, numbered chunks in number order.
     let de = FakePeer::start("DE").await;
-    let lines: Vec<String> = [9, 10, 2]
-        .iter()
-        .map(|n| format!("v1/CH/keys/{n}"))
-        .collect();
-    de.serve("v1/CH/keys/index.txt", lines.join("\n").into_bytes());
+    let index = Feed::Region(ch.backend.config.region).text_index(&[9, 10, 2]);
+    de.serve("v1/CH/keys/index.txt", index.into_bytes());
     for (n, seed) in [(2, 40), (9, 50), (10, 60)] {
         de.serve_chunk(n, &keys(seed, 1)).await;
     }
-    let config = enfeed::domain::peers::PeerConfig {
+    let config = PeerConfig {
         index_url: Some(format!("{}/v1/CH/keys/index.txt", de.url)),
         ..de.config(FeedFormat::GaenIndex)
     };
@@ -269,6 +267,44 @@ async fn a_google_layout_bucket_is_imported_through_its_prefix_index() {
     assert_eq!(report.peers[0].batches, 3);
     let last = state.load_peer(de.region).await.unwrap().last_batch_id;
     assert_eq!(last.as_deref(), Some("v1/CH/keys/10"));
+}
+
+#[tokio::test]
+async fn an_enfeed_region_is_imported_through_the_index_txt_it_publishes() {
+    let ch = TestRegion::start("CH").await;
+    let de = TestRegion::start("DE").await;
+    let (state, _dir) = state_store();
+    for person in [1, 2] {
+        de.upload(&person_keys(person, 2), &[]).await;
+        de.clock.advance(60);
+        de.dataprep().await;
+    }
+    let (index, _) = de.download_feed(Feed::Public).await;
+    assert_eq!(index.chunks, vec![1, 2]);
+    let config = PeerConfig {
+        format: FeedFormat::GaenIndex,
+        index_url: Some(de.url(&Feed::Public.text_index_path())),
+        insecure_http: true,
+        ..PeerConfig::new(de.backend.config.region, de.base.clone(), Replication::A2a)
+    };
+    let producer = Producer::new(config, de.verification_keys().await, plain_http());
+    let run = consumer(&ch.backend, vec![producer], state.clone());
+    let report = run.run(Poll::WhenDue).await;
+    assert_eq!(report.peers[0].error, None, "{report:?}");
+    assert_eq!((report.peers[0].batches, report.peers[0].imported), (2, 4));
+    let last = state.load_peer(de.backend.config.region).await.unwrap();
+    assert_eq!(last.last_batch_id.as_deref(), Some("v1/keys/2"));
+
+    de.upload(&person_keys(3, 1), &[]).await;
+    de.clock.advance(60);
+    de.dataprep().await;
+    let report = run.run(Poll::WhenDue).await;
+    assert_eq!(
+        (report.peers[0].batches, report.peers[0].imported),
+        (1, 1),
+        "only the new chunk: {report:?}"
+    );
+    assert_eq!(remote_keys(&ch).await, 5, "every key DE published, once");
 }
 
 /// A fetch that answers slower than any deadline, like a peer that trickles its bytes.
