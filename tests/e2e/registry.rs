@@ -1,7 +1,7 @@
 //! The trust registry: a TUF repository of a root, two cluster authorities and four regions,
 //! served over HTTP. A region configures itself from it, follows a peer's signing-key
 //! roll-over and a revocation, and keeps its last good configuration when the registry is
-//! rolled back or frozen; the reference TUF client (python-tuf) reads the same repository.
+//! rolled back, frozen or short of its signatures; the reference TUF client (python-tuf) reads the same repository.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -427,6 +427,26 @@ async fn regions_configure_themselves_from_the_registry_and_follow_it() {
     // A fresh timestamp brings the registry back.
     registry.publish(&[]).await;
     assert_eq!(ch.backend.refresh_registry().await.error, None);
+
+    // A timestamp changed without its role's key (short of its threshold of signatures) is
+    // refused the same way, and the configuration in force stays.
+    let tampered = registry.dir.path().join("copy-tampered");
+    copy_dir(&registry.repo, &tampered);
+    let path = tampered.join("metadata/timestamp.json");
+    let mut timestamp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let version = timestamp["signed"]["version"].as_u64().unwrap();
+    timestamp["signed"]["version"] = (version + 1).into();
+    std::fs::write(&path, serde_json::to_vec(&timestamp).unwrap()).unwrap();
+    *served.folder.lock().unwrap() = tampered;
+    let error = ch.backend.refresh_registry().await.error.unwrap();
+    assert!(error.contains("threshold"), "{error}");
+    de.serve_index(&[1, 2, 3, 4, 5], NOW);
+    de.serve_chunk(5, &keys(130, 1)).await;
+    let pulled = ch.backend.run_consumer(Poll::Now).await;
+    assert!(pulled.peers.iter().all(|p| p.region != "FR"), "{pulled:?}");
+    let de_report = pulled.peers.iter().find(|p| p.region == "DE").unwrap();
+    assert_eq!(de_report.imported, 1, "{pulled:?}");
 }
 
 #[tokio::test]
