@@ -1,7 +1,8 @@
 //! [`HttpsFetch`], the adapter of the [`Fetch`] port: reads a peer's files over HTTPS,
 //! presenting this backend's client certificate, trusting only the peer's CA (or pinning its
-//! certificate) when one is given. It follows no redirect and refuses `http://` unless the
-//! peer's settings allow it.
+//! certificate) when one is given, and otherwise the system's root certificates (a peer or a
+//! health authority's key set behind a public CDN). It follows no redirect and refuses
+//! `http://` unless the peer's settings allow it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,7 +28,8 @@ pub type IdentityPem = (Vec<u8>, Vec<u8>);
 pub struct PeerTls {
     /// This backend's client certificate chain and private key, PEM, presented to the peer.
     pub identity_pem: Option<IdentityPem>,
-    /// Trust anchors (PEM certificates) for the peer's server certificate.
+    /// Trust anchors (PEM certificates) for the peer's server certificate; without them (and
+    /// without a pin), the system's root certificates.
     pub server_ca_pem: Option<Vec<u8>>,
     /// The SHA-256 of the peer's server certificate (DER), pinned: that certificate and no
     /// other is accepted, whoever issued it.
@@ -78,20 +80,16 @@ impl HttpsFetch {
             (Some(sha256), _) => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(PinnedCertificate { sha256, provider })),
-            (None, ca) => {
+            (None, Some(ca)) => {
                 let mut roots = RootCertStore::empty();
-                for cert in ca
-                    .as_deref()
-                    .map(certificates_of)
-                    .transpose()?
-                    .unwrap_or_default()
-                {
+                for cert in certificates_of(ca)? {
                     roots
                         .add(cert)
                         .map_err(|e| TlsError::Config(e.to_string()))?;
                 }
                 builder.with_root_certificates(roots)
             }
+            (None, None) => builder.with_root_certificates(system_roots()?),
         };
         let tls = match &settings.identity_pem {
             Some((cert, key)) => {
@@ -113,6 +111,21 @@ impl HttpsFetch {
             .map_err(|e| TlsError::Config(e.to_string()))?;
         Ok(Self { client })
     }
+}
+
+/// The operating system's trusted root certificates (unreadable ones are skipped, none at all
+/// is an error).
+fn system_roots() -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(TlsError::Config(format!(
+            "no system root certificate found ({} errors)",
+            found.errors.len()
+        )));
+    }
+    Ok(roots)
 }
 
 fn certificates_of(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -231,4 +244,16 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_ca_the_system_roots_are_trusted() {
+        // The machine's CA bundle (ca-certificates) holds the public web's roots.
+        assert!(system_roots().unwrap().len() > 10);
+        assert!(HttpsFetch::with(&PeerTls::default()).is_ok());
+    }
 }
