@@ -11,9 +11,10 @@ RUNS   ?= 20
 
 # The Python tools of the serverless deployment live in a virtualenv at the repository root:
 # moto (the AWS API the tests run against), prometheus-client (its parser checks /metrics) and
-# python-tuf (the reference TUF client the trust registry is tested with), cargo-lambda and Zig
-# (cross-building the Lambda functions), the SAM CLI, cfn-lint and checkov (the template). Each
-# is installed on first use.
+# python-tuf (the reference TUF client the trust registry is tested with), Playwright and pytest
+# (the console's browser tests, with Debian's chromium), cargo-lambda and Zig (cross-building the
+# Lambda functions), the SAM CLI, cfn-lint and checkov (the template). Each is installed on
+# first use.
 VENV             := .venv
 # The template's tools pin their own dependencies (boto3 among them): a virtualenv of their own.
 INFRA_VENV       := .venv-infra
@@ -26,10 +27,12 @@ CFN_LINT_VERSION := 1.58.0
 SAM_VERSION      := 1.170.0
 CHECKOV_VERSION  := 3.2.459
 PROMETHEUS_CLIENT_VERSION := 0.26.0
+PLAYWRIGHT_VERSION := 1.65.2
+PYTEST_VERSION   := 8.4.2
 LAMBDAS          := ingest codes dataprep consumer feeds
 LAMBDA_TARGET    := aarch64-unknown-linux-gnu
 
-.PHONY: run test bench scale demo lint doc build package lint-template scan-template sam-build \
+.PHONY: run test test-console bench scale demo lint doc build package lint-template scan-template sam-build \
 	smoke bench-lambda
 
 ## Serve one region: uploads, admin, feeds, scheduled data-prep (Ctrl-C stops it).
@@ -40,6 +43,18 @@ run:
 test: $(VENV)/.moto-$(MOTO_VERSION) $(VENV)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION) \
 	$(VENV)/.tuf-$(TUF_VERSION)
 	$(CARGO) test --workspace --all-targets --locked
+	$(MAKE) test-console
+
+## The console in a real browser: headless Chromium (Debian's package, installed with apt-get
+## when missing) driven by Playwright against a real `enfeed serve`. A missing browser fails the
+## run. Screenshots of every page go to <target dir>/console-screenshots.
+test-console: $(VENV)/.playwright-$(PLAYWRIGHT_VERSION)
+	command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+	@command -v chromium >/dev/null || { echo "chromium is missing: install Debian's chromium package" >&2; exit 1; }
+	$(CARGO) build --locked -p enfeed-cli
+	ENFEED_BIN="$${CARGO_TARGET_DIR:-target}/debug/enfeed" CHROMIUM="$$(command -v chromium)" \
+		CONSOLE_SCREENSHOTS="$${CARGO_TARGET_DIR:-target}/console-screenshots" \
+		PYTHONDONTWRITEBYTECODE=1 $(VENV)/bin/python -m pytest -p no:cacheprovider tests/console
 
 ## The Lambda functions for arm64 (provided.al2023): target/lambda/<function>/bootstrap. The
 ## same command `sam build` runs in each function's folder; every setting (strip, LTO, ...) is
@@ -105,6 +120,11 @@ $(VENV)/.tuf-$(TUF_VERSION): | $(VENV)/bin/python
 $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION): | $(VENV)/bin/python
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
 		'cargo-lambda==$(CARGO_LAMBDA_VERSION)' 'ziglang==$(ZIG_VERSION)'
+	touch $@
+
+$(VENV)/.playwright-$(PLAYWRIGHT_VERSION): | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
+		'playwright==$(PLAYWRIGHT_VERSION)' 'pytest==$(PYTEST_VERSION)'
 	touch $@
 
 $(VENV)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION): | $(VENV)/bin/python

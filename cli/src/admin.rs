@@ -1,4 +1,5 @@
-//! The operator's commands (`codes issue`, `dataprep`, `consume`). Each works either on the
+//! The operator's commands (`codes issue`, `code-issuers add|list|revoke`, `dataprep`,
+//! `consume`). Each works either on the
 //! region's data directory or, with `--server`, through the admin API of a running
 //! `enfeed serve`, which holds the data directory while it runs.
 
@@ -55,21 +56,42 @@ pub enum Action {
     IssueCode(CodeRequest),
     Dataprep,
     Consume,
+    AddIssuer(String),
+    ListIssuers,
+    RevokeIssuer(String),
 }
 
 impl Action {
-    fn route(&self) -> &'static str {
+    fn route(&self) -> String {
         match self {
-            Action::IssueCode(_) => "v1/admin/codes",
-            Action::Dataprep => "v1/admin/run/dataprep",
-            Action::Consume => "v1/admin/run/consumer",
+            Action::IssueCode(_) => "v1/admin/codes".into(),
+            Action::Dataprep => "v1/admin/run/dataprep".into(),
+            Action::Consume => "v1/admin/run/consumer".into(),
+            Action::AddIssuer(_) | Action::ListIssuers => "v1/admin/issuers".into(),
+            Action::RevokeIssuer(name) => format!("v1/admin/issuers/{name}/revoke"),
+        }
+    }
+
+    /// The request's JSON body, if it has one.
+    fn body(&self) -> Option<Value> {
+        match self {
+            Action::IssueCode(request) => Some(serde_json::to_value(request).ok()?),
+            Action::AddIssuer(name) => Some(serde_json::json!({ "name": name })),
+            _ => None,
         }
     }
 
     async fn on(self, backend: Backend) -> anyhow::Result<Value> {
+        let now = backend.clock.now();
+        let issuers = || {
+            backend
+                .code_issuers
+                .clone()
+                .context("this region keeps no code issuers")
+        };
         Ok(match self {
             Action::IssueCode(request) => {
-                let diagnosis = request.diagnosis(backend.clock.now())?;
+                let diagnosis = request.diagnosis(now)?;
                 serde_json::to_value(backend.issue_code(diagnosis).await?)?
             }
             Action::Dataprep => serde_json::to_value(backend.run_dataprep().await?)?,
@@ -81,6 +103,14 @@ impl Action {
                     answer["registry"] = serde_json::to_value(registry)?;
                 }
                 answer
+            }
+            Action::AddIssuer(name) => serde_json::to_value(issuers()?.add(&name, now).await?)?,
+            Action::ListIssuers => {
+                serde_json::json!({ "issuers": issuers()?.list().await? })
+            }
+            Action::RevokeIssuer(name) => {
+                issuers()?.revoke(&name, now).await?;
+                serde_json::json!({ "revoked": name })
             }
         })
     }
@@ -103,9 +133,14 @@ pub async fn run(target: AdminTarget, action: Action) -> anyhow::Result<()> {
                 }
             };
             let url = format!("{}/{}", server.trim_end_matches('/'), action.route());
-            let mut request = reqwest::Client::new().post(&url).bearer_auth(token);
-            if let Action::IssueCode(code_request) = &action {
-                request = request.json(code_request);
+            let client = reqwest::Client::new();
+            let mut request = match action {
+                Action::ListIssuers => client.get(&url),
+                _ => client.post(&url),
+            }
+            .bearer_auth(token);
+            if let Some(body) = action.body() {
+                request = request.json(&body);
             }
             let response = request.send().await?;
             let status = response.status();

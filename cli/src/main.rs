@@ -3,10 +3,10 @@
 
 mod admin;
 mod inspect;
+mod logging;
 mod registry;
 mod serve;
 
-use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -28,41 +28,10 @@ struct Cli {
     /// Log lines as JSON (`json`), as text for people (`text`), or JSON unless the log goes to
     /// a terminal (`auto`). The level comes from ENFEED_LOG (default `info`).
     #[arg(long, global = true, env = "ENFEED_LOG_FORMAT", default_value = "auto")]
-    log_format: LogFormat,
+    log_format: logging::LogFormat,
 
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Auto,
-    Json,
-    Text,
-}
-
-/// Logs to standard error: JSON lines (each with the span of its request, and its ID) for
-/// machines, text for a person at a terminal.
-fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("ENFEED_LOG").unwrap_or_else(|_| "info".into());
-    let terminal = std::io::stderr().is_terminal();
-    let json = match format {
-        LogFormat::Json => true,
-        LogFormat::Text => false,
-        LogFormat::Auto => !terminal,
-    };
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        logs.json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init();
-    } else {
-        logs.with_ansi(terminal).init();
-    }
 }
 
 /// Where a region keeps its data, and its settings.
@@ -133,6 +102,12 @@ enum Command {
         #[command(subcommand)]
         command: CodesCommand,
     },
+    /// The health authority's staff who issue codes (with the console or the API), each with a
+    /// token of their own: an issuer may issue codes and see their own, nothing else.
+    CodeIssuers {
+        #[command(subcommand)]
+        command: CodeIssuersCommand,
+    },
     /// Signing keys of the region.
     Keys {
         #[command(subcommand)]
@@ -155,6 +130,25 @@ enum CodesCommand {
 }
 
 #[derive(Subcommand)]
+enum CodeIssuersCommand {
+    /// Add a code issuer and print their token (shown this once; only its hash is kept).
+    Add {
+        /// The issuer's name: letters, digits, spaces, dots, dashes, underscores.
+        name: String,
+        #[command(flatten)]
+        target: admin::AdminTarget,
+    },
+    /// List the code issuers, revoked ones included.
+    List(admin::AdminTarget),
+    /// Revoke a code issuer's token: it is refused from then on, and their console sessions end.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        target: admin::AdminTarget,
+    },
+}
+
+#[derive(Subcommand)]
 enum KeysCommand {
     /// Add a new signing key; chunks are then signed by every key, newest first.
     Rotate {
@@ -166,11 +160,11 @@ enum KeysCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let recent_errors = logging::init(cli.log_format);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(args, recent_errors).await,
             Command::Dataprep(target) => admin::run(target, admin::Action::Dataprep).await,
             Command::Consume(target) => admin::run(target, admin::Action::Consume).await,
             Command::Codes {
@@ -179,6 +173,17 @@ fn main() -> anyhow::Result<()> {
                 let request = args.request();
                 admin::run(args.target, admin::Action::IssueCode(request)).await
             }
+            Command::CodeIssuers { command } => match command {
+                CodeIssuersCommand::Add { name, target } => {
+                    admin::run(target, admin::Action::AddIssuer(name)).await
+                }
+                CodeIssuersCommand::List(target) => {
+                    admin::run(target, admin::Action::ListIssuers).await
+                }
+                CodeIssuersCommand::Revoke { name, target } => {
+                    admin::run(target, admin::Action::RevokeIssuer(name)).await
+                }
+            },
             Command::Keys {
                 command: KeysCommand::Rotate { data },
             } => {

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use enfeed::Backend;
 use enfeed::adapters::listener::{self, Limits};
 use enfeed::adapters::local::secrets;
+use enfeed::domain::recent_errors::RecentErrors;
 use enfeed::domain::secret::check_admin_token;
 use enfeed::entry::api::{self, ApiSettings};
 use enfeed::services::consumer::Poll;
@@ -76,9 +77,13 @@ pub struct ServeArgs {
     registry_refresh: u64,
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// Serves the region, keeping the warnings and errors logged in `recent_errors` for the
+/// operator's console.
+pub async fn run(args: ServeArgs, recent_errors: Arc<RecentErrors>) -> anyhow::Result<()> {
     let data = args.region.data.clone();
-    let backend = Arc::new(args.region.open().await?);
+    let mut backend = args.region.open().await?;
+    backend.recent_errors = recent_errors;
+    let backend = Arc::new(backend);
     let admin_token = match args.admin_token {
         Some(token) => {
             check_admin_token(&token).context("--admin-token (ENFEED_ADMIN_TOKEN)")?;
@@ -87,7 +92,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => {
             let token = secrets::admin_token(&data)?;
             tracing::info!(
-                "admin routes take the bearer token in {}",
+                "admin routes and the console take the bearer token in {}",
                 data.join(secrets::ADMIN_TOKEN).display()
             );
             token

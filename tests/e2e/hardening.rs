@@ -412,7 +412,7 @@ async fn a_code_that_collides_with_a_live_one_is_drawn_again() {
         3600,
     );
     let issued = codes
-        .issue(enfeed_tests::NOW, Default::default())
+        .issue(enfeed_tests::NOW, Default::default(), None)
         .await
         .unwrap();
     assert_eq!(issued.code.len(), 10);
@@ -429,7 +429,7 @@ async fn a_code_that_collides_with_a_live_one_is_drawn_again() {
         .store(1000, std::sync::atomic::Ordering::SeqCst);
     assert!(
         codes
-            .issue(enfeed_tests::NOW, Default::default())
+            .issue(enfeed_tests::NOW, Default::default(), None)
             .await
             .is_err()
     );

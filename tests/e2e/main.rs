@@ -12,5 +12,6 @@ mod protocol;
 mod registry;
 mod replication;
 mod retention;
+mod roles;
 mod stories;
 mod upload;

@@ -20,8 +20,33 @@ pub struct Diagnosis {
     pub symptom_onset_interval: Option<u32>,
 }
 
+impl Diagnosis {
+    /// The request this diagnosis answers: its test type and symptom date as they were asked
+    /// for.
+    pub fn request(&self) -> CodeRequest {
+        CodeRequest {
+            test_type: self
+                .report_type
+                .and_then(ReportType::label)
+                .map(str::to_string),
+            symptom_date: self.symptom_onset_interval.map(|interval| {
+                let seconds = i64::from(interval) * 600;
+                let day = time::OffsetDateTime::from_unix_timestamp(seconds)
+                    .map(|at| at.date())
+                    .unwrap_or(Date::MIN);
+                format!(
+                    "{:04}-{:02}-{:02}",
+                    day.year(),
+                    u8::from(day.month()),
+                    day.day()
+                )
+            }),
+        }
+    }
+}
+
 /// The body of `POST /v1/admin/codes` (optional).
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CodeRequest {
     /// `confirmed`, `likely` or `negative`.
@@ -128,6 +153,10 @@ mod tests {
             }
         );
         assert_eq!(request(None, None).diagnosis(NOW), Ok(Diagnosis::default()));
+        let asked = request(Some("confirmed"), Some("2023-11-03"));
+        let answered = asked.diagnosis(NOW).unwrap().request();
+        assert_eq!(answered.test_type.as_deref(), Some("confirmed"));
+        assert_eq!(answered.symptom_date.as_deref(), Some("2023-11-03"));
         assert_eq!(
             CodeRequest::from_body(b"").unwrap().diagnosis(NOW),
             Ok(Diagnosis::default())

@@ -138,6 +138,17 @@ impl ReportType {
             _ => None,
         }
     }
+
+    /// The label [`from_label`](Self::from_label) reads, if the type has one.
+    pub fn label(self) -> Option<&'static str> {
+        match self {
+            Self::ConfirmedTest => Some("confirmed"),
+            Self::ConfirmedClinicalDiagnosis => Some("likely"),
+            Self::SelfReport => Some("user-report"),
+            Self::Revoked => Some("negative"),
+            _ => None,
+        }
+    }
 }
 
 /// A Diagnosis Key: a Temporary Exposure Key of a person who tested positive, with the metadata

@@ -140,6 +140,8 @@ pub struct Metrics {
     pub peer_last_success: Family,
     /// Storage operations that failed, by store (`keys`, `blobs`).
     pub storage_errors: Family,
+    /// Accepted uploads per hour and keys published per day, for the console's chart.
+    pub history: History,
 }
 
 impl Default for Metrics {
@@ -260,6 +262,73 @@ impl Default for Metrics {
                 Counter,
                 &["store"],
             ),
+            history: History::default(),
+        }
+    }
+}
+
+/// Most days [`History`] keeps.
+pub const HISTORY_DAYS: u64 = 60;
+
+/// Two counters by time since the process started, as the console draws them: uploads counted
+/// as `accepted` in [`Metrics::uploads`], per hour, and keys published in the public feed (as
+/// [`Metrics::keys_published`] counts them), per day. Their sums equal those samples as long as
+/// no bucket is older than [`HISTORY_DAYS`].
+#[derive(Debug, Default)]
+pub struct History(Mutex<Buckets>);
+
+#[derive(Debug, Default)]
+struct Buckets {
+    uploads_by_hour: BTreeMap<UnixSeconds, u64>,
+    keys_by_day: BTreeMap<UnixSeconds, u64>,
+}
+
+/// Counts by the start of their hour or day (Unix seconds), oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistorySeries {
+    pub uploads_per_hour: Vec<(UnixSeconds, u64)>,
+    pub keys_published_per_day: Vec<(UnixSeconds, u64)>,
+}
+
+impl History {
+    fn add(
+        &self,
+        now: UnixSeconds,
+        bucket: UnixSeconds,
+        n: u64,
+        of: fn(&mut Buckets) -> &mut BTreeMap<UnixSeconds, u64>,
+    ) {
+        let mut buckets = self.0.lock().expect("no panic while counting");
+        let series = of(&mut buckets);
+        *series.entry(now - now % bucket).or_default() += n;
+        let oldest = now.saturating_sub(HISTORY_DAYS * 86_400);
+        series.retain(|start, _| *start >= oldest);
+    }
+
+    /// Counts an accepted upload at `now`.
+    pub fn upload_accepted(&self, now: UnixSeconds) {
+        self.add(now, 3600, 1, |b| &mut b.uploads_by_hour);
+    }
+
+    /// Counts `keys` published in the public feed at `now`.
+    pub fn keys_published(&self, now: UnixSeconds, keys: u64) {
+        self.add(now, 86_400, keys, |b| &mut b.keys_by_day);
+    }
+
+    /// The counts of the last `days` days before `now`.
+    pub fn series(&self, now: UnixSeconds, days: u64) -> HistorySeries {
+        let oldest = now.saturating_sub(days * 86_400);
+        let buckets = self.0.lock().expect("no panic while counting");
+        let since = |series: &BTreeMap<UnixSeconds, u64>, bucket: u64| {
+            series
+                .range(oldest - oldest % bucket..)
+                .map(|(start, n)| (*start, *n))
+                .collect()
+        };
+        HistorySeries {
+            uploads_per_hour: since(&buckets.uploads_by_hour, 3600),
+            keys_published_per_day: since(&buckets.keys_by_day, 86_400),
         }
     }
 }
@@ -400,6 +469,27 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_counts_by_hour_and_day_and_keeps_the_window_asked_for() {
+        let history = History::default();
+        let day = 20_000 * 86_400;
+        history.upload_accepted(day + 10);
+        history.upload_accepted(day + 3599);
+        history.upload_accepted(day + 3600);
+        history.keys_published(day + 5, 7);
+        history.keys_published(day + 86_399, 3);
+        history.upload_accepted(day + 3 * 86_400);
+        let all = history.series(day + 3 * 86_400, 14);
+        assert_eq!(
+            all.uploads_per_hour,
+            vec![(day, 2), (day + 3600, 1), (day + 3 * 86_400, 1)]
+        );
+        assert_eq!(all.keys_published_per_day, vec![(day, 10)]);
+        let last_day = history.series(day + 3 * 86_400, 1);
+        assert_eq!(last_day.uploads_per_hour, vec![(day + 3 * 86_400, 1)]);
+        assert!(last_day.keys_published_per_day.is_empty());
+    }
 
     #[test]
     fn counters_add_up_and_increments_are_reported_once() {

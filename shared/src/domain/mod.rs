@@ -14,7 +14,8 @@
 //! - [`config`]: a region's settings; [`peers`]: the peers file.
 //! - [`client`]: who a request comes from, for rate limiting.
 //! - [`secret`]: the code pepper and the admin token.
-//! - [`metrics`]: what a region counts, in one vocabulary for both modes.
+//! - [`metrics`]: what a region counts, in one vocabulary for both modes; [`recent_errors`]:
+//!   the newest warnings and errors it logged.
 //! - [`registry`]: the trust registry's region entries, and what a region derives from them.
 //! - [`digest`]: SHA-256, as every module that hashes uses it.
 
@@ -30,6 +31,7 @@ pub mod key;
 pub mod metrics;
 pub mod peers;
 pub mod publication;
+pub mod recent_errors;
 pub mod registry;
 pub mod revision;
 pub mod secret;

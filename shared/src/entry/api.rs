@@ -6,13 +6,20 @@
 //! | `GET /v1/keys`, `/v1/keys/{n}` | anyone | public feed index and chunks |
 //! | `GET /v1/a2a/keys[/{n}]`, `/v1/{region}/keys[/{n}]` | peer backends | backend feeds |
 //! | `GET /v1/verification-keys` | anyone | public keys that verify chunks |
-//! | `POST /v1/admin/codes` | health authority | issue a one-time code |
+//! | `POST /v1/admin/codes` | operator, code issuer | issue a one-time code |
+//! | `GET /v1/admin/codes` | code issuer | the codes they issued today, with their status |
 //! | `POST /v1/admin/run/dataprep` | operator | run data-prep now |
 //! | `POST /v1/admin/run/consumer` | operator | pull peers' feeds now |
+//! | `GET /v1/admin/status`, `/peers`, `/errors` | operator | the region's and its peers' status, recent errors |
+//! | `GET`, `POST /v1/admin/issuers`, `POST /v1/admin/issuers/{name}/revoke` | operator | code issuers |
 //! | `GET /metrics` | operator | the metrics, as Prometheus text |
 //! | `GET /health` | anyone | 200 when the store answers and data-prep is running, else 503 |
+//! | `/console/...` | operator, code issuer | the console's pages (see [`console`]) |
 //!
-//! Admin routes need `Authorization: Bearer <admin token>`. Backend feeds are served to a
+//! Admin routes need `Authorization: Bearer <token>`: the admin token (the operator's), or a
+//! code issuer's token where the route says so; a code issuer's token on an operator route is
+//! answered 403. A console session (its cookie, and on state-changing requests its CSRF token)
+//! stands for the token it was opened with. Backend feeds are served to a
 //! request that carries the admin token, or that a TLS listener marked with the [`Peer`]
 //! identity of an entitled consumer. Every error is JSON: `{"error": "...", "code": "..."}`.
 //! Every answer carries the request's ID in `X-Request-Id`, as every log line of the request
@@ -24,13 +31,14 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::Method;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::Instrument as _;
 
@@ -41,7 +49,9 @@ use crate::domain::feed::{BadFeedPath, Feed, Published, TEXT_INDEX};
 use crate::domain::secret::{random_token, same_secret};
 use crate::domain::upload::{MAX_BODY_BYTES, UploadError};
 use crate::entry::backend::{Backend, VerificationKeys};
+use crate::entry::console::{self, Caller, Page, Sessions};
 use crate::ports::{Blob, UnixSeconds, VerifyError};
+use crate::services::code_issuers::{CodeIssuers, IssuerError};
 use crate::services::consumer::Poll;
 use crate::services::publish::{PublishError, PublishResponse, pad_answer};
 
@@ -73,6 +83,7 @@ struct App {
     backend: Arc<Backend>,
     access: Arc<AccessPolicy>,
     settings: Arc<ApiSettings>,
+    sessions: Arc<Sessions>,
 }
 
 /// A request's ID, when the transport has one (API Gateway's); otherwise one is made.
@@ -115,20 +126,27 @@ pub fn router(backend: Arc<Backend>, access: AccessPolicy, settings: ApiSettings
     Router::new()
         .route("/v1/publish", post(publish))
         .route("/v1/verification-keys", get(verification_keys))
-        .route("/v1/admin/codes", post(issue_code))
+        .route("/v1/admin/codes", post(issue_code).get(codes_today))
         .route("/v1/admin/run/dataprep", post(run_dataprep))
         .route("/v1/admin/run/consumer", post(run_consumer))
+        .route("/v1/admin/status", get(region_status))
+        .route("/v1/admin/peers", get(peers_status))
+        .route("/v1/admin/errors", get(recent_errors))
+        .route("/v1/admin/issuers", get(list_issuers).post(add_issuer))
+        .route("/v1/admin/issuers/{name}/revoke", post(revoke_issuer))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/v1/keys", get(public_index))
         .route("/v1/keys/{n}", get(public_chunk))
         .route("/v1/{feed}/keys", get(backend_index))
         .route("/v1/{feed}/keys/{n}", get(backend_chunk))
+        .merge(console_routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(App {
             backend,
             access: Arc::new(access),
             settings: Arc::new(settings),
+            sessions: Arc::default(),
         })
         .layer(middleware::from_fn(with_request_id))
 }
@@ -279,48 +297,382 @@ async fn upload(app: &App, request: Request) -> Result<PublishResponse, ApiError
     Ok(app.backend.publish(&body, &client).await?)
 }
 
-fn require_admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    if bearer_is_admin(app, headers) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this route needs the admin bearer token",
-        ))
-    }
-}
-
-fn bearer_is_admin(app: &App, headers: &HeaderMap) -> bool {
+fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|token| same_secret(token, &app.access.admin_token))
+}
+
+fn bearer_is_admin(app: &App, headers: &HeaderMap) -> bool {
+    bearer(headers).is_some_and(|token| same_secret(token, &app.access.admin_token))
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "this route needs the admin bearer token, a code issuer's token or a console session",
+    )
+}
+
+fn forbidden(what: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", what)
+}
+
+/// Whom a token belongs to: the operator (the admin token), an unrevoked code issuer, or
+/// nobody.
+async fn caller_of_token(app: &App, token: &str) -> Result<Option<Caller>, ApiError> {
+    if same_secret(token, &app.access.admin_token) {
+        return Ok(Some(Caller::Operator));
+    }
+    let Some(issuers) = &app.backend.code_issuers else {
+        return Ok(None);
+    };
+    let name = issuers
+        .authenticate(token)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(name.map(Caller::Issuer))
+}
+
+/// Who calls an admin route: the bearer token's owner, or the console session's. A session
+/// of a revoked issuer is closed; a session's state-changing request needs its CSRF token and
+/// the console's own origin.
+async fn caller(app: &App, method: &Method, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    if let Some(token) = bearer(headers) {
+        return caller_of_token(app, token).await?.ok_or_else(unauthorized);
+    }
+    let session = session_caller(app, headers)
+        .await?
+        .ok_or_else(unauthorized)?;
+    let changes_state = !matches!(*method, Method::GET | Method::HEAD);
+    if changes_state && !(session.csrf_matches(headers) && console::same_origin(headers)) {
+        return Err(forbidden(
+            "a console request that changes state needs the session's CSRF token",
+        ));
+    }
+    Ok(session.caller)
+}
+
+/// The console session a request's cookie names, if it is open and its issuer unrevoked.
+async fn session_caller(
+    app: &App,
+    headers: &HeaderMap,
+) -> Result<Option<console::Session>, ApiError> {
+    let Some(session) = app.sessions.of_request(headers, app.backend.clock.now()) else {
+        return Ok(None);
+    };
+    if let Caller::Issuer(name) = &session.caller {
+        let active = match &app.backend.code_issuers {
+            Some(issuers) => issuers.is_active(name).await.map_err(ApiError::internal)?,
+            None => false,
+        };
+        if !active {
+            app.sessions.close_issuer(name);
+            return Ok(None);
+        }
+    }
+    Ok(Some(session))
+}
+
+/// Lets the operator through; a code issuer gets 403, anyone else 401.
+async fn require_admin(app: &App, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+    match caller(app, method, headers).await? {
+        Caller::Operator => Ok(()),
+        Caller::Issuer(_) => Err(forbidden(
+            "this route is the operator's: a code issuer may issue codes and list their own",
+        )),
+    }
+}
+
+/// The code issuers of this backend, or why it has none.
+fn code_issuers(app: &App) -> Result<&CodeIssuers, ApiError> {
+    app.backend.code_issuers.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "no_code_issuers",
+            "this deployment has no code issuers (they are kept by enfeed serve's store)",
+        )
+    })
+}
+
+impl From<IssuerError> for ApiError {
+    fn from(e: IssuerError) -> Self {
+        let status = match &e {
+            IssuerError::BadName(_) => StatusCode::BAD_REQUEST,
+            IssuerError::Exists(_) => StatusCode::CONFLICT,
+            IssuerError::NotFound(_) => StatusCode::NOT_FOUND,
+            IssuerError::Store(e) => return Self::internal(e),
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
 }
 
 /// Most bytes of a code request's body (`{"testType", "symptomDate"}`).
-const MAX_CODE_REQUEST_BYTES: usize = 1024;
+const MAX_CODE_REQUEST_BYTES: usize = MAX_SMALL_BODY_BYTES;
 
 async fn issue_code(State(app): State<App>, request: Request) -> Result<Response, ApiError> {
-    require_admin(&app, request.headers())?;
+    let caller = caller(&app, request.method(), request.headers()).await?;
     let body = read_body(&app, request, MAX_CODE_REQUEST_BYTES).await?;
     let diagnosis = CodeRequest::from_body(&body)
         .and_then(|request| request.diagnosis(app.backend.clock.now()))
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
-    let code = app
-        .backend
-        .issue_code(diagnosis)
+    let code = match &caller {
+        Caller::Operator => app.backend.issue_code(diagnosis).await,
+        Caller::Issuer(name) => app.backend.issue_code_as(name, diagnosis).await,
+    }
+    .map_err(ApiError::internal)?;
+    Ok((StatusCode::CREATED, Json(code)).into_response())
+}
+
+/// The codes the calling issuer issued today.
+async fn codes_today(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Caller::Issuer(name) = caller(&app, &method, &headers).await? else {
+        return Err(forbidden(
+            "only a code issuer has a list of codes: each sees the codes they issued",
+        ));
+    };
+    let codes = code_issuers(&app)?
+        .codes_today(&name, app.backend.clock.now())
         .await
         .map_err(ApiError::internal)?;
-    Ok((StatusCode::CREATED, Json(code)).into_response())
+    Ok(Json(json!({ "issuer": name, "codes": codes })).into_response())
+}
+
+async fn region_status(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_admin(&app, &method, &headers).await?;
+    let status = app.backend.status().await.map_err(ApiError::internal)?;
+    Ok(Json(status).into_response())
+}
+
+async fn peers_status(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_admin(&app, &method, &headers).await?;
+    Ok(Json(json!({ "peers": app.backend.peers().await })).into_response())
+}
+
+async fn recent_errors(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_admin(&app, &method, &headers).await?;
+    let errors = app.backend.recent_errors.newest_first();
+    Ok(Json(json!({ "errors": errors })).into_response())
+}
+
+async fn list_issuers(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_admin(&app, &method, &headers).await?;
+    let issuers = code_issuers(&app)?.list().await?;
+    Ok(Json(json!({ "issuers": issuers })).into_response())
+}
+
+/// The body of `POST /v1/admin/issuers`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewIssuerRequest {
+    name: String,
+}
+
+/// Most bytes of a small JSON request (a code request, a new issuer, a sign-in).
+const MAX_SMALL_BODY_BYTES: usize = 1024;
+
+/// A small JSON request's body, parsed.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    app: &App,
+    request: Request,
+) -> Result<T, ApiError> {
+    let body = read_body(app, request, MAX_SMALL_BODY_BYTES).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))
+}
+
+async fn add_issuer(State(app): State<App>, request: Request) -> Result<Response, ApiError> {
+    require_admin(&app, request.method(), request.headers()).await?;
+    let NewIssuerRequest { name } = read_json(&app, request).await?;
+    let added = code_issuers(&app)?
+        .add(&name, app.backend.clock.now())
+        .await?;
+    tracing::info!(issuer = %name, "code issuer added");
+    Ok((StatusCode::CREATED, Json(added)).into_response())
+}
+
+async fn revoke_issuer(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_admin(&app, &method, &headers).await?;
+    code_issuers(&app)?
+        .revoke(&name, app.backend.clock.now())
+        .await?;
+    app.sessions.close_issuer(&name);
+    tracing::info!(issuer = %name, "code issuer revoked");
+    Ok(Json(json!({ "revoked": name })).into_response())
+}
+
+/// The console's pages, assets and sign-in, with the console's security headers.
+fn console_routes() -> Router<App> {
+    Router::new()
+        .route("/console", get(|| async { see_other("/console/") }))
+        .route("/console/", get(console_home))
+        .route("/console/login", get(login_page).post(sign_in))
+        .route("/console/logout", post(sign_out))
+        .route("/console/session", get(session_info))
+        .route("/console/assets/{name}", get(console_asset))
+        .route("/console/{page}", get(console_page))
+        .layer(middleware::from_fn(console::secure_headers))
+}
+
+fn see_other(to: &str) -> Response {
+    match HeaderValue::from_str(to) {
+        Ok(location) => (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response(),
+        Err(_) => ApiError::internal(format!("{to:?} is no header")).into_response(),
+    }
+}
+
+fn html(status: StatusCode, page: Page) -> Response {
+    let content_type = HeaderValue::from_static("text/html; charset=utf-8");
+    (status, [(header::CONTENT_TYPE, content_type)], page.html()).into_response()
+}
+
+async fn console_home(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
+    Ok(match session_caller(&app, &headers).await? {
+        Some(session) => see_other(session.caller.home()),
+        None => see_other("/console/login"),
+    })
+}
+
+async fn login_page() -> Response {
+    html(StatusCode::OK, Page::Login)
+}
+
+/// A page for its role: anyone else signed in is forbidden it, anyone not signed in (or whose
+/// session ended) is sent to sign in.
+async fn console_page(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(page) = Page::named(&name) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such console page",
+        ));
+    };
+    let Some(role) = page.role() else {
+        return Ok(html(StatusCode::OK, page));
+    };
+    Ok(match session_caller(&app, &headers).await? {
+        // A cookie that names no open session: it ended (expired, signed out, revoked).
+        None if console::session_id(&headers).is_some() => see_other("/console/login?ended"),
+        None => see_other("/console/login"),
+        Some(session) if session.caller.role() == role => html(StatusCode::OK, page),
+        Some(_) => html(StatusCode::FORBIDDEN, Page::Forbidden),
+    })
+}
+
+async fn console_asset(Path(name): Path<String>) -> Result<Response, ApiError> {
+    let (content_type, body) = console::asset(&name).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such console asset")
+    })?;
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response())
+}
+
+/// The body of a sign-in.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignIn {
+    token: String,
+}
+
+/// Opens a session for the owner of a token. A wrong or revoked token is told only that.
+async fn sign_in(State(app): State<App>, request: Request) -> Result<Response, ApiError> {
+    let json_body = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json_body || !console::same_origin(request.headers()) {
+        return Err(forbidden("sign in on the console's own page"));
+    }
+    let SignIn { token } = read_json(&app, request).await?;
+    let Some(caller) = caller_of_token(&app, token.trim()).await? else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the credential was not accepted",
+        ));
+    };
+    let session = app.sessions.open(caller, app.backend.clock.now());
+    tracing::info!(role = session.caller.role(), "console sign-in");
+    let answer = json!({ "role": session.caller.role(), "home": session.caller.home() });
+    Ok(([(header::SET_COOKIE, session.cookie())], Json(answer)).into_response())
+}
+
+async fn sign_out(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    caller(&app, &method, &headers).await?;
+    if let Some(id) = console::session_id(&headers) {
+        app.sessions.close(id);
+    }
+    let answer = json!({ "home": "/console/login" });
+    Ok((
+        [(header::SET_COOKIE, console::cleared_cookie())],
+        Json(answer),
+    )
+        .into_response())
+}
+
+/// The signed-in caller's role, name and CSRF token, for the pages' script.
+async fn session_info(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let session = session_caller(&app, &headers)
+        .await?
+        .ok_or_else(unauthorized)?;
+    let name = match &session.caller {
+        Caller::Operator => "operator".to_string(),
+        Caller::Issuer(name) => name.clone(),
+    };
+    let answer = json!({
+        "role": session.caller.role(),
+        "name": name,
+        "csrf": session.csrf,
+        "home": session.caller.home(),
+    });
+    Ok(Json(answer).into_response())
 }
 
 async fn run_dataprep(
     State(app): State<App>,
+    method: Method,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    require_admin(&app, &headers)?;
+    require_admin(&app, &method, &headers).await?;
     Ok(Json(
         app.backend
             .run_dataprep()
@@ -331,14 +683,19 @@ async fn run_dataprep(
 
 async fn run_consumer(
     State(app): State<App>,
+    method: Method,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    require_admin(&app, &headers)?;
+    require_admin(&app, &method, &headers).await?;
     Ok(Json(app.backend.run_consumer(Poll::Now).await))
 }
 
-async fn metrics(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&app, &headers)?;
+async fn metrics(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_admin(&app, &method, &headers).await?;
     let text = app.backend.metrics.prometheus_text(app.backend.clock.now());
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())

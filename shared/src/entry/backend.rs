@@ -1,7 +1,7 @@
 //! One region's backend: the adapters it was given, wired into the services, and the operations
 //! that the entry points (the HTTP API, the command line, the Lambda functions) call.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -12,6 +12,7 @@ use crate::domain::config::Config;
 use crate::domain::diagnosis::Diagnosis;
 use crate::domain::key::RegionId;
 use crate::domain::metrics::Metrics;
+use crate::domain::recent_errors::RecentErrors;
 use crate::domain::secret::Pepper;
 use crate::domain::signature::SignatureInfo;
 use crate::entry::peers::Peering;
@@ -20,6 +21,7 @@ use crate::ports::{
     PublicationStore, Signer, StoreError, UnixSeconds, UploadVerifier,
 };
 use crate::services::certificates::{CertificateVerifier, IssuerUpdates, IssuersError};
+use crate::services::code_issuers::CodeIssuers;
 use crate::services::codes::{IssuedCode, OneTimeCodes};
 use crate::services::consumer::{Consumer, ConsumerReport, Poll, Producer};
 use crate::services::dataprep::{DataPrep, DataPrepError, DataPrepReport};
@@ -48,6 +50,13 @@ pub struct Backend {
     pub recent_uploads: Arc<RecentUploads>,
     /// Where the peers come from (the peers file, the trust registry), when it was given.
     pub peering: Option<Arc<Peering>>,
+    /// The health authority's staff who issue codes, where the store keeps them (the
+    /// embedded one).
+    pub code_issuers: Option<CodeIssuers>,
+    /// The last data-prep run that completed, and when.
+    pub last_dataprep: Arc<Mutex<Option<(UnixSeconds, DataPrepReport)>>>,
+    /// The newest warnings and errors logged, for the operator's console.
+    pub recent_errors: Arc<RecentErrors>,
 }
 
 /// Anything that can store keys, codes and publication state: one adapter for all three.
@@ -117,6 +126,9 @@ impl Backend {
             consumer: None,
             recent_uploads: Arc::default(),
             peering: None,
+            code_issuers: None,
+            last_dataprep: Arc::default(),
+            recent_errors: Arc::default(),
         }
     }
 
@@ -224,7 +236,19 @@ impl Backend {
     /// Issues a one-time code for a person who tested positive, carrying the health
     /// authority's `diagnosis` (possibly empty) to the upload.
     pub async fn issue_code(&self, diagnosis: Diagnosis) -> Result<IssuedCode, StoreError> {
-        self.codes.issue(self.clock.now(), diagnosis).await
+        self.codes.issue(self.clock.now(), diagnosis, None).await
+    }
+
+    /// Issues a one-time code as [`issue_code`](Self::issue_code) does, recorded as issued by
+    /// the code issuer `issuer`, who can then see its status.
+    pub async fn issue_code_as(
+        &self,
+        issuer: &str,
+        diagnosis: Diagnosis,
+    ) -> Result<IssuedCode, StoreError> {
+        self.codes
+            .issue(self.clock.now(), diagnosis, Some(issuer))
+            .await
     }
 
     /// Publishes what is new and retires what has expired, and the public keys that verify the
@@ -241,6 +265,8 @@ impl Backend {
         )
         .run()
         .await?;
+        *self.last_dataprep.lock().expect("no panic while recording") =
+            Some((self.clock.now(), report.clone()));
         let document = VerificationKeys {
             region: self.config.region,
             keys: self.verification_keys(),

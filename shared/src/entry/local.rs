@@ -15,6 +15,7 @@ use crate::domain::signature::KeyError;
 use crate::entry::backend::Backend;
 use crate::entry::peers::{Peering, ProducerError, open_producer};
 use crate::ports::{Clock, StoreError};
+use crate::services::code_issuers::CodeIssuers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -86,9 +87,10 @@ fn open(
         store.clone(),
         blobs,
         Arc::new(signer),
-        Some(pepper),
+        Some(pepper.clone()),
         clock,
     );
+    backend.code_issuers = Some(CodeIssuers::new(store.clone(), pepper));
     if pulls {
         backend.pull_from(producers, store);
     }

@@ -4,7 +4,9 @@
 
 pub mod api;
 pub mod backend;
+pub mod console;
 #[cfg(feature = "aws")]
 pub mod lambda;
 pub mod local;
 pub mod peers;
+pub mod status;

@@ -66,6 +66,8 @@ pub struct CodeRecord {
     pub expires_at: UnixSeconds,
     /// What the health authority said about the test, if anything.
     pub diagnosis: Diagnosis,
+    /// The code issuer who issued it; none when the operator did.
+    pub issued_by: Option<String>,
 }
 
 /// One-time codes and the wrong-code attempt counters.

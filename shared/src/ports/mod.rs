@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`KeyStore`] ([`keys`]) | Diagnosis Keys, local and remote, until they expire |
 //! | [`CodeStore`] ([`codes`]) | one-time codes and wrong-code counters |
+//! | [`CodeIssuerStore`] ([`code_issuers`]) | code issuers' credentials and the codes each issued (embedded store only) |
 //! | [`PublicationStore`] ([`publication`]) | data-prep's record of what it published |
 //! | [`ConsumerStateStore`] ([`consumer_state`]) | the consumer's place in each peer's feed |
 //! | [`BlobStore`] ([`blobs`]) | published chunks and indexes |
@@ -18,6 +19,7 @@
 
 pub mod blobs;
 pub mod clock;
+pub mod code_issuers;
 pub mod codes;
 pub mod consumer_state;
 pub mod fetch;
@@ -30,6 +32,7 @@ pub mod verifier;
 
 pub use blobs::{Blob, BlobError, BlobKind, BlobStore, Put};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use code_issuers::{CodeIssuer, CodeIssuerStore, CodeStatus, IssuedCodeStatus};
 pub use codes::{CodeClaim, CodeRecord, CodeRefused, CodeStore, CodeUse, check_claim};
 pub use consumer_state::{ConsumerStateStore, PeerState};
 pub use fetch::{Fetch, FetchError};

@@ -80,12 +80,14 @@ impl OneTimeCodes {
     }
 
     /// Issues a new random code valid for [`lifetime`](Self::lifetime) seconds, carrying the
-    /// health authority's `diagnosis` to the upload it authorises. A code that happens to
-    /// equal a live one is drawn again.
+    /// health authority's `diagnosis` to the upload it authorises, recorded as issued by the
+    /// code issuer `issued_by` (none: the operator). A code that happens to equal a live one is
+    /// drawn again.
     pub async fn issue(
         &self,
         now: UnixSeconds,
         diagnosis: Diagnosis,
+        issued_by: Option<&str>,
     ) -> Result<IssuedCode, StoreError> {
         let pepper = self.pepper()?;
         let expires_at = now + self.lifetime;
@@ -98,6 +100,7 @@ impl OneTimeCodes {
                     issued_at: now,
                     expires_at,
                     diagnosis,
+                    issued_by: issued_by.map(str::to_string),
                 })
                 .await;
             match added {

@@ -215,6 +215,24 @@ impl Consumer {
             .clone()
     }
 
+    /// Each producer's region, address, and when it asked to be polled next (none where its
+    /// state cannot be read).
+    pub async fn next_polls(&self) -> Vec<(RegionId, String, Option<UnixSeconds>)> {
+        let mut polls = Vec::new();
+        for producer in self.current().iter() {
+            let region = producer.config.region;
+            let next = match self.state.load_peer(region).await {
+                Ok(state) => Some(state.recommended_next_poll_time),
+                Err(e) => {
+                    tracing::warn!(peer = %region, error = %e, "cannot read a peer's state");
+                    None
+                }
+            };
+            polls.push((region, producer.config.url.clone(), next));
+        }
+        polls
+    }
+
     /// Pulls every producer that is due, or every producer when `poll` is [`Poll::Now`]. A
     /// producer that fails, or takes longer than its deadline, is logged, counted and reported;
     /// the others are pulled all the same.

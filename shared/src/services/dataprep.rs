@@ -67,6 +67,13 @@ pub struct PublishedChunk {
     pub bytes: u64,
 }
 
+impl PublishedChunk {
+    /// The path of the chunk's feed.
+    pub fn feed(&self) -> &str {
+        self.path.rsplit_once('/').map_or("", |(feed, _)| feed)
+    }
+}
+
 /// The feeds a key goes to. Remote keys reach phones only, never back to other backends.
 pub fn feeds_of(key: &StoredKey, own: RegionId) -> impl Iterator<Item = Feed> + '_ {
     let local = key.origin == Origin::Local;
@@ -129,9 +136,13 @@ impl DataPrep {
                     .dataprep_last_success
                     .set(&[], self.clock.now() as f64);
                 for chunk in &report.chunks {
-                    let feed = chunk.path.rsplit_once('/').map_or("", |(feed, _)| feed);
+                    let feed = chunk.feed();
                     metrics.chunks_published.inc(&[feed]);
                     metrics.keys_published.add(&[feed], f64::from(chunk.keys));
+                    if feed == Feed::Public.to_string() {
+                        let now = self.clock.now();
+                        metrics.history.keys_published(now, u64::from(chunk.keys));
+                    }
                 }
             }
             Err(e) => {

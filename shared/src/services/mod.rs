@@ -3,6 +3,7 @@
 //!
 //! - [`publish`]: taking uploads of Diagnosis Keys.
 //! - [`codes`]: one-time codes, issued and checked (an upload verifier).
+//! - [`code_issuers`]: the health authority's staff who issue codes, and their tokens.
 //! - [`certificates`]: verification certificates of health authorities (an upload verifier).
 //! - [`dataprep`]: publishing new keys as signed chunks, retiring what expired.
 //! - [`feeds`]: reading the published feeds.
@@ -10,6 +11,7 @@
 //! - [`federation`]: what the trust registry says this region pulls and whom it serves.
 
 pub mod certificates;
+pub mod code_issuers;
 pub mod codes;
 pub mod consumer;
 pub mod dataprep;

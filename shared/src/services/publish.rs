@@ -192,6 +192,9 @@ impl Publisher {
                 self.metrics
                     .uploads
                     .inc(&[answer.code.unwrap_or("accepted")]);
+                if answer.code.is_none() {
+                    self.metrics.history.upload_accepted(self.clock.now());
+                }
                 self.recent
                     .record(started.elapsed(), answer.inserted_exposures);
             }

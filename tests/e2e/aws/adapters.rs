@@ -65,6 +65,7 @@ async fn add_code(store: &DynamoStore, code: u8, expires_at: u64) {
             issued_at: NOW - 60,
             expires_at,
             diagnosis: Diagnosis::default(),
+            issued_by: None,
         })
         .await
         .unwrap();
@@ -224,6 +225,7 @@ async fn a_code_is_consumed_with_its_keys_and_a_retry_is_recognised() {
                 issued_at: NOW,
                 expires_at: NOW + 60,
                 diagnosis: Diagnosis::default(),
+                issued_by: None,
             })
             .await,
         Err(StoreError::Conflict(_))

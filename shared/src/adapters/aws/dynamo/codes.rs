@@ -64,6 +64,9 @@ impl CodeStore for DynamoStore {
             ("ea".to_string(), n(code.expires_at)),
             (TTL_ATTRIBUTE.to_string(), n(code.expires_at + LINGER)),
         ]);
+        if let Some(issuer) = &code.issued_by {
+            item.insert("by".to_string(), s(issuer));
+        }
         let put = self
             .client
             .put_item()

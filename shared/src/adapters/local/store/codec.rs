@@ -1,5 +1,5 @@
-//! How [`LocalStore`](super::LocalStore) encodes its rows: stored keys and one-time codes as
-//! protobuf records, and the keys of one write that expire together.
+//! How [`LocalStore`](super::LocalStore) encodes its rows: stored keys, one-time codes and code
+//! issuers as protobuf records, and the keys of one write that expire together.
 
 use crate::domain::diagnosis::Diagnosis;
 use crate::domain::key::{DiagnosisKey, KEY_LEN, ReportType};
@@ -113,6 +113,38 @@ pub(super) struct CodeRow {
     /// The first interval of the symptom onset day it was issued with.
     #[prost(uint32, optional, tag = "6")]
     pub(super) symptom_onset: Option<u32>,
+}
+
+/// A code issuer, as [`ISSUERS`](super::ISSUERS) keeps it under its name.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct IssuerRow {
+    #[prost(bytes = "vec", tag = "1")]
+    pub(super) token_hash: Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub(super) created_at: u64,
+    #[prost(uint64, optional, tag = "3")]
+    pub(super) revoked_at: Option<u64>,
+}
+
+/// What [`ISSUED`](super::ISSUED) keeps of a code an issuer issued: enough to list it once
+/// the code itself is purged.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct IssuedRow {
+    #[prost(uint64, tag = "1")]
+    pub(super) expires_at: u64,
+    #[prost(int32, optional, tag = "2")]
+    pub(super) report_type: Option<i32>,
+    #[prost(uint32, optional, tag = "3")]
+    pub(super) symptom_onset: Option<u32>,
+}
+
+impl IssuedRow {
+    pub(super) fn diagnosis(&self) -> Diagnosis {
+        Diagnosis {
+            report_type: self.report_type.map(ReportType::from_i32),
+            symptom_onset_interval: self.symptom_onset,
+        }
+    }
 }
 
 impl CodeRow {

@@ -4,8 +4,7 @@ use async_trait::async_trait;
 use prost::Message as _;
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::codec::CodeRow;
-use super::writer::Tables;
+use super::codec::{CodeRow, IssuedRow};
 use super::{CODES, LocalStore};
 use crate::domain::diagnosis::Diagnosis;
 use crate::ports::{self, CodeClaim, CodeRecord, CodeStore, StoreError, UnixSeconds};
@@ -67,7 +66,8 @@ pub(super) fn read_code(
 #[async_trait]
 impl CodeStore for LocalStore {
     async fn add_code(&self, code: CodeRecord) -> Result<(), StoreError> {
-        self.write(move |Tables { codes, .. }| {
+        self.write(move |tables| {
+            let codes = &mut tables.codes;
             let row = CodeRow {
                 issued_at: code.issued_at,
                 expires_at: code.expires_at,
@@ -86,6 +86,20 @@ impl CodeStore for LocalStore {
             codes
                 .insert(code.code_hash, row.encode_to_vec().as_slice())
                 .map_err(StoreError::backend)?;
+            if let Some(issuer) = &code.issued_by {
+                let issued = IssuedRow {
+                    expires_at: code.expires_at,
+                    report_type: row.report_type,
+                    symptom_onset: row.symptom_onset,
+                };
+                tables
+                    .issued
+                    .insert(
+                        (issuer.as_str(), code.issued_at, code.code_hash),
+                        issued.encode_to_vec().as_slice(),
+                    )
+                    .map_err(StoreError::backend)?;
+            }
             Ok(())
         })
         .await

@@ -121,6 +121,7 @@ impl KeyStore for LocalStore {
                 known,
                 expiring,
                 codes,
+                issued,
                 ..
             } = tables;
             let mut purged = 0;
@@ -139,6 +140,10 @@ impl KeyStore for LocalStore {
             // Expired codes go as well.
             codes
                 .retain(|_, row| CodeRow::decode(row).map_or(true, |r| r.expires_at + 86_400 > now))
+                .map_err(StoreError::backend)?;
+            // And what their issuers see of them, a day later.
+            issued
+                .retain(|(_, issued_at, _), _| issued_at + 2 * 86_400 > now)
                 .map_err(StoreError::backend)?;
             Ok(purged)
         })

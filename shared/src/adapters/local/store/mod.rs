@@ -1,9 +1,10 @@
-//! [`LocalStore`]: keys, codes and publication state in one embedded redb database file, and
+//! [`LocalStore`]: keys, codes, code issuers and publication state in one embedded redb database file, and
 //! the wrong-code attempt counters in memory. Every write is one redb transaction, so each
 //! port's atomicity promise holds: an upload's keys and its code are stored together or not at
 //! all. One file per port it implements, as the ports are laid out, besides the record
 //! [`codec`] and the group-committing [`writer`].
 
+mod code_issuers;
 mod codec;
 mod codes;
 mod consumer_state;
@@ -33,6 +34,12 @@ pub(super) const EXPIRING: TableDefinition<(u64, Tek), &[u8]> = TableDefinition:
 pub(super) const EXPIRY_PER_KEY: TableDefinition<(u64, Tek), u64> = TableDefinition::new("expiry");
 /// Code hash to code record.
 pub(super) const CODES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("codes");
+/// Code issuers by name: their [`codec::IssuerRow`].
+pub(super) const ISSUERS: TableDefinition<&str, &[u8]> = TableDefinition::new("issuers");
+/// The codes each code issuer issued: (issuer, issued_at, code hash) to the code's
+/// [`codec::IssuedRow`], which outlives the code itself.
+pub(super) const ISSUED: TableDefinition<(&str, u64, [u8; 32]), &[u8]> =
+    TableDefinition::new("issued");
 /// Consumer state per peer region, as JSON.
 pub(super) const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
 /// Single values: the seal, and the publication state with its version.

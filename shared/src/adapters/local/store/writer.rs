@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use redb::Database;
 
-use super::{CODES, EXPIRING, KEYS, KNOWN, META, PEERS, Tek};
+use super::{CODES, EXPIRING, ISSUED, ISSUERS, KEYS, KNOWN, META, PEERS, Tek};
 use crate::ports::StoreError;
 
 /// Most write operations one transaction commits together.
@@ -18,6 +18,8 @@ pub(super) struct Tables<'txn> {
     pub(super) known: redb::Table<'txn, Tek, u64>,
     pub(super) expiring: redb::Table<'txn, (u64, Tek), &'static [u8]>,
     pub(super) codes: redb::Table<'txn, [u8; 32], &'static [u8]>,
+    pub(super) issuers: redb::Table<'txn, &'static str, &'static [u8]>,
+    pub(super) issued: redb::Table<'txn, (&'static str, u64, [u8; 32]), &'static [u8]>,
     pub(super) meta: redb::Table<'txn, &'static str, &'static [u8]>,
     pub(super) peers: redb::Table<'txn, &'static str, &'static [u8]>,
 }
@@ -29,6 +31,8 @@ impl<'txn> Tables<'txn> {
             known: txn.open_table(KNOWN).map_err(StoreError::backend)?,
             expiring: txn.open_table(EXPIRING).map_err(StoreError::backend)?,
             codes: txn.open_table(CODES).map_err(StoreError::backend)?,
+            issuers: txn.open_table(ISSUERS).map_err(StoreError::backend)?,
+            issued: txn.open_table(ISSUED).map_err(StoreError::backend)?,
             meta: txn.open_table(META).map_err(StoreError::backend)?,
             peers: txn.open_table(PEERS).map_err(StoreError::backend)?,
         })
