@@ -114,7 +114,13 @@ pub async fn run(args: ServeArgs, recent_errors: Arc<RecentErrors>) -> anyhow::R
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(region = %backend.config.region, listen = %listener.local_addr()?, "serving");
+    let address = listener.local_addr()?;
+    tracing::info!(
+        region = %backend.config.region,
+        listen = %address,
+        console = %format!("http://{address}/console/"),
+        "serving"
+    );
     if let (Some(address), Some(cert), Some(key), Some(ca)) = (
         args.backend_listen,
         &args.tls_cert,

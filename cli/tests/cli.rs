@@ -194,7 +194,63 @@ async fn serve_answers_over_http_with_a_generated_admin_token() {
     let (ok, _, err) = run(enfeed().args(["dataprep", "--region", "CH", "--data", &data_arg]));
     assert!(!ok);
     assert!(err.contains("--server"), "{err}");
+    // Code issuers too, and an issuer's token then issues codes.
+    let server_args = ["--region", "CH", "--data", &data_arg, "--server", &base];
+    let (ok, out, err) = run(enfeed()
+        .args(["code-issuers", "add", "Ward 3"])
+        .args(server_args));
+    assert!(ok, "{err}");
+    let added: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let token = added["token"].as_str().unwrap();
+    let (ok, out, err) = run(enfeed().args(["code-issuers", "list"]).args(server_args));
+    assert!(ok, "{err}");
+    assert!(out.contains("Ward 3") && !out.contains(token), "{out}");
+    let (ok, _, err) = run(enfeed()
+        .args(["codes", "issue", "--admin-token", token])
+        .args(server_args));
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(enfeed()
+        .args(["code-issuers", "revoke", "Ward 3"])
+        .args(server_args));
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(enfeed()
+        .args(["codes", "issue", "--admin-token", token])
+        .args(server_args));
+    assert!(!ok);
+    assert!(err.contains("401"), "{err}");
     drop(server);
+}
+
+#[test]
+fn code_issuers_are_added_listed_and_revoked_on_a_data_directory() {
+    let data = tempfile::tempdir().unwrap();
+    let data_arg = data.path().display().to_string();
+    let region = ["--region", "CH", "--data", &data_arg];
+    let (ok, out, err) = run(enfeed()
+        .args(["code-issuers", "add", "Test centre 1"])
+        .args(region));
+    assert!(ok, "{err}");
+    let added: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(added["token"].as_str().unwrap().len(), 32);
+    let (ok, _, err) = run(enfeed()
+        .args(["code-issuers", "add", "Test centre 1"])
+        .args(region));
+    assert!(!ok);
+    assert!(err.contains("exists"), "{err}");
+    let (ok, _, err) = run(enfeed()
+        .args(["code-issuers", "revoke", "Test centre 1"])
+        .args(region));
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(enfeed().args(["code-issuers", "list"]).args(region));
+    assert!(ok, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["issuers"][0]["name"], "Test centre 1");
+    assert!(list["issuers"][0]["revokedAt"].is_u64());
+    let (ok, _, err) = run(enfeed()
+        .args(["code-issuers", "revoke", "nobody"])
+        .args(region));
+    assert!(!ok);
+    assert!(err.contains("no code issuer named"), "{err}");
 }
 
 /// Starts `enfeed serve` with `args`, waiting until it logs `ready`.

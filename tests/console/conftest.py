@@ -1,8 +1,12 @@
-"""A real `enfeed serve` on a fresh data directory, and headless Chromium (Debian's package)
-driven by Playwright, for the console's tests. Nothing is skipped: a missing server binary or
-browser fails the run."""
+"""A real `enfeed serve` on a fresh data directory, pulling from a peer region (another
+`enfeed serve`, whose published chunks a plain HTTP server mirrors as a Google-style bucket),
+and headless Chromium (Debian's package) driven by Playwright, for the console's tests. Nothing
+is skipped: a missing server binary or browser fails the run."""
 
+import functools
+import http.server
 import json
+import threading
 import os
 import socket
 import subprocess
@@ -35,22 +39,23 @@ def free_port():
 class Server:
     """One region served by the `enfeed` binary."""
 
-    def __init__(self, binary, data, port):
+    def __init__(self, binary, data, region, peers=None, **settings):
+        port = free_port()
         self.base = f"http://127.0.0.1:{port}"
-        self.log = open(data / "serve.log", "wb")
-        env = dict(os.environ, ENFEED_EMBARGO="0", ENFEED_LOG_FORMAT="json")
-        self.process = subprocess.Popen(
-            [
-                str(binary), "serve", "--region", "CH",
-                "--listen", f"127.0.0.1:{port}",
-                "--data", str(data / "region"),
-                "--admin-token", ADMIN_TOKEN,
-            ],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
+        self.log = open(data / f"{region}.log", "wb")
+        env = dict(os.environ, ENFEED_EMBARGO="0", ENFEED_LOG_FORMAT="json", **settings)
+        command = [
+            str(binary), "serve", "--region", region,
+            "--listen", f"127.0.0.1:{port}",
+            "--data", str(data / region),
+            "--admin-token", ADMIN_TOKEN,
+        ]
+        if peers:
+            command += ["--peers", str(peers)]
+        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:
-            assert self.process.poll() is None, "enfeed serve exited: see serve.log"
+            assert self.process.poll() is None, f"enfeed serve exited: see {self.log.name}"
             try:
                 self.call("GET", "/health")
                 break
@@ -91,13 +96,73 @@ class Server:
         self.log.close()
 
 
+class Bucket:
+    """A peer's published chunks as a Google-style bucket: `index.txt` listing export files,
+    served over plain HTTP from a folder."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        (folder / "index.txt").write_text("")
+        handler = functools.partial(QuietHandler, directory=str(folder))
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def mirror(self, region):
+        """Copies every chunk of `region`'s public feed into the bucket."""
+        _, index = region.call("GET", "/v1/keys/index.txt")
+        paths = index.split()
+        for path in paths:
+            request = urllib.request.Request(f"{region.base}/{path}")
+            with urllib.request.urlopen(request, timeout=30) as response:
+                target = self.folder / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(response.read())
+        (self.folder / "index.txt").write_text("".join(p + "\n" for p in paths))
+        return len(paths)
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture(scope="session")
-def server():
+def peer_and_server():
+    """The peer region DE, its bucket, and the region CH pulling from that bucket."""
     binary = required_path("ENFEED_BIN")
     with tempfile.TemporaryDirectory(prefix="enfeed-console-") as data:
-        region = Server(binary, Path(data), free_port())
-        yield region
+        data = Path(data)
+        # Without padding, every key the peer publishes is one a phone uploaded.
+        peer = Server(binary, data, "DE", ENFEED_PADDING_MIN="0")
+        _, keys = peer.call("GET", "/v1/verification-keys")
+        (data / "de.pem").write_text(keys["keys"][0]["publicKeyPem"])
+        bucket_folder = data / "bucket"
+        bucket_folder.mkdir()
+        bucket = Bucket(bucket_folder)
+        (data / "peers.toml").write_text(
+            "[[peer]]\n"
+            'region = "DE"\n'
+            f'url = "{bucket.url}"\n'
+            'replication = "a2a"\n'
+            'format = "gaen-index"\n'
+            'verification_keys = ["de.pem"]\n'
+        )
+        region = Server(binary, data, "CH", peers=data / "peers.toml")
+        yield peer, bucket, region
         region.stop()
+        bucket.http.shutdown()
+        peer.stop()
+
+
+@pytest.fixture(scope="session")
+def server(peer_and_server):
+    return peer_and_server[2]
+
+
+@pytest.fixture(scope="session")
+def peer(peer_and_server):
+    return peer_and_server[0], peer_and_server[1]
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ def today(days_ago=0):
     return (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=days_ago)).date()
 
 
-def phone_upload(server, code, keys=3):
+def phone_upload(server, code, keys=3, region="CH"):
     """What a phone sends: its keys of the last `keys` full days, with the code."""
     now = int(datetime.datetime.now(datetime.timezone.utc).timestamp())
     day_start = now // 600 // 144 * 144
@@ -36,7 +36,7 @@ def phone_upload(server, code, keys=3):
     ]
     body = {
         "temporaryExposureKeys": teks,
-        "regions": ["CH"],
+        "regions": [region],
         "verificationPayload": code,
         "padding": base64.b64encode(b"\0" * 64).decode(),
     }
@@ -120,7 +120,7 @@ def test_console_answers_carry_a_strict_policy_and_the_cookie_is_locked_down(ser
 
 
 def test_an_issuer_issues_a_code_a_phone_uses_it_and_the_operator_sees_the_keys(
-    server, browser, screenshots
+    server, peer, browser, screenshots
 ):
     # The operator adds a code issuer on the console.
     operator = Watched(browser, DESKTOP)
@@ -131,8 +131,8 @@ def test_an_issuer_issues_a_code_a_phone_uses_it_and_the_operator_sees_the_keys(
     operator.ready()
     op.get_by_label("Name of the new issuer").fill("Test centre 1")
     op.get_by_role("button", name="Add issuer").click()
+    expect(op.locator("#token-value")).to_have_text(re.compile(r"^[0-9a-f]{32}$"))
     token = op.locator("#token-value").inner_text().strip()
-    assert re.fullmatch(r"[0-9a-f]{32}", token)
     expect(op.locator("#issuers")).to_contain_text("Test centre 1")
     operator.shot(screenshots, "issuers")
 
@@ -221,10 +221,24 @@ def test_an_issuer_issues_a_code_a_phone_uses_it_and_the_operator_sees_the_keys(
     assert op.locator("#keys-chart svg rect").count() >= 1
     expect(op.locator("#signing-keys tbody")).to_contain_text("CH")
     operator.shot(screenshots, "status")
+    # The peer DE publishes keys of its own; the operator pulls them and sees the peer.
+    peer_region, bucket = peer
+    _, issued = peer_region.call("POST", "/v1/admin/codes", {}, ADMIN_TOKEN)
+    assert phone_upload(peer_region, issued["code"], keys=2, region="DE")[0] == 200
+    assert peer_region.call("POST", "/v1/admin/run/dataprep", token=ADMIN_TOKEN)[0] == 200
+    assert bucket.mirror(peer_region) >= 1
     op.get_by_role("link", name="Peers").click()
     operator.ready()
     expect(op.get_by_role("heading", level=1)).to_have_text("Peers")
+    op.get_by_role("button", name="Pull from peers now").click()
+    expect(op.locator("#pull-status")).to_have_text("Done: 2 keys imported.")
+    de = op.locator("#peers tbody tr", has_text="DE")
+    expect(de.locator("td").nth(3)).to_have_text("2")
+    assert server.metric("enfeed_peer_keys_imported_total", peer="DE") == 2
+    expect(de.locator("td").nth(1)).not_to_have_text("never")
     operator.shot(screenshots, "peers")
+    status = server.call("GET", "/v1/admin/status", token=ADMIN_TOKEN)[1]
+    assert status["keysStored"]["remote"] == 2
 
     # The operator revokes the issuer: their session ends, their token is refused.
     op.get_by_role("link", name="Code issuers").click()

@@ -102,7 +102,9 @@ async fn an_issuer_issues_codes_and_sees_their_own_of_today_with_status() {
     let (status, answer) = region.publish(&upload_body(&keys, &[], code)).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(statuses(&today(&region, &ward).await), ["unused", "used"]);
-    region.clock.advance(region.backend.config.code_lifetime - 60);
+    region
+        .clock
+        .advance(region.backend.config.code_lifetime - 60);
     assert_eq!(statuses(&today(&region, &ward).await), ["expired", "used"]);
 
     // The next day's list starts empty.

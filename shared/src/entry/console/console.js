@@ -50,7 +50,8 @@ async function api(method, path, body) {
   });
   if (response.status === 401) {
     window.location.assign("/console/login?ended");
-    throw new Error("signed out");
+    // Nothing more happens on this page: it is being left.
+    return new Promise(() => {});
   }
   const answer = await response.json().catch(() => ({}));
   return { ok: response.ok, status: response.status, answer };
@@ -331,7 +332,20 @@ function statusPage() {
 
 // Operator: peers ----------------------------------------------------------------------
 
-async function peersPage() {
+function peersPage() {
+  $("run-consumer").addEventListener("click", async () => {
+    const status = $("pull-status");
+    status.textContent = "Pulling…";
+    const { ok, answer } = await api("POST", "/v1/admin/run/consumer");
+    status.textContent = ok
+      ? `Done: ${answer.peers.reduce((sum, peer) => sum + peer.imported, 0)} keys imported.`
+      : "The pull failed: " + (answer.error || "unknown error");
+    await loadPeers();
+  });
+  return loadPeers();
+}
+
+async function loadPeers() {
   const { ok, answer } = await api("GET", "/v1/admin/peers");
   if (!ok) return;
   const table = $("peers");
@@ -349,6 +363,7 @@ async function peersPage() {
     ]);
   }
   $("peers-empty").hidden = answer.peers.length > 0;
+  $("run-consumer").hidden = answer.peers.length === 0;
 }
 
 // Operator: code issuers ---------------------------------------------------------------
