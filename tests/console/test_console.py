@@ -240,6 +240,18 @@ def test_an_issuer_issues_a_code_a_phone_uses_it_and_the_operator_sees_the_keys(
     status = server.call("GET", "/v1/admin/status", token=ADMIN_TOKEN)[1]
     assert status["keysStored"]["remote"] == 2
 
+    # The peer's bucket then lists a file that is not there: the pull fails, the peers page
+    # counts the failure, and the status page shows the warning that was logged.
+    (bucket.folder / "index.txt").write_text("v1/keys/999\n")
+    op.get_by_role("button", name="Pull from peers now").click()
+    expect(op.locator("#pull-status")).to_have_text("Done: 0 keys imported.")
+    expect(de.locator("td").nth(5)).to_have_text("1")
+    assert server.metric("enfeed_peer_failures_total", peer="DE") == 1
+    op.get_by_role("link", name="Status").click()
+    operator.ready()
+    expect(op.locator("#errors")).to_contain_text("pull from peer stopped")
+    expect(op.locator("#errors")).to_contain_text("WARN")
+
     # The operator revokes the issuer: their session ends, their token is refused.
     op.get_by_role("link", name="Code issuers").click()
     operator.ready()
