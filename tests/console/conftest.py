@@ -55,7 +55,10 @@ class Server:
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:
-            assert self.process.poll() is None, f"enfeed serve exited: see {self.log.name}"
+            if self.process.poll() is not None:
+                self.log.flush()
+                log = Path(self.log.name).read_text()[-2000:]
+                raise AssertionError(f"enfeed serve exited:\n{log}")
             try:
                 self.call("GET", "/health")
                 break
@@ -147,6 +150,8 @@ def peer_and_server():
             'replication = "a2a"\n'
             'format = "gaen-index"\n'
             'verification_keys = ["de.pem"]\n'
+            # The bucket is on this machine's loopback, in plain HTTP.
+            "insecure_http = true\n"
         )
         region = Server(binary, data, "CH", peers=data / "peers.toml")
         yield peer, bucket, region
