@@ -113,9 +113,15 @@ impl PeersFile {
     pub fn load(path: &Path) -> Result<Self, PeersError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| PeersError::Read(path.display().to_string(), e))?;
-        let mut file: PeersFile =
-            toml::from_str(&text).map_err(|e| PeersError::Parse(path.display().to_string(), e))?;
         let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, &path.display().to_string(), base)
+    }
+
+    /// Checks the text of a peers file that `source` names (for errors), resolving its paths
+    /// against the folder `base`.
+    pub fn parse(text: &str, source: &str, base: &Path) -> Result<Self, PeersError> {
+        let mut file: PeersFile =
+            toml::from_str(text).map_err(|e| PeersError::Parse(source.to_string(), e))?;
         if file.client_cert.is_some() != file.client_key.is_some() {
             return Err(PeersError::Defaults(
                 "client_cert and client_key go together".into(),

@@ -434,19 +434,35 @@ async fn enfeed_batches(
         .fetch
         .get(&producer.config.url_of(&feed.index_path()), MAX_INDEX_BYTES)
         .await?;
-    let index: FeedIndex =
-        serde_json::from_slice(&body).map_err(|e| PullError::BadIndex(e.to_string()))?;
-    if index.region != producer.config.region {
-        return Err(PullError::WrongRegion {
-            expected: producer.config.region,
-            found: index.region.to_string(),
-        });
-    }
     let last: u32 = state
         .last_batch_id
         .as_deref()
         .and_then(|id| id.parse().ok())
         .unwrap_or(0);
+    let (numbers, next_poll) = read_json_index(&body, producer.config.region, last)?;
+    let batches = numbers
+        .into_iter()
+        .map(|n| (n.to_string(), producer.config.url_of(&feed.chunk_path(n))))
+        .collect();
+    Ok((batches, next_poll))
+}
+
+/// A producer's JSON index, read as the consumer trusts it: it must be of `region`, and its
+/// newest chunk must not be older than chunk `last`, taken already. The chunks after `last`,
+/// ascending and each once, and when to poll next.
+pub fn read_json_index(
+    body: &[u8],
+    region: RegionId,
+    last: u32,
+) -> Result<(Vec<u32>, UnixSeconds), PullError> {
+    let index: FeedIndex =
+        serde_json::from_slice(body).map_err(|e| PullError::BadIndex(e.to_string()))?;
+    if index.region != region {
+        return Err(PullError::WrongRegion {
+            expected: region,
+            found: index.region.to_string(),
+        });
+    }
     let newest = index.chunks.iter().copied().max().unwrap_or(0);
     if newest < last {
         return Err(PullError::WentBackwards { last, newest });
@@ -454,11 +470,7 @@ async fn enfeed_batches(
     let mut numbers: Vec<u32> = index.chunks.into_iter().filter(|n| *n > last).collect();
     numbers.sort_unstable();
     numbers.dedup();
-    let batches = numbers
-        .into_iter()
-        .map(|n| (n.to_string(), producer.config.url_of(&feed.chunk_path(n))))
-        .collect();
-    Ok((batches, index.recommended_next_poll_time))
+    Ok((numbers, index.recommended_next_poll_time))
 }
 
 /// The files listed in an `index.txt` after the last one taken: Google's layout (lines such as
@@ -473,6 +485,19 @@ async fn gaen_index_batches(
         .fetch
         .get(&producer.config.index_url(), MAX_INDEX_BYTES)
         .await?;
+    let batches = read_text_index(body, state.last_batch_id.as_deref())?
+        .into_iter()
+        .map(|line| {
+            let url = producer.config.export_url(&line);
+            (line, url)
+        })
+        .collect();
+    Ok((batches, 0))
+}
+
+/// The files an `index.txt` lists after `last` (the last one taken, if any), in natural
+/// order and each once; every line must be a plain relative path.
+pub fn read_text_index(body: Vec<u8>, last: Option<&str>) -> Result<Vec<String>, PullError> {
     let text = String::from_utf8(body)
         .map_err(|_| PullError::BadIndex("index.txt is not UTF-8".into()))?;
     let mut lines: Vec<&str> = text
@@ -487,13 +512,11 @@ async fn gaen_index_batches(
     }
     lines.sort_unstable_by(|a, b| natural_order(a, b));
     lines.dedup();
-    let last = state.last_batch_id.as_deref();
-    let batches = lines
+    Ok(lines
         .into_iter()
         .filter(|line| last.is_none_or(|last| natural_order(line, last).is_gt()))
-        .map(|line| (line.to_string(), producer.config.export_url(line)))
-        .collect();
-    Ok((batches, 0))
+        .map(str::to_string)
+        .collect())
 }
 
 /// Whether an index line is a plain relative path: no scheme, no `..`, no query.
@@ -582,6 +605,39 @@ mod tests {
             "a b",
         ] {
             assert!(!is_relative_path(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_json_index_gives_the_chunks_after_the_last_taken_once_each() {
+        let de: RegionId = "DE".parse().unwrap();
+        let body = br#"{"region": "DE", "chunks": [5, 2, 3, 5, 4], "recommendedNextPollTime": 9}"#;
+        assert_eq!(read_json_index(body, de, 2).unwrap(), (vec![3, 4, 5], 9));
+        assert!(matches!(
+            read_json_index(body, de, 6),
+            Err(PullError::WentBackwards { last: 6, newest: 5 })
+        ));
+        assert!(matches!(
+            read_json_index(body, "AT".parse().unwrap(), 0),
+            Err(PullError::WrongRegion { .. })
+        ));
+        assert!(matches!(
+            read_json_index(b"{\"region\": \"DE\"", de, 0),
+            Err(PullError::BadIndex(_))
+        ));
+    }
+
+    #[test]
+    fn a_text_index_gives_the_files_after_the_last_taken_in_order() {
+        let body = b"v1/keys/10\r\n  v1/keys/9\n\nv1/keys/11\nv1/keys/10\n".to_vec();
+        let all = ["v1/keys/9", "v1/keys/10", "v1/keys/11"];
+        assert_eq!(read_text_index(body.clone(), None).unwrap(), all);
+        assert_eq!(read_text_index(body, Some("v1/keys/9")).unwrap(), all[1..]);
+        for bad in [vec![0xff, b'\n'], b"v1/keys/1\n../x\n".to_vec()] {
+            assert!(matches!(
+                read_text_index(bad, None),
+                Err(PullError::BadIndex(_))
+            ));
         }
     }
 }
