@@ -86,7 +86,15 @@ impl CodeRequest {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self::default());
         }
-        serde_json::from_slice(body).map_err(|e| DiagnosisError::BadJson(e.to_string()))
+        let bad_json = |e: serde_json::Error| DiagnosisError::BadJson(e.to_string());
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(bad_json)?;
+        // serde would also read the request from an array of its fields in order.
+        if !value.is_object() {
+            return Err(DiagnosisError::BadJson(
+                "the body is not a JSON object".into(),
+            ));
+        }
+        serde_json::from_value(value).map_err(bad_json)
     }
 
     /// The diagnosis requested, checked at `now`.
@@ -170,7 +178,14 @@ mod tests {
                 .report_type,
             Some(ReportType::ConfirmedTest)
         );
-        for bad in [&br#"{"testtype": "confirmed"}"#[..], b"confirmed", b"[]"] {
+        // An array of the fields in order is no request (serde would read one from it).
+        for bad in [
+            &br#"{"testtype": "confirmed"}"#[..],
+            b"confirmed",
+            b"[]",
+            b"[null, null]",
+            br#"["likely", "2023-11-12"]"#,
+        ] {
             assert_eq!(CodeRequest::from_body(bad).unwrap_err().code(), "bad_json");
         }
         for (test_type, date, code) in [

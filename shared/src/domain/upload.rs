@@ -188,14 +188,19 @@ impl PublishRequest {
         }
         let bad_json = |e: serde_json::Error| UploadError::BadJson(e.to_string());
         let mut value: Value = serde_json::from_slice(body).map_err(bad_json)?;
-        if let Value::Object(request) = &mut value {
-            canonical_names(request, &REQUEST_FIELDS)?;
-            if let Some(Value::Array(keys)) = request.get_mut(REQUEST_FIELDS[0]) {
-                for key in keys {
-                    if let Value::Object(key) = key {
-                        canonical_names(key, &KEY_FIELDS)?;
-                    }
-                }
+        // An object and objects only: serde would also read a struct from an array of its
+        // fields in order.
+        let not_object = |what: &str| UploadError::BadJson(format!("{what} is not a JSON object"));
+        let Value::Object(request) = &mut value else {
+            return Err(not_object("the body"));
+        };
+        canonical_names(request, &REQUEST_FIELDS)?;
+        if let Some(Value::Array(keys)) = request.get_mut(REQUEST_FIELDS[0]) {
+            for (index, key) in keys.iter_mut().enumerate() {
+                let Value::Object(key) = key else {
+                    return Err(not_object(&format!("key {index}")));
+                };
+                canonical_names(key, &KEY_FIELDS)?;
             }
         }
         serde_json::from_value(value).map_err(bad_json)
@@ -602,6 +607,22 @@ mod tests {
 
     fn refused(req: PublishRequest) -> &'static str {
         req.validate(&config(), NOW).unwrap_err().code()
+    }
+
+    #[test]
+    fn only_json_objects_are_requests() {
+        let key =
+            r#"{"key": "AAECAwQFBgcICQoLDA0ODw==", "rollingStartNumber": 1, "rollingPeriod": 144}"#;
+        let body = format!(r#"{{"temporaryExposureKeys": [{key}], "verificationPayload": "1"}}"#);
+        assert!(PublishRequest::from_json(body.as_bytes()).is_ok());
+        // serde would read a struct from an array of its fields in order.
+        for bad in [
+            format!(r#"[[{key}], [], "1"]"#),
+            r#"{"temporaryExposureKeys": [["AAECAwQFBgcICQoLDA0ODw==", 1, 144, 0]], "verificationPayload": "1"}"#.to_string(),
+        ] {
+            let refused = PublishRequest::from_json(bad.as_bytes()).unwrap_err();
+            assert_eq!(refused.code(), "bad_json", "{bad}");
+        }
     }
 
     #[test]
