@@ -8,6 +8,7 @@ DATA   ?= enfeed-data
 CARGO  ?= cargo
 PYTHON ?= python3
 RUNS   ?= 20
+FUZZ_SECONDS ?= 30
 
 # The Python tools of the serverless deployment live in a virtualenv at the repository root:
 # moto (the AWS API the tests run against), prometheus-client (its parser checks /metrics) and
@@ -29,21 +30,26 @@ CHECKOV_VERSION  := 3.2.459
 PROMETHEUS_CLIENT_VERSION := 0.26.0
 PLAYWRIGHT_VERSION := 1.65.2
 PYTEST_VERSION   := 8.4.2
+SCHEMATHESIS_VERSION := 4.32.5
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_TARGETS     := export_reader upload certificate peers_file json_index text_index
 LAMBDAS          := ingest codes dataprep consumer feeds
 LAMBDA_TARGET    := aarch64-unknown-linux-gnu
 
-.PHONY: run test test-console bench scale demo lint doc build package lint-template scan-template sam-build \
-	smoke bench-lambda
+.PHONY: run test test-console test-api fuzz bench scale demo lint doc build package lint-template \
+	scan-template sam-build smoke bench-lambda
 
 ## Serve one region: uploads, admin, feeds, scheduled data-prep (Ctrl-C stops it).
 run:
 	$(CARGO) run --release -p enfeed-cli -- serve --region $(REGION) --listen $(LISTEN) --data $(DATA)
 
-## Build and run every test, the serverless ones against a local moto server.
+## Build and run every test, the serverless ones against a local moto server; then check the
+## API against its OpenAPI document.
 test: $(VENV)/.moto-$(MOTO_VERSION) $(VENV)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION) \
 	$(VENV)/.tuf-$(TUF_VERSION)
 	$(CARGO) test --workspace --all-targets --locked
 	$(MAKE) test-console
+	$(MAKE) test-api
 
 ## The console in a real browser: headless Chromium (Debian's package, installed with apt-get
 ## when missing) driven by Playwright against a real `enfeed serve`. A missing browser fails the
@@ -55,6 +61,24 @@ test-console: $(VENV)/.playwright-$(PLAYWRIGHT_VERSION)
 	ENFEED_BIN="$${CARGO_TARGET_DIR:-target}/debug/enfeed" CHROMIUM="$$(command -v chromium)" \
 		CONSOLE_SCREENSHOTS="$${CARGO_TARGET_DIR:-target}/console-screenshots" \
 		PYTHONDONTWRITEBYTECODE=1 $(VENV)/bin/python -m pytest -p no:cacheprovider tests/console
+
+## A real `enfeed serve` on loopback, with a fresh data directory, checked against
+## docs/openapi.yaml by schemathesis: every check on, no 5xx, no answer the document does not
+## describe (tests/api/check_openapi.py).
+test-api: $(VENV)/.schemathesis-$(SCHEMATHESIS_VERSION)
+	$(CARGO) build --locked -p enfeed-cli
+	$(VENV)/bin/python tests/api/check_openapi.py --schema docs/openapi.yaml \
+		--enfeed "$${CARGO_TARGET_DIR:-$(CURDIR)/target}/debug/enfeed" --st $(VENV)/bin/st
+
+## Each fuzz target for FUZZ_SECONDS (fuzz/, docs/testing.md), on the nightly toolchain, with
+## cargo-fuzz installed on first use. New inputs go to fuzz/work/, not to the committed seeds.
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
+	for target in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/work/$$target && \
+		$(CARGO) +nightly fuzz run --sanitizer none $$target fuzz/work/$$target fuzz/corpus/$$target -- \
+			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 || exit 1; \
+	done
 
 ## The Lambda functions for arm64 (provided.al2023): target/lambda/<function>/bootstrap. The
 ## same command `sam build` runs in each function's folder; every setting (strip, LTO, ...) is
@@ -125,6 +149,10 @@ $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION): | $(VENV)/bin/python
 $(VENV)/.playwright-$(PLAYWRIGHT_VERSION): | $(VENV)/bin/python
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
 		'playwright==$(PLAYWRIGHT_VERSION)' 'pytest==$(PYTEST_VERSION)'
+	touch $@
+
+$(VENV)/.schemathesis-$(SCHEMATHESIS_VERSION): | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'schemathesis==$(SCHEMATHESIS_VERSION)'
 	touch $@
 
 $(VENV)/.prometheus-client-$(PROMETHEUS_CLIENT_VERSION): | $(VENV)/bin/python
