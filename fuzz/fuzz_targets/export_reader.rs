@@ -1,10 +1,10 @@
-//! A peer's export zip, read as the consumer reads it: within the default limits, then
-//! verified, then each key checked against the upload rules.
+//! A peer's export zip, read as the consumer reads it: opened within the default limits,
+//! verified, decoded, each key checked against the upload rules.
 #![no_main]
 
 use std::sync::LazyLock;
 
-use enfeed::domain::export::{ExportLimits, read_export};
+use enfeed::domain::export::{ExportLimits, OpenedExport};
 use enfeed::domain::key::interval_of;
 use enfeed::domain::signature::VerificationKey;
 use enfeed::domain::upload::check_key;
@@ -21,13 +21,17 @@ static KEYS: LazyLock<Vec<VerificationKey>> = LazyLock::new(|| {
 
 fuzz_target!(|zip: &[u8]| {
     let limits = ExportLimits::default();
-    let Ok(file) = read_export(zip, &limits) else {
+    let Ok(opened) = OpenedExport::open(zip, &limits) else {
+        return;
+    };
+    // The consumer decodes only a file that verifies; it is decoded here anyway, since a
+    // peer's own key signs whatever the peer wants.
+    let _ = opened.verify(&KEYS);
+    let Ok(file) = opened.decode() else {
         return;
     };
     assert!(file.export_bin().len() as u64 <= limits.max_entry_bytes);
-    // The consumer stops at a file that does not verify; the rest is checked anyway, since a
-    // peer's own key signs whatever the peer wants.
-    let _ = file.verify(&KEYS);
+    assert!(file.keys.len() + file.revised_keys.len() <= limits.max_keys);
     for key in file.keys.iter().chain(&file.revised_keys) {
         let _ = check_key(key, interval_of(NOW));
     }
