@@ -87,11 +87,7 @@ fuzz_target!(|data: &[u8]| {
             let text = String::from_utf8_lossy(rest);
             let (header, claims) = text.split_once('\n').unwrap_or((&text, ""));
             let claims = claims.replace("$TEKMAC", &world.tekmac);
-            let signed = format!(
-                "{}.{}",
-                BASE64URL.encode(header),
-                BASE64URL.encode(claims)
-            );
+            let signed = format!("{}.{}", BASE64URL.encode(header), BASE64URL.encode(claims));
             let signature = world
                 .signer
                 .sign(&SystemRandom::new(), signed.as_bytes())

@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(names) = read_text_index(body.to_vec(), last) else {
         return;
     };
-    assert!(names.iter().all(|name| !name.is_empty() && Some(name.as_str()) != last));
+    assert!(
+        names
+            .iter()
+            .all(|name| !name.is_empty() && Some(name.as_str()) != last)
+    );
     let mut unique = names.clone();
     unique.dedup();
     assert_eq!(unique, names, "each file once");
