@@ -125,9 +125,10 @@ pub fn pad_answer(answer: &mut serde_json::Value) {
         .fill(&mut pick)
         .expect("the system random source works");
     let target = PADDED_SIZE + usize::from(u16::from_be_bytes(pick)) % PADDED_SIZE;
-    // The field's name, quotes and separators take about 14 bytes.
-    let unpadded = answer.to_string().len() + 14;
-    let chars = target.saturating_sub(unpadded).max(16) / 4 * 4;
+    // The field's name, quotes and separators take 13 bytes (`,"padding":""`); base64 comes in
+    // fours, rounded up so that the answer never ends below the target.
+    let unpadded = answer.to_string().len() + 13;
+    let chars = target.saturating_sub(unpadded).max(16).div_ceil(4) * 4;
     let mut bytes = vec![0u8; chars / 4 * 3];
     random
         .fill(&mut bytes)
