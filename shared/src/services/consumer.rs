@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::domain::config::Config;
 use crate::domain::export::{ExportError, ExportLimits, OpenedExport};
 use crate::domain::feed::{Feed, FeedIndex};
-use crate::domain::key::{DiagnosisKey, RegionId, interval_of};
+use crate::domain::key::{DiagnosisKey, RegionId, interval_of, seconds_of};
 use crate::domain::metrics::Metrics;
 use crate::domain::peers::{FeedFormat, PeerConfig, Replication};
 use crate::domain::signature::{KeyWindow, VerificationKey};
@@ -346,10 +346,12 @@ impl Consumer {
         let keys = self.checked_keys(producer, batch, &bytes, now, report)?;
         drop(bytes);
         let count = keys.len();
+        let keys = remote_keys(keys, now, self.retention);
+        report.stale += (count - keys.len()) as u64;
         let inserted = self
             .keys
             .insert(NewKeys {
-                keys: remote_keys(keys, now, self.retention),
+                keys,
                 claim: None,
                 now,
             })
@@ -550,21 +552,46 @@ fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
     parts(a).map(key).cmp(parts(b).map(key))
 }
 
+/// A peer's keys as this region stores them. A remote key's retention is counted from the
+/// key's own rolling start, which is before it reached any backend: so it is never kept longer
+/// than a local key uploaded the same day, however many hops it took (SP3 across regions).
+/// Keys whose retention has already ended are left out.
 fn remote_keys(keys: Vec<DiagnosisKey>, now: UnixSeconds, retention: u64) -> Vec<StoredKey> {
     keys.into_iter()
         .map(|key| StoredKey {
+            expires_at: seconds_of(key.rolling_start).min(now) + retention,
             key,
             origin: Origin::Remote,
             regions: Vec::new(),
             publish_at: now,
-            expires_at: now + retention,
         })
+        .filter(|stored| stored.expires_at > now)
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::key::ReportType;
+
+    #[test]
+    fn a_remote_key_is_kept_from_its_rolling_start_never_past_retention() {
+        let day = 86_400;
+        let now = 100 * day;
+        let key = |start_day: u64| DiagnosisKey {
+            key_data: [start_day as u8; 16],
+            rolling_start: interval_of(start_day * day),
+            rolling_period: 144,
+            transmission_risk: 0,
+            report_type: ReportType::ConfirmedTest,
+            days_since_onset: None,
+        };
+        let stored = remote_keys(vec![key(95), key(80), key(100)], now, 14 * day);
+        let expiry: Vec<_> = stored.iter().map(|s| s.expires_at / day).collect();
+        // Day 80's key ended its 14 days before it arrived: left out.
+        assert_eq!(expiry, [109, 114]);
+        assert!(stored.iter().all(|s| s.origin == Origin::Remote));
+    }
 
     #[test]
     fn index_lines_take_numbers_as_numbers() {
