@@ -55,7 +55,7 @@ fn write_chunk(bencher: divan::Bencher, n: usize) {
     let runtime = runtime();
     bencher
         .counter(divan::counter::ItemsCount::new(n))
-        .bench_local(|| runtime.block_on(write_export(&header(), &keys, &signer)));
+        .bench_local(|| runtime.block_on(write_export(&header(), &keys, &[], &signer)));
 }
 
 /// What a consumer does with a peer's chunk before storing it: unzip, decode, verify the
@@ -64,7 +64,7 @@ fn write_chunk(bencher: divan::Bencher, n: usize) {
 fn read_verify_check(bencher: divan::Bencher, n: usize) {
     let (keys, signer, _dir) = fixture(n);
     let zip = runtime()
-        .block_on(write_export(&header(), &keys, &signer))
+        .block_on(write_export(&header(), &keys, &[], &signer))
         .expect("a chunk");
     let public = signer.verification_keys()[0].to_pem();
     let verification = [VerificationKey::from_pem(&public, "CH", "v1").expect("a key")];

@@ -465,7 +465,7 @@ impl Encoding {
                 batch_num: 1,
                 batch_size: 1,
             };
-            let zip = write_export(&header, &file, &signer).await?;
+            let zip = write_export(&header, &file, &[], &signer).await?;
             samples.push((n as u64, zip.len() as u64));
         }
         samples.sort_unstable();

@@ -41,6 +41,7 @@ async fn store_remote_keys(region: &TestRegion, seed: u8, count: u8) -> BTreeSet
             regions: vec![],
             publish_at: NOW,
             expires_at: NOW + 30 * 86_400,
+            revision: false,
         })
         .collect();
     let set = keys.iter().map(|k| BASE64.encode(k.key.key_data)).collect();
@@ -51,6 +52,7 @@ async fn store_remote_keys(region: &TestRegion, seed: u8, count: u8) -> BTreeSet
             keys,
             claim: None,
             now: NOW,
+            ..NewKeys::default()
         })
         .await
         .unwrap();

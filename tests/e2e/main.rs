@@ -12,6 +12,7 @@ mod protocol;
 mod registry;
 mod replication;
 mod retention;
+mod revisions;
 mod roles;
 mod stories;
 mod upload;

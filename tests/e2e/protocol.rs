@@ -131,7 +131,14 @@ async fn valid_keys_are_kept_and_the_dropped_ones_named() {
 async fn chaff_stores_nothing_counts_against_nothing_and_looks_like_a_success() {
     let region = TestRegion::start("CH").await;
     // A real upload first, so that chaff has something to look like.
-    region.upload(&person_keys(1, 3), &["CH"]).await;
+    let code = region.issue_code().await;
+    let (_, real) = post(
+        &region,
+        &upload_body(&person_keys(1, 3), &["CH"], &code),
+        false,
+    )
+    .await;
+    let real_token = real["revisionToken"].as_str().unwrap().len();
     let before = stored_keys(&region).await;
     // Fifty chaff requests from one address, with codes that would be wrong.
     for i in 0..50 {
@@ -144,6 +151,8 @@ async fn chaff_stores_nothing_counts_against_nothing_and_looks_like_a_success() 
         );
         assert!(answer["padding"].is_string());
         assert!(answer.get("code").is_none(), "{answer}");
+        let token = answer["revisionToken"].as_str().unwrap();
+        assert_eq!(token.len(), real_token, "a token like any other");
     }
     // Even with no body at all.
     let response = region

@@ -104,6 +104,16 @@ impl FakePeer {
 
     /// A chunk signed by this peer, of `keys`, in the header's region `region`.
     pub async fn chunk(&self, keys: &[DiagnosisKey], region: &str) -> Vec<u8> {
+        self.chunk_with_revisions(keys, &[], region).await
+    }
+
+    /// A chunk of `keys` and of `revised` keys (new report types of keys published before).
+    pub async fn chunk_with_revisions(
+        &self,
+        keys: &[DiagnosisKey],
+        revised: &[DiagnosisKey],
+        region: &str,
+    ) -> Vec<u8> {
         let header = ExportHeader {
             start_timestamp: NOW - 3600,
             end_timestamp: NOW,
@@ -111,7 +121,9 @@ impl FakePeer {
             batch_num: 1,
             batch_size: 1,
         };
-        write_export(&header, keys, &self.signer).await.unwrap()
+        write_export(&header, keys, revised, &self.signer)
+            .await
+            .unwrap()
     }
 
     pub async fn serve_chunk(&self, n: u32, keys: &[DiagnosisKey]) {

@@ -2,6 +2,7 @@
 //! moves, an HTTP client for them, and generators of valid uploads.
 
 pub mod fake_peer;
+pub mod key_store;
 pub mod moto;
 
 use std::path::PathBuf;

@@ -264,7 +264,9 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let signer = signer_with_two_versions(dir.path());
         let keys = test_keys(100);
-        let zip = write_export(&test_header(), &keys, &signer).await.unwrap();
+        let zip = write_export(&test_header(), &keys, &[], &signer)
+            .await
+            .unwrap();
 
         let file = read_export(&zip, &ExportLimits::default()).unwrap();
         assert_eq!(file.header, test_header());
@@ -302,7 +304,7 @@ pub(crate) mod tests {
     async fn openssl_verifies_our_signature() {
         let dir = tempfile::tempdir().unwrap();
         let signer = signing_keys::open_or_create(&dir.path().join("keys"), "228").unwrap();
-        let zip = write_export(&test_header(), &test_keys(20), &signer)
+        let zip = write_export(&test_header(), &test_keys(20), &[], &signer)
             .await
             .unwrap();
         let file = read_export(&zip, &ExportLimits::default()).unwrap();
@@ -326,13 +328,15 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let signer = signing_keys::open_or_create(dir.path(), "228").unwrap();
         let keys = test_keys(MAX_KEYS_PER_FILE);
-        let zip = write_export(&test_header(), &keys, &signer).await.unwrap();
+        let zip = write_export(&test_header(), &keys, &[], &signer)
+            .await
+            .unwrap();
         let file = read_export(&zip, &ExportLimits::default()).unwrap();
         assert_eq!(file.keys.len(), MAX_KEYS_PER_FILE);
         file.verify(&signer.verification_keys()).unwrap();
 
         let one_too_many = test_keys(MAX_KEYS_PER_FILE + 1);
-        let error = write_export(&test_header(), &one_too_many, &signer)
+        let error = write_export(&test_header(), &one_too_many, &[], &signer)
             .await
             .unwrap_err();
         assert!(matches!(error, TooManyKeys { count: 500_001 }), "{error}");

@@ -37,6 +37,8 @@ const DEFLATE_LEVEL: i64 = 6;
 /// Keys are appended one by one behind the rest of the message instead of being collected into
 /// it; a test checks that the result equals prost's encoding of the whole message.
 const KEYS_FIELD_KEY: u8 = (7 << 3) | 2;
+/// The same for a revised key (field 8, `revised_keys`).
+const REVISED_KEYS_FIELD_KEY: u8 = (8 << 3) | 2;
 
 /// Bytes one key takes in export.bin when its fields are in range (35), plus slack.
 const ENCODED_KEY_LEN_ESTIMATE: usize = 36;
@@ -299,17 +301,20 @@ pub enum ExportError {
     Unverified { signatures: usize, keys: usize },
 }
 
-/// The export.bin bytes, the part that is signed: the header, then the protobuf.
+/// The export.bin bytes, the part that is signed: the header, then the protobuf with `keys`
+/// and `revised_keys` (keys published before whose report type changed).
 pub fn encode_export_bin(
     header: &ExportHeader,
     signature_infos: &[SignatureInfo],
     keys: &[DiagnosisKey],
+    revised_keys: &[DiagnosisKey],
 ) -> Result<Vec<u8>, ExportError> {
-    if keys.len() > MAX_KEYS_PER_FILE {
-        return Err(ExportError::TooManyKeys { count: keys.len() });
+    let count = keys.len() + revised_keys.len();
+    if count > MAX_KEYS_PER_FILE {
+        return Err(ExportError::TooManyKeys { count });
     }
-    // Every field but the keys; the keys follow as field 7, in order, through one reused
-    // message so that no key costs an allocation.
+    // Every field but the keys; the keys follow as fields 7 and 8, in order, through one
+    // reused message so that no key costs an allocation.
     let envelope = proto::TemporaryExposureKeyExport {
         start_timestamp: Some(header.start_timestamp),
         end_timestamp: Some(header.end_timestamp),
@@ -323,17 +328,22 @@ pub fn encode_export_bin(
         ..Default::default()
     };
     let mut export_bin = Vec::with_capacity(
-        EXPORT_HEADER.len() + envelope.encoded_len() + keys.len() * ENCODED_KEY_LEN_ESTIMATE,
+        EXPORT_HEADER.len() + envelope.encoded_len() + count * ENCODED_KEY_LEN_ESTIMATE,
     );
     export_bin.extend_from_slice(EXPORT_HEADER);
     envelope.encode(&mut export_bin).expect(VEC_GROWS);
     let mut wire_key = proto::TemporaryExposureKey::default();
-    for key in keys {
-        wire_key.set(key);
-        export_bin.push(KEYS_FIELD_KEY);
-        wire_key
-            .encode_length_delimited(&mut export_bin)
-            .expect(VEC_GROWS);
+    for (field, keys) in [
+        (KEYS_FIELD_KEY, keys),
+        (REVISED_KEYS_FIELD_KEY, revised_keys),
+    ] {
+        for key in keys {
+            wire_key.set(key);
+            export_bin.push(field);
+            wire_key
+                .encode_length_delimited(&mut export_bin)
+                .expect(VEC_GROWS);
+        }
     }
     Ok(export_bin)
 }
@@ -856,7 +866,17 @@ pub(crate) mod tests {
     fn streamed_keys_encode_like_the_whole_message() {
         let infos = [SignatureInfo::ecdsa_p256("228", "v1")];
         let keys = test_keys(50);
+        let (keys, revised) = keys.split_at(40);
         let header = test_header();
+        let wire = |keys: &[DiagnosisKey]| {
+            keys.iter()
+                .map(|key| {
+                    let mut wire_key = proto::TemporaryExposureKey::default();
+                    wire_key.set(key);
+                    wire_key
+                })
+                .collect()
+        };
         let whole = proto::TemporaryExposureKeyExport {
             start_timestamp: Some(header.start_timestamp),
             end_timestamp: Some(header.end_timestamp),
@@ -864,18 +884,17 @@ pub(crate) mod tests {
             batch_num: Some(header.batch_num),
             batch_size: Some(header.batch_size),
             signature_infos: infos.iter().map(Into::into).collect(),
-            keys: keys
-                .iter()
-                .map(|key| {
-                    let mut wire_key = proto::TemporaryExposureKey::default();
-                    wire_key.set(key);
-                    wire_key
-                })
-                .collect(),
-            revised_keys: Vec::new(),
+            keys: wire(keys),
+            revised_keys: wire(revised),
         };
-        let streamed = encode_export_bin(&header, &infos, &keys).unwrap();
+        let streamed = encode_export_bin(&header, &infos, keys, revised).unwrap();
         assert_eq!(streamed, export_bin_of(&whole));
+        let zip = zip_export(&streamed, b"").unwrap();
+        let file = read_export(&zip, &ExportLimits::default()).unwrap();
+        assert_eq!(
+            (file.keys.as_slice(), file.revised_keys.as_slice()),
+            (keys, revised)
+        );
     }
 
     #[test]
@@ -947,7 +966,7 @@ pub(crate) mod tests {
 
     #[test]
     fn rejects_broken_zips() {
-        let export_bin = encode_export_bin(&test_header(), &[], &test_keys(10)).unwrap();
+        let export_bin = encode_export_bin(&test_header(), &[], &test_keys(10), &[]).unwrap();
         let zip = zip_export(&export_bin, b"").unwrap();
 
         assert!(matches!(read_error(&zip[..zip.len() - 10]), Zip(_)));
@@ -967,7 +986,7 @@ pub(crate) mod tests {
 
     #[test]
     fn rejects_a_bad_header_or_protobuf() {
-        let export_bin = encode_export_bin(&test_header(), &[], &test_keys(1)).unwrap();
+        let export_bin = encode_export_bin(&test_header(), &[], &test_keys(1), &[]).unwrap();
         let mut version_2 = export_bin.clone();
         version_2[11] = b'2';
         assert!(matches!(
@@ -1041,7 +1060,7 @@ pub(crate) mod tests {
 
     #[test]
     fn keys_past_the_cap_refuse_the_file_before_they_are_decoded() {
-        let export_bin = encode_export_bin(&test_header(), &[], &test_keys(11)).unwrap();
+        let export_bin = encode_export_bin(&test_header(), &[], &test_keys(11), &[]).unwrap();
         let zip = zip_export(&export_bin, b"").unwrap();
         let limits = ExportLimits {
             max_keys: 10,

@@ -9,6 +9,7 @@
 //! - [`signature`]: the identities and public keys that sign and verify export files.
 //! - [`feed`]: feeds, their paths and indexes.
 //! - [`publication`]: data-prep's record of what it published.
+//! - [`retention`]: how long keys are kept (SP3), and to what precision their times (SP2).
 //! - [`revision`]: revision tokens, and which report type changes a revision may make.
 //! - [`access`]: who may read which feed, and the peer identity behind a request.
 //! - [`config`]: a region's settings; [`peers`]: the peers file.
@@ -33,6 +34,7 @@ pub mod peers;
 pub mod publication;
 pub mod recent_errors;
 pub mod registry;
+pub mod retention;
 pub mod revision;
 pub mod secret;
 pub mod signature;

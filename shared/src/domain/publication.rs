@@ -17,6 +17,12 @@ pub struct Publication {
     /// A plan saved but not yet completed.
     pub pending: Option<Plan>,
     pub feeds: BTreeMap<Feed, FeedRecord>,
+    /// When the last run completed.
+    #[serde(default)]
+    pub completed_at: UnixSeconds,
+    /// The declared regions of every key with `publish_at` up to here are dropped (SP2).
+    #[serde(default)]
+    pub regions_dropped_through: UnixSeconds,
 }
 
 /// The chunks one run turns the keys of `(after, through]` into.

@@ -48,6 +48,17 @@ pub struct RevisableKey {
 }
 
 impl RevisableKey {
+    /// The entry of `key` as stored until `expires_at`.
+    pub fn of(key: &DiagnosisKey, expires_at: UnixSeconds) -> Self {
+        Self {
+            key_data: key.key_data,
+            rolling_start: key.rolling_start,
+            rolling_period: key.rolling_period,
+            report_type: key.report_type,
+            expires_at,
+        }
+    }
+
     /// Whether this entry is about `key`: the same key data and validity.
     pub fn covers(&self, key: &DiagnosisKey) -> bool {
         self.key_data == key.key_data

@@ -146,8 +146,6 @@ pub enum UploadError {
     BadReportType(String),
     #[error("hmacKey is not valid base64")]
     BadHmacKey,
-    #[error("key revisions (revisionToken) are not supported yet")]
-    RevisionUnsupported,
     #[error("verificationPayload is missing")]
     MissingVerification,
 }
@@ -174,7 +172,6 @@ impl UploadError {
             Self::OnsetInFuture => "onset_in_future",
             Self::BadReportType(_) => "bad_report_type",
             Self::BadHmacKey => "bad_hmac_key",
-            Self::RevisionUnsupported => "revision_unsupported",
             Self::MissingVerification => "missing_verification",
         }
     }
@@ -208,13 +205,6 @@ impl PublishRequest {
 
     /// Applies every upload rule at time `now` for a backend configured by `config`.
     pub fn validate(self, config: &Config, now: UnixSeconds) -> Result<Upload, UploadError> {
-        if self
-            .revision_token
-            .as_deref()
-            .is_some_and(|t| !t.is_empty())
-        {
-            return Err(UploadError::RevisionUnsupported);
-        }
         if self.verification_payload.trim().is_empty() {
             return Err(UploadError::MissingVerification);
         }
@@ -706,9 +696,6 @@ mod tests {
         let mut report = request(vec![key(1, t, 1)]);
         report.report_type = Some("negative".into());
         assert_eq!(refused(report), "bad_report_type");
-        let mut revision = request(vec![key(1, t, 1)]);
-        revision.revision_token = Some("abc".into());
-        assert_eq!(refused(revision), "revision_unsupported");
         let mut unverified = request(vec![key(1, t, 1)]);
         unverified.verification_payload.clear();
         assert_eq!(refused(unverified), "missing_verification");

@@ -202,7 +202,7 @@ impl From<PublishError> for ApiError {
     fn from(e: PublishError) -> Self {
         let status = match &e {
             PublishError::Invalid(UploadError::BodyTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
-            PublishError::Invalid(_) => StatusCode::BAD_REQUEST,
+            PublishError::Invalid(_) | PublishError::Revision(_) => StatusCode::BAD_REQUEST,
             PublishError::Unauthorized(VerifyError::RateLimited) => StatusCode::TOO_MANY_REQUESTS,
             PublishError::Unauthorized(VerifyError::Store(e)) | PublishError::Store(e) => {
                 return Self::internal(e);

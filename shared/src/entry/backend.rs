@@ -13,6 +13,7 @@ use crate::domain::diagnosis::Diagnosis;
 use crate::domain::key::RegionId;
 use crate::domain::metrics::Metrics;
 use crate::domain::recent_errors::RecentErrors;
+use crate::domain::revision::RevisionKey;
 use crate::domain::secret::Pepper;
 use crate::domain::signature::SignatureInfo;
 use crate::entry::peers::Peering;
@@ -28,6 +29,9 @@ use crate::services::dataprep::{DataPrep, DataPrepError, DataPrepReport};
 use crate::services::federation::RegistryReport;
 use crate::services::feeds::Feeds;
 use crate::services::publish::{PublishError, PublishResponse, Publisher, RecentUploads};
+
+/// What the revision token key is derived from the code pepper for.
+const REVISION_TOKENS: &str = "revision tokens";
 
 /// The ports of one backend. Each operation runs the service that does it over the ports that
 /// service needs (services are a few shared pointers: building one costs nothing).
@@ -50,6 +54,8 @@ pub struct Backend {
     pub recent_uploads: Arc<RecentUploads>,
     /// Where the peers come from (the peers file, the trust registry), when it was given.
     pub peering: Option<Arc<Peering>>,
+    /// Seals and opens revision tokens (derived from the code pepper; none without one).
+    pub revision_key: Option<Arc<RevisionKey>>,
     /// The health authority's staff who issue codes, where the store keeps them (the
     /// embedded one).
     pub code_issuers: Option<CodeIssuers>,
@@ -108,12 +114,16 @@ impl Backend {
         let metrics = Arc::new(Metrics::default());
         let mut codes = OneTimeCodes::new(
             storage.clone(),
-            pepper,
+            pepper.clone(),
             metrics.clone(),
             config.code_lifetime,
         );
         codes.alarm_threshold = config.wrong_code_alarm;
+        let revision_key = pepper
+            .as_ref()
+            .map(|pepper| Arc::new(RevisionKey::new(pepper.derive(REVISION_TOKENS))));
         Self {
+            revision_key,
             metrics,
             verifier: Arc::new(codes.clone()),
             codes,
@@ -226,6 +236,7 @@ impl Backend {
         Publisher::new(
             self.config.clone(),
             self.keys.clone(),
+            self.revision_key.clone(),
             self.verifier.clone(),
             self.clock.clone(),
             self.metrics.clone(),
@@ -290,7 +301,7 @@ impl Backend {
         let now = self.clock.now();
         let interval = self.config.dataprep_interval;
         let (store, last) = match self.publications.load().await {
-            Ok((_, state)) => ("ok".to_string(), state.published_through),
+            Ok((_, state)) => ("ok".to_string(), state.completed_at),
             Err(e) => {
                 tracing::warn!(error = %e, "health check: the store does not answer");
                 ("the store does not answer".to_string(), 0)

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{CodeClaim, StoreError};
 use crate::domain::key::{DiagnosisKey, RegionId, UnixSeconds};
+use crate::domain::retention;
 
 /// Where a stored key came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -29,12 +30,70 @@ pub struct StoredKey {
     pub publish_at: UnixSeconds,
     /// When the key must be gone (SP3): arrival plus the retention period T.
     pub expires_at: UnixSeconds,
+    /// Whether this is a *revision*: a new report type for a key stored (and maybe published)
+    /// before. Revisions go into the `revised_keys` of export files, keys into their `keys`.
+    pub revision: bool,
+}
+
+impl StoredKey {
+    /// A key uploaded here at `now` by a person who declared `regions`, publishable from
+    /// `publish_at` (its arrival, or the end of an embargo), kept to the hour (SP2) and for
+    /// `retention` seconds (SP3).
+    pub fn local(
+        key: DiagnosisKey,
+        regions: Vec<RegionId>,
+        publish_at: UnixSeconds,
+        now: UnixSeconds,
+        retention_period: u64,
+    ) -> Self {
+        Self {
+            key,
+            origin: Origin::Local,
+            regions,
+            publish_at: retention::stored_publish_at(publish_at, now),
+            expires_at: retention::local_expiry(now, retention_period),
+            revision: false,
+        }
+    }
+
+    /// A key pulled from a peer at `now`: publishable from the hour it came, and kept as
+    /// [`retention::remote_expiry`] says.
+    pub fn remote(key: DiagnosisKey, now: UnixSeconds, retention_period: u64) -> Self {
+        Self {
+            expires_at: retention::remote_expiry(&key, now, retention_period),
+            key,
+            origin: Origin::Remote,
+            regions: Vec::new(),
+            publish_at: retention::hour_of(now),
+            revision: false,
+        }
+    }
+
+    /// This key as a revision of the stored key with its key data.
+    pub fn as_revision(mut self) -> Self {
+        self.revision = true;
+        self
+    }
+}
+
+/// What storing a revision does when its key was revised before.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IfRevised {
+    /// Refuse the whole batch with [`StoreError::AlreadyRevised`]: a phone revises a key once.
+    #[default]
+    Refuse,
+    /// Leave that revision out: a peer's file read again revises nothing twice.
+    Skip,
 }
 
 /// Keys to store together, atomically.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct NewKeys {
     pub keys: Vec<StoredKey>,
+    /// New report types for keys stored before (each with `revision` set). A revision of a
+    /// key the store does not hold is stored as a new key.
+    pub revisions: Vec<StoredKey>,
+    pub if_revised: IfRevised,
     pub claim: Option<CodeClaim>,
     pub now: UnixSeconds,
 }
@@ -42,7 +101,7 @@ pub struct NewKeys {
 /// What an insert did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Inserted {
-    /// `n` keys were new and stored; the others were already known (deduplicated).
+    /// `n` keys were new and stored, or revised; the others were already known (deduplicated).
     Stored(u32),
     /// The claim's code had already authorised this very upload: nothing was stored again,
     /// and `n` is what the first attempt stored.
@@ -51,14 +110,18 @@ pub enum Inserted {
 
 /// Stored Diagnosis Keys, ordered by the time they may be published.
 ///
+/// A revision is stored as an entry of its own, published after the key it revises (never in
+/// the same file, never before), and the revised key is marked so that it is revised once.
+///
 /// The store keeps a *seal*: a time up to which data-prep has taken keys. A key is never stored
 /// with a `publish_at` at or before the seal (the store moves it just past it, in the same
 /// transaction), so a data-prep run that read up to the seal can never miss a late writer.
 #[async_trait]
 pub trait KeyStore: Send + Sync {
-    /// Stores new keys, skipping keys already known (by key data), and consumes the claim in the
-    /// same transaction. Fails with [`StoreError::Code`] if the claim's code is unknown,
-    /// expired or used for a different upload.
+    /// Stores new keys, skipping keys already known (by key data), and the revisions, and
+    /// consumes the claim in the same transaction. Fails with [`StoreError::Code`] if the
+    /// claim's code is unknown, expired or used for a different upload, and with
+    /// [`StoreError::AlreadyRevised`] as [`IfRevised::Refuse`] says.
     async fn insert(&self, batch: NewKeys) -> Result<Inserted, StoreError>;
 
     /// Moves the seal forward to `through` (never back) and returns the seal in force.
@@ -71,6 +134,15 @@ pub trait KeyStore: Send + Sync {
         through: UnixSeconds,
         now: UnixSeconds,
     ) -> Result<Vec<StoredKey>, StoreError>;
+
+    /// Drops the declared regions of the keys with `after < publish_at <= through`: data-prep
+    /// has written the per-region files that needed them, and nothing else does (SP2). Returns
+    /// how many keys had regions to drop.
+    async fn forget_regions(
+        &self,
+        after: UnixSeconds,
+        through: UnixSeconds,
+    ) -> Result<u64, StoreError>;
 
     /// Physically removes every key expired at `now` (SP3). Returns how many went.
     async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError>;

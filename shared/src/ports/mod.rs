@@ -38,7 +38,8 @@ pub use consumer_state::{ConsumerStateStore, PeerState};
 pub use fetch::{Fetch, FetchError};
 pub use issuers::{IssuerSource, IssuersUnreadable};
 pub use keys::{
-    Inserted, KeyCounts, KeyStore, NewKeys, Origin, StoredKey, pack_regions, unpack_regions,
+    IfRevised, Inserted, KeyCounts, KeyStore, NewKeys, Origin, StoredKey, pack_regions,
+    unpack_regions,
 };
 pub use publication::PublicationStore;
 pub use registry::{Registry, RegistryError, RegistryTarget};
@@ -53,6 +54,8 @@ pub use crate::domain::signature::SigningError;
 pub enum StoreError {
     #[error(transparent)]
     Code(#[from] CodeRefused),
+    #[error("key {0} was revised before; a key is revised once")]
+    AlreadyRevised(String),
     #[error("storage conflict: {0}")]
     Conflict(String),
     #[error("storage failed: {0}")]

@@ -25,17 +25,19 @@ pub trait Signer: Send + Sync {
     fn verification_keys(&self) -> Vec<VerificationKey>;
 }
 
-/// Writes a signed export zip. Keys are written in the order given (the caller sorts them).
+/// Writes a signed export zip of `keys` and `revised_keys`. Keys are written in the order given
+/// (the caller sorts them).
 ///
 /// Encodes export.bin with the signer's signature infos, signs all of it, encodes export.sig
 /// (one signature per key, with the batch number and size), and zips both.
 pub async fn write_export(
     header: &ExportHeader,
     keys: &[DiagnosisKey],
+    revised_keys: &[DiagnosisKey],
     signer: &dyn Signer,
 ) -> Result<Vec<u8>, ExportError> {
     let signature_infos = signer.signature_infos();
-    let export_bin = encode_export_bin(header, &signature_infos, keys)?;
+    let export_bin = encode_export_bin(header, &signature_infos, keys, revised_keys)?;
     let signatures = signer.sign(&export_bin).await?;
     let export_sig = encode_export_sig(header, &signature_infos, signatures)?;
     zip_export(&export_bin, &export_sig)

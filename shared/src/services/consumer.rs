@@ -27,14 +27,14 @@ use serde::Serialize;
 use crate::domain::config::Config;
 use crate::domain::export::{ExportError, ExportLimits, OpenedExport};
 use crate::domain::feed::{Feed, FeedIndex};
-use crate::domain::key::{DiagnosisKey, RegionId, interval_of, seconds_of};
+use crate::domain::key::{DiagnosisKey, RegionId, interval_of};
 use crate::domain::metrics::Metrics;
 use crate::domain::peers::{FeedFormat, PeerConfig, Replication};
 use crate::domain::signature::{KeyWindow, VerificationKey};
 use crate::domain::upload::{KeyProblem, check_key};
 use crate::ports::{
-    Clock, ConsumerStateStore, Fetch, FetchError, Inserted, KeyStore, NewKeys, Origin, PeerState,
-    StoreError, StoredKey, UnixSeconds,
+    Clock, ConsumerStateStore, Fetch, FetchError, IfRevised, Inserted, KeyStore, NewKeys,
+    PeerState, StoreError, StoredKey, UnixSeconds,
 };
 
 /// Largest index accepted from a producer.
@@ -343,15 +343,22 @@ impl Consumer {
         report: &mut PeerReport,
     ) -> Result<(), PullError> {
         let bytes = producer.fetch.get(url, self.limits.max_zip_bytes).await?;
-        let keys = self.checked_keys(producer, batch, &bytes, now, report)?;
+        let (keys, revised) = self.checked_keys(producer, batch, &bytes, now, report)?;
         drop(bytes);
-        let count = keys.len();
+        let count = keys.len() + revised.len();
         let keys = remote_keys(keys, now, self.retention);
-        report.stale += (count - keys.len()) as u64;
+        let revisions: Vec<StoredKey> = remote_keys(revised, now, self.retention)
+            .into_iter()
+            .map(StoredKey::as_revision)
+            .collect();
+        report.stale += (count - keys.len() - revisions.len()) as u64;
         let inserted = self
             .keys
             .insert(NewKeys {
                 keys,
+                revisions,
+                // A file read again (after a crash, or listed twice) revises nothing twice.
+                if_revised: IfRevised::Skip,
                 claim: None,
                 now,
             })
@@ -363,9 +370,9 @@ impl Consumer {
         Ok(())
     }
 
-    /// The keys of one batch: the file's signature is verified before anything of it is
-    /// decoded; then every key that cannot be read or breaks the rules is dropped and counted,
-    /// and the others are kept.
+    /// The keys and the revised keys of one batch: the file's signature is verified before
+    /// anything of it is decoded; then every key that cannot be read or breaks the rules is
+    /// dropped and counted, and the others are kept.
     fn checked_keys(
         &self,
         producer: &Producer,
@@ -373,7 +380,7 @@ impl Consumer {
         bytes: &[u8],
         now: UnixSeconds,
         report: &mut PeerReport,
-    ) -> Result<Vec<DiagnosisKey>, PullError> {
+    ) -> Result<(Vec<DiagnosisKey>, Vec<DiagnosisKey>), PullError> {
         let file_error = |error| PullError::File {
             batch: batch.to_string(),
             error,
@@ -395,29 +402,34 @@ impl Consumer {
         for (code, count) in &file.malformed.by_code {
             *dropped.entry(*code).or_default() += *count;
         }
-        let mut seen = HashSet::with_capacity(file.keys.len());
-        let mut keys = Vec::with_capacity(file.keys.len());
-        for key in file.keys {
-            if !seen.insert(key.key_data) {
-                *dropped.entry("duplicate_key").or_default() += 1;
-                continue;
-            }
-            match check_key(&key, interval_of(now)) {
-                Ok(()) => keys.push(key),
-                Err(KeyProblem::TooOld) => report.stale += 1,
-                Err(problem) => {
-                    tracing::debug!(peer = %region, %batch, %problem, "key dropped");
-                    *dropped.entry(problem.code()).or_default() += 1;
+        let mut check = |keys: Vec<DiagnosisKey>| {
+            let mut seen = HashSet::with_capacity(keys.len());
+            let mut kept = Vec::with_capacity(keys.len());
+            for key in keys {
+                if !seen.insert(key.key_data) {
+                    *dropped.entry("duplicate_key").or_default() += 1;
+                    continue;
+                }
+                match check_key(&key, interval_of(now)) {
+                    Ok(()) => kept.push(key),
+                    Err(KeyProblem::TooOld) => report.stale += 1,
+                    Err(problem) => {
+                        tracing::debug!(peer = %region, %batch, %problem, "key dropped");
+                        *dropped.entry(problem.code()).or_default() += 1;
+                    }
                 }
             }
-        }
+            kept
+        };
+        let keys = check(file.keys);
+        let revised = check(file.revised_keys);
         if !dropped.is_empty() {
             tracing::warn!(peer = %region, %batch, ?dropped, kept = keys.len(), "keys dropped");
         }
         for (reason, count) in dropped {
             *report.dropped.entry(reason).or_default() += count;
         }
-        Ok(keys)
+        Ok((keys, revised))
     }
 }
 
@@ -558,13 +570,7 @@ fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
 /// Keys whose retention has already ended are left out.
 fn remote_keys(keys: Vec<DiagnosisKey>, now: UnixSeconds, retention: u64) -> Vec<StoredKey> {
     keys.into_iter()
-        .map(|key| StoredKey {
-            expires_at: seconds_of(key.rolling_start).min(now) + retention,
-            key,
-            origin: Origin::Remote,
-            regions: Vec::new(),
-            publish_at: now,
-        })
+        .map(|key| StoredKey::remote(key, now, retention))
         .filter(|stored| stored.expires_at > now)
         .collect()
 }
@@ -590,7 +596,11 @@ mod tests {
         let expiry: Vec<_> = stored.iter().map(|s| s.expires_at / day).collect();
         // Day 80's key ended its 14 days before it arrived: left out.
         assert_eq!(expiry, [109, 114]);
-        assert!(stored.iter().all(|s| s.origin == Origin::Remote));
+        assert!(
+            stored
+                .iter()
+                .all(|s| s.origin == crate::ports::Origin::Remote)
+        );
     }
 
     #[test]

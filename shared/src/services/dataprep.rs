@@ -12,6 +12,11 @@
 //! 4. It records the chunks as published (conditionally again) and rewrites the indexes.
 //! 5. Chunks whose oldest key is about to expire leave their index; a run later their files
 //!    are deleted. Expired keys are purged from the store.
+//! 6. The declared regions of keys published by the runs before are dropped from the store:
+//!    their per-region files are written, and nothing else needs them (SP2).
+//!
+//! Revisions (a key's new report type) go into the `revised_keys` of the files of the run
+//! that reads them, on the same feeds as the key they revise; their key went out earlier.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +32,7 @@ use crate::domain::feed::{Feed, FeedIndex};
 use crate::domain::key::{DiagnosisKey, RegionId};
 use crate::domain::metrics::Metrics;
 use crate::domain::publication::{ChunkRecord, FeedRecord, Plan, PlannedChunk, Publication};
+use crate::domain::retention;
 use crate::ports::{
     BlobError, BlobKind, BlobStore, Clock, KeyStore, Origin, PublicationStore, Signer, StoreError,
     StoredKey, UnixSeconds, write_export,
@@ -56,6 +62,8 @@ pub struct DataPrepReport {
     pub unlisted_chunks: u32,
     pub deleted_chunks: u32,
     pub purged_keys: u64,
+    /// Keys whose declared regions were dropped from the store.
+    pub regions_dropped: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -180,16 +188,23 @@ impl DataPrep {
                     .keys
                     .published_between(plan.after, plan.through, plan.created_at)
                     .await?;
+                let keys = fold_revisions(keys);
                 (plan.clone(), keys)
             }
             None => {
-                // Each run seals past the previous one, even within one second, so that a key stored
+                // Each run seals past the previous one, even within the hour, so that a key stored
                 // just after the previous run (and so just past its seal) is never left waiting.
-                let through = self.keys.seal(now.max(state.published_through + 1)).await?;
+                // The seal is kept to the hour, as keys' times are (SP2): keys stored behind it
+                // are placed a second past it, and tell no more.
+                let through = self
+                    .keys
+                    .seal(retention::hour_of(now).max(state.published_through + 1))
+                    .await?;
                 // A key published before the retention window has expired: never read further back.
-                let retention_start = now.saturating_sub(self.config.retention());
-                let after = state.published_through.max(retention_start);
-                let keys = self.keys.published_between(after, through, now).await?;
+                let after = state
+                    .published_through
+                    .max(retention_start(&self.config, now));
+                let keys = fold_revisions(self.keys.published_between(after, through, now).await?);
                 let plan = plan_chunks(&state, &keys, after, through, now, self.config.region);
                 if !plan.chunks.is_empty() {
                     let planned = Publication {
@@ -203,9 +218,24 @@ impl DataPrep {
             }
         };
         let built = self.build_chunks(&plan, &keys).await?;
+        // The per-region files of every key published by the runs before are written: their
+        // declared regions are needed no more. A run that loses the race to save drops them
+        // again, which changes nothing.
+        let mut regions_dropped = 0;
+        let dropped_through = state
+            .regions_dropped_through
+            .max(retention_start(&self.config, now));
+        if state.published_through > dropped_through {
+            regions_dropped = self
+                .keys
+                .forget_regions(dropped_through, state.published_through)
+                .await?;
+        }
         let mut done = Publication {
             pending: None,
             published_through: plan.through,
+            completed_at: now,
+            regions_dropped_through: state.published_through.max(state.regions_dropped_through),
             ..state
         };
         for chunk in &built {
@@ -216,6 +246,7 @@ impl DataPrep {
         self.publications.save(version, &done).await?;
         let mut report = DataPrepReport {
             chunks: built.into_iter().map(|c| c.published).collect(),
+            regions_dropped,
             ..DataPrepReport::default()
         };
         self.retire_expired(version + 1, done, now, &mut report)
@@ -227,6 +258,7 @@ impl DataPrep {
             unlisted = report.unlisted_chunks,
             deleted = report.deleted_chunks,
             purged = report.purged_keys,
+            regions_dropped = report.regions_dropped,
             "data-prep run complete"
         );
         Ok(report)
@@ -256,7 +288,10 @@ impl DataPrep {
                 .unwrap_or_default();
             let start = (planned.part as usize * MAX_KEYS_PER_FILE).min(feed_keys.len());
             let slice = &feed_keys[start..(start + MAX_KEYS_PER_FILE).min(feed_keys.len())];
-            let mut file_keys: Vec<DiagnosisKey> = slice.iter().map(|k| k.key.clone()).collect();
+            let (revised, keys): (Vec<&StoredKey>, Vec<&StoredKey>) =
+                slice.iter().partition(|k| k.revision);
+            let mut file_keys: Vec<DiagnosisKey> = keys.iter().map(|k| k.key.clone()).collect();
+            let revised_keys: Vec<DiagnosisKey> = revised.iter().map(|k| k.key.clone()).collect();
             let padding = if planned.feed == Feed::Public {
                 pad(&mut file_keys, self.config.padding_min, plan, planned)
             } else {
@@ -270,7 +305,8 @@ impl DataPrep {
                 batch_num: 1,
                 batch_size: 1,
             };
-            let zip = write_export(&header, &file_keys, self.signer.as_ref()).await?;
+            let zip =
+                write_export(&header, &file_keys, &revised_keys, self.signer.as_ref()).await?;
             let bytes = zip.len() as u64;
             let path = planned.feed.chunk_path(planned.number);
             let expires_at = slice
@@ -372,6 +408,33 @@ impl DataPrep {
     }
 }
 
+/// Folds each revision read together with the key it revises into that key: a file never holds
+/// a key and its revision, and the key goes out once, as revised.
+fn fold_revisions(mut keys: Vec<StoredKey>) -> Vec<StoredKey> {
+    let revised: std::collections::HashMap<[u8; 16], DiagnosisKey> = keys
+        .iter()
+        .filter(|k| k.revision)
+        .map(|k| (k.key.key_data, k.key.clone()))
+        .collect();
+    if revised.is_empty() {
+        return keys;
+    }
+    let mut folded = std::collections::HashSet::new();
+    for key in keys.iter_mut().filter(|k| !k.revision) {
+        if let Some(revision) = revised.get(&key.key.key_data) {
+            key.key = revision.clone();
+            folded.insert(key.key.key_data);
+        }
+    }
+    keys.retain(|k| !(k.revision && folded.contains(&k.key.key_data)));
+    keys
+}
+
+/// The earliest publication time of a key not yet expired at `now`.
+fn retention_start(config: &Config, now: UnixSeconds) -> UnixSeconds {
+    now.saturating_sub(config.retention())
+}
+
 /// Assigns chunk numbers to the keys read for `(after, through]`.
 fn plan_chunks(
     state: &Publication,
@@ -462,6 +525,7 @@ mod tests {
             regions: regions.iter().map(|r| r.parse().unwrap()).collect(),
             publish_at: 0,
             expires_at: 0,
+            revision: false,
         }
     }
 
@@ -480,6 +544,24 @@ mod tests {
         );
         let remote: Vec<_> = feeds_of(&stored(Origin::Remote, &[]), own).collect();
         assert_eq!(remote, vec![Feed::Public]);
+    }
+
+    #[test]
+    fn a_revision_read_with_its_key_goes_out_once_as_the_revised_key() {
+        let key = stored(Origin::Local, &["DE"]);
+        let mut revision = key.clone().as_revision();
+        revision.key.report_type = ReportType::Revoked;
+        let mut other = stored(Origin::Remote, &[]).as_revision();
+        other.key.key_data = [8; 16];
+        let folded = fold_revisions(vec![key.clone(), revision, other.clone()]);
+        let revised = StoredKey {
+            key: DiagnosisKey {
+                report_type: ReportType::Revoked,
+                ..key.key
+            },
+            ..key
+        };
+        assert_eq!(folded, vec![revised, other], "a lone revision stays one");
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! consumption of its one-time code, all or nothing. Keys that break a rule of their own are
 //! left out and named in the answer (`partial_failure`), as the reference server does.
 //!
+//! Every success answers a *revision token* (see [`crate::domain::revision`]): an upload that
+//! carries it may send covered keys again with a new report type (likely to confirmed, or to
+//! negative), once per key; those are stored as revisions and published in the next files'
+//! `revised_keys`. Keys a token does not cover are new keys, whatever the token says.
+//!
 //! Apps send chaff (requests marked `X-Chaff`) so that an observer cannot tell who uploads:
 //! a chaff request stores nothing and counts against nothing, and its answer is shaped like a
 //! recent real success and comes after about as long. Every answer is padded to a random
@@ -20,10 +25,14 @@ use serde::Serialize;
 use crate::domain::config::Config;
 use crate::domain::key::ReportType;
 use crate::domain::metrics::Metrics;
+use crate::domain::retention;
+use crate::domain::revision::{
+    RevisableKey, RevisionError, RevisionKey, RevisionToken, Transition, transition,
+};
 use crate::domain::upload::{PublishRequest, UploadError, publish_at};
 use crate::ports::{
-    Clock, CodeRefused, Inserted, KeyStore, NewKeys, Origin, StoreError, StoredKey, UploadVerifier,
-    VerifyError,
+    Clock, CodeRefused, IfRevised, Inserted, KeyStore, NewKeys, StoreError, StoredKey, UnixSeconds,
+    UploadVerifier, VerifyError,
 };
 
 /// The answer to a successful upload.
@@ -37,6 +46,10 @@ pub struct PublishResponse {
     /// Each key left out, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Lets the device revise the keys of this upload (and those its earlier token covered);
+    /// absent where the region keeps no secret to seal tokens with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision_token: Option<String>,
 }
 
 /// The code of a success that left keys out.
@@ -48,6 +61,8 @@ pub enum PublishError {
     Invalid(#[from] UploadError),
     #[error(transparent)]
     Unauthorized(#[from] VerifyError),
+    #[error(transparent)]
+    Revision(#[from] RevisionError),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -64,6 +79,7 @@ impl PublishError {
                 CodeRefused::Used => "code_used",
             },
             PublishError::Unauthorized(VerifyError::Certificate(refused)) => refused.code(),
+            PublishError::Revision(refused) => refused.code(),
             PublishError::Unauthorized(VerifyError::Store(_)) | PublishError::Store(_) => {
                 "internal"
             }
@@ -75,6 +91,7 @@ impl From<StoreError> for PublishError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Code(refused) => PublishError::Unauthorized(refused.into()),
+            StoreError::AlreadyRevised(key) => RevisionError::AlreadyRevised(key).into(),
             other => PublishError::Store(other),
         }
     }
@@ -141,6 +158,8 @@ pub fn pad_answer(answer: &mut serde_json::Value) {
 pub struct Publisher {
     config: Config,
     keys: Arc<dyn KeyStore>,
+    /// Seals and opens revision tokens; none where the region keeps no secret.
+    revision_key: Option<Arc<RevisionKey>>,
     verifier: Arc<dyn UploadVerifier>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -151,6 +170,7 @@ impl Publisher {
     pub fn new(
         config: Config,
         keys: Arc<dyn KeyStore>,
+        revision_key: Option<Arc<RevisionKey>>,
         verifier: Arc<dyn UploadVerifier>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
@@ -159,6 +179,7 @@ impl Publisher {
         Self {
             config,
             keys,
+            revision_key,
             verifier,
             clock,
             metrics,
@@ -176,7 +197,24 @@ impl Publisher {
             inserted_exposures: inserted,
             code: None,
             error: None,
+            // As long as any real token: tokens are padded to the same size.
+            revision_token: self.seal(&RevisionToken::default()),
         }
+    }
+
+    fn seal(&self, token: &RevisionToken) -> Option<String> {
+        let key = self.revision_key.as_ref()?;
+        Some(token.seal(key, self.config.region))
+    }
+
+    /// The token an upload carries, opened; [`RevisionError::InvalidToken`] if it is forged,
+    /// altered, from another region, or every key it covers has expired.
+    fn open(&self, token: &str, now: UnixSeconds) -> Result<RevisionToken, RevisionError> {
+        let key = self
+            .revision_key
+            .as_ref()
+            .ok_or(RevisionError::InvalidToken)?;
+        RevisionToken::open(token, key, self.config.region, now)
     }
 
     /// Takes an upload: parses, validates, verifies, and stores it, all or nothing. `client`
@@ -219,6 +257,16 @@ impl Publisher {
     ) -> Result<PublishResponse, PublishError> {
         let now = self.clock.now();
         let mut upload = PublishRequest::from_json(body)?.validate(&self.config, now)?;
+        // Checked before the authorisation: a bad token costs no code.
+        let mut token = match upload.revision_token.as_deref() {
+            Some(sealed) => self.open(sealed, now)?,
+            None => RevisionToken::default(),
+        };
+        if upload.revision_token.is_some() && !upload.keys.iter().any(|k| token.entry(k).is_some())
+        {
+            // A token for other keys.
+            return Err(RevisionError::InvalidToken.into());
+        }
         let authorization = self.verifier.verify(&upload, client, now).await?;
         upload.certify(
             authorization.report_type,
@@ -227,26 +275,36 @@ impl Publisher {
         if let Some(report_type) = authorization.report_type {
             upload.derive_transmission_risk(report_type);
         }
-        if authorization.report_type == Some(ReportType::Revoked) {
-            // A negative test publishes nothing new; its code is used all the same.
-            upload.keys.clear();
-        }
         let dropped = std::mem::take(&mut upload.dropped);
-        let keys = upload
-            .keys
-            .into_iter()
-            .map(|key| StoredKey {
-                publish_at: publish_at(&key, now, self.config.embargo),
-                expires_at: now + self.config.retention(),
-                key,
-                origin: Origin::Local,
-                regions: upload.regions.clone(),
-            })
-            .collect();
+        let retention = self.config.retention();
+        let (mut keys, mut revisions, mut covered) = (Vec::new(), Vec::new(), Vec::new());
+        for key in upload.keys {
+            let mut expires_at = retention::local_expiry(now, retention);
+            let revise = match token.entry(&key) {
+                Some(entry) => {
+                    expires_at = entry.expires_at;
+                    transition(entry.report_type, key.report_type)? == Transition::Revise
+                }
+                None => false,
+            };
+            // A negative test publishes nothing new; it can only revise.
+            if !revise && authorization.report_type == Some(ReportType::Revoked) {
+                continue;
+            }
+            covered.push(RevisableKey::of(&key, expires_at));
+            let publish_at = publish_at(&key, now, self.config.embargo);
+            let stored = StoredKey::local(key, upload.regions.clone(), publish_at, now, retention);
+            match revise {
+                true => revisions.push(stored.as_revision()),
+                false => keys.push(stored),
+            }
+        }
         let inserted = self
             .keys
             .insert(NewKeys {
                 keys,
+                revisions,
+                if_revised: IfRevised::Refuse,
                 claim: authorization.claim,
                 now,
             })
@@ -259,8 +317,10 @@ impl Publisher {
             inserted = n,
             dropped = dropped.len(),
             replay = matches!(inserted, Inserted::Replayed(_)),
+            revision = upload.revision_token.is_some(),
             "upload stored"
         );
+        token.cover(covered);
         let partial = !dropped.is_empty();
         Ok(PublishResponse {
             inserted_exposures: n,
@@ -269,6 +329,7 @@ impl Publisher {
                 let reasons: Vec<String> = dropped.iter().map(|e| e.to_string()).collect();
                 format!("keys left out: {}", reasons.join("; "))
             }),
+            revision_token: self.seal(&token),
         })
     }
 }

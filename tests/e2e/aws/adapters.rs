@@ -40,6 +40,7 @@ fn stored(byte: u8, origin: Origin, publish_at: u64) -> StoredKey {
         },
         publish_at,
         expires_at: NOW + 30 * DAY,
+        revision: false,
     }
 }
 
@@ -48,6 +49,7 @@ fn batch(keys: Vec<StoredKey>, claim: Option<CodeClaim>) -> NewKeys {
         keys,
         claim,
         now: NOW,
+        ..NewKeys::default()
     }
 }
 
@@ -375,6 +377,7 @@ async fn expired_keys_are_never_read_and_are_purged_with_their_markers() {
             keys: vec![old.clone(), expiring, fresh],
             claim: None,
             now: NOW - 40 * DAY,
+            ..NewKeys::default()
         })
         .await
         .unwrap();
@@ -455,8 +458,8 @@ fn publication(chunks: u32) -> Publication {
     );
     Publication {
         published_through: NOW,
-        pending: None,
         feeds,
+        ..Publication::default()
     }
 }
 
@@ -559,4 +562,11 @@ async fn the_consumer_keeps_its_place_per_peer() {
     };
     state.save_peer(de, &moved).await.unwrap();
     assert_eq!(state.load_peer(de).await.unwrap(), moved);
+}
+
+/// DynamoDB keeps the key store's promises about revisions and declared regions.
+#[tokio::test]
+async fn declared_regions_are_dropped_once_published_and_keys_revised_once() {
+    let cloud = Cloud::start().await;
+    enfeed_tests::key_store::revisions_and_declared_regions(&store(&cloud)).await;
 }

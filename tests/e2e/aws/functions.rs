@@ -269,7 +269,7 @@ async fn the_consumer_pulls_a_peer_feed_into_the_table_and_dataprep_publishes_it
         batch_num: 1,
         batch_size: 1,
     };
-    let chunk = write_export(&header, &keys, &de_signer).await.unwrap();
+    let chunk = write_export(&header, &keys, &[], &de_signer).await.unwrap();
     let (url, server) = serve_peer_feed(chunk).await;
     std::fs::write(
         dir.path().join("de.pem"),

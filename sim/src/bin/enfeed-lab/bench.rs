@@ -122,6 +122,7 @@ async fn dataprep_and_consumer(args: &BenchArgs) -> anyhow::Result<()> {
                 keys,
                 claim: None,
                 now,
+                ..NewKeys::default()
             })
             .await?;
         remaining -= batch;
@@ -224,7 +225,12 @@ fn floor_seconds(files: &[(String, Vec<u8>)]) -> anyhow::Result<f64> {
     let mut floor = Duration::ZERO;
     for (_, zip) in files {
         let file = read_export(zip, &ExportLimits::default())?;
-        let bin = encode_export_bin(&file.header, &file.signature_infos, &file.keys)?;
+        let bin = encode_export_bin(
+            &file.header,
+            &file.signature_infos,
+            &file.keys,
+            &file.revised_keys,
+        )?;
         let started = Instant::now();
         std::hint::black_box(zip_export(&bin, &[])?);
         std::hint::black_box(ring::digest::digest(&ring::digest::SHA256, &bin));
@@ -271,6 +277,7 @@ fn generated_key(
         regions,
         publish_at: now,
         expires_at: now + 30 * 86_400,
+        revision: false,
     }
 }
 

@@ -4,6 +4,8 @@
 
 use std::io::{Read as _, Write as _};
 
+use aws_sdk_dynamodb::types::AttributeValue;
+
 use super::{BUCKET_SECONDS, EXPIRY_SHARDS, Item, TTL_ATTRIBUTE, b, get_b, get_n, get_s, n, s};
 use crate::domain::key::{DiagnosisKey, KEY_LEN, ReportType};
 use crate::ports::{Origin, StoreError, StoredKey, UnixSeconds, pack_regions, unpack_regions};
@@ -82,6 +84,9 @@ pub(super) fn key_item(key: &StoredKey, publish_at: UnixSeconds) -> Item {
     if !key.regions.is_empty() {
         item.insert("rg".into(), s(pack_regions(&key.regions)));
     }
+    if key.revision {
+        item.insert("rvn".into(), AttributeValue::Bool(true));
+    }
     item
 }
 
@@ -119,6 +124,7 @@ pub(super) fn key_from_item(item: &Item) -> Result<StoredKey, StoreError> {
         regions,
         publish_at: get_n(item, "pa")?,
         expires_at: get_n(item, TTL_ATTRIBUTE)?,
+        revision: item.get("rvn").is_some_and(|v| v.as_bool() == Ok(&true)),
     })
 }
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{ConditionCheck, Put, ReturnValue, TransactWriteItem, Update};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::codec::{code_pk, key_from_item, key_item, key_pk, key_sk, seen_pk, seen_pk_of_sk};
 use super::{
@@ -14,9 +16,21 @@ use super::{
     sdk_error, unless_condition_failed,
 };
 use crate::ports::{
-    CodeClaim, Inserted, KeyCounts, KeyStore, NewKeys, Origin, StoreError, StoredKey, UnixSeconds,
-    check_claim,
+    CodeClaim, IfRevised, Inserted, KeyCounts, KeyStore, NewKeys, Origin, StoreError, StoredKey,
+    UnixSeconds, check_claim,
 };
+
+/// The attribute that marks a key item as revised (when): a key is revised once.
+const REVISED_AT: &str = "rva";
+
+/// A stored key that a revision revises.
+pub(super) struct Original {
+    pk: String,
+    sk: String,
+    publish_at: UnixSeconds,
+    expires_at: UnixSeconds,
+    revised: bool,
+}
 
 impl DynamoStore {
     pub(super) async fn read_seal(&self) -> Result<UnixSeconds, StoreError> {
@@ -26,16 +40,66 @@ impl DynamoStore {
         }
     }
 
-    /// One attempt at storing `keys` (already free of duplicates within the batch) with the
-    /// claim, behind `seal`.
+    /// The stored key a revision of `key_data` revises, unless none is stored and unexpired.
+    async fn original_of(
+        &self,
+        key_data: &[u8],
+        now: UnixSeconds,
+    ) -> Result<Option<Original>, StoreError> {
+        let Some(marker) = self.get_item(&seen_pk(key_data), "T").await? else {
+            return Ok(None);
+        };
+        if get_n::<UnixSeconds>(&marker, TTL_ATTRIBUTE)? <= now {
+            return Ok(None);
+        }
+        let (pk, sk) = (get_s(&marker, "kpk")?, get_s(&marker, "ksk")?);
+        let Some(item) = self.get_item(pk, sk).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Original {
+            pk: pk.to_string(),
+            sk: sk.to_string(),
+            publish_at: get_n(&item, "pa")?,
+            expires_at: get_n(&item, TTL_ATTRIBUTE)?,
+            revised: item.contains_key(REVISED_AT),
+        }))
+    }
+
+    /// The revisions of `batch` with the keys they revise; a revision of a key not stored
+    /// joins `keys` as a new key.
+    async fn resolve_revisions(
+        &self,
+        batch: &NewKeys,
+        keys: &mut Vec<StoredKey>,
+    ) -> Result<Vec<(StoredKey, Original)>, StoreError> {
+        let mut revisions = Vec::with_capacity(batch.revisions.len());
+        for revision in &batch.revisions {
+            let data = revision.key.key_data;
+            match self.original_of(&data, batch.now).await? {
+                None if keys.iter().all(|k| k.key.key_data != data) => keys.push(StoredKey {
+                    revision: false,
+                    ..revision.clone()
+                }),
+                None => {}
+                Some(original) if !original.revised => revisions.push((revision.clone(), original)),
+                Some(_) if batch.if_revised == IfRevised::Skip => {}
+                Some(_) => return Err(StoreError::AlreadyRevised(BASE64.encode(data))),
+            }
+        }
+        Ok(revisions)
+    }
+
+    /// One attempt at storing `keys` (already free of duplicates within the batch) and the
+    /// `revisions` of stored keys with the claim, behind `seal`.
     pub(super) fn insert_items(
         &self,
         keys: &[StoredKey],
+        revisions: &[(StoredKey, Original)],
         claim: Option<&CodeClaim>,
         seal: UnixSeconds,
         now: UnixSeconds,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
-        let mut items = Vec::with_capacity(keys.len() * 2 + 2);
+        let mut items = Vec::with_capacity((keys.len() + revisions.len()) * 2 + 2);
         let mut earliest = u64::MAX;
         for key in keys {
             // Never behind the seal: data-prep has already read up to it.
@@ -75,7 +139,49 @@ impl DynamoStore {
                     .build(),
             );
         }
-        if !keys.is_empty() {
+        for (revision, original) in revisions {
+            // Marked once: a concurrent revision of the same key cancels this transaction.
+            items.push(
+                TransactWriteItem::builder()
+                    .update(
+                        Update::builder()
+                            .table_name(&self.table)
+                            .key("pk", s(&original.pk))
+                            .key("sk", s(&original.sk))
+                            .update_expression("SET #rv = :now")
+                            .condition_expression(
+                                "attribute_exists(pk) AND attribute_not_exists(#rv)",
+                            )
+                            .expression_attribute_names("#rv", REVISED_AT)
+                            .expression_attribute_values(":now", n(now))
+                            .build()
+                            .map_err(StoreError::backend)?,
+                    )
+                    .build(),
+            );
+            // After the seal, and after the key it revises: never in a file before it.
+            let publish_at = revision
+                .publish_at
+                .max(seal + 1)
+                .max(original.publish_at + 1);
+            earliest = earliest.min(publish_at);
+            let stored = StoredKey {
+                expires_at: original.expires_at,
+                ..revision.clone()
+            };
+            items.push(
+                TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.table)
+                            .set_item(Some(key_item(&stored, publish_at)))
+                            .build()
+                            .map_err(StoreError::backend)?,
+                    )
+                    .build(),
+            );
+        }
+        if earliest != u64::MAX {
             items.push(
                 TransactWriteItem::builder()
                     .condition_check(
@@ -105,7 +211,7 @@ impl DynamoStore {
                                 "attribute_exists(pk) AND attribute_not_exists(ub) AND ea > :now",
                             )
                             .expression_attribute_values(":digest", b(claim.upload_digest.to_vec()))
-                            .expression_attribute_values(":n", n(keys.len()))
+                            .expression_attribute_values(":n", n(keys.len() + revisions.len()))
                             .expression_attribute_values(":now", n(now))
                             .build()
                             .map_err(StoreError::backend)?,
@@ -133,15 +239,17 @@ impl DynamoStore {
         let mut seen = BTreeSet::new();
         let mut keys: Vec<StoredKey> = batch
             .keys
-            .into_iter()
+            .iter()
             .filter(|k| seen.insert(k.key.key_data))
+            .cloned()
             .collect();
+        let mut revisions = self.resolve_revisions(&batch, &mut keys).await?;
         for _ in 0..MAX_INSERT_ATTEMPTS {
-            if keys.is_empty() && claim.is_none() {
+            if keys.is_empty() && revisions.is_empty() && claim.is_none() {
                 return Ok(Inserted::Stored(0));
             }
             let seal = self.read_seal().await?;
-            let items = self.insert_items(&keys, claim, seal, now)?;
+            let items = self.insert_items(&keys, &revisions, claim, seal, now)?;
             let outcome = self
                 .client
                 .transact_write_items()
@@ -149,7 +257,7 @@ impl DynamoStore {
                 .send()
                 .await;
             let e = match outcome {
-                Ok(_) => return Ok(Inserted::Stored(keys.len() as u32)),
+                Ok(_) => return Ok(Inserted::Stored((keys.len() + revisions.len()) as u32)),
                 Err(e) => e,
             };
             let Some(reasons) = cancellation_reasons(&e) else {
@@ -157,9 +265,12 @@ impl DynamoStore {
             };
             let failed = |i: usize| reasons.get(i).cloned().flatten();
             let checks = |i: usize| failed(i).as_deref() == Some("ConditionalCheckFailed");
-            // Items: key and seen-marker per key, then the seal check, then the code.
-            let seal_index = keys.len() * 2;
-            let code_index = if keys.is_empty() { 0 } else { seal_index + 1 };
+            // Items: key and seen-marker per key, the revised key and its revision per
+            // revision, then the seal check, then the code.
+            let revisions_index = keys.len() * 2;
+            let seal_index = revisions_index + revisions.len() * 2;
+            let writes = !keys.is_empty() || !revisions.is_empty();
+            let code_index = if writes { seal_index + 1 } else { 0 };
             if let Some(claim) = claim.filter(|_| checks(code_index)) {
                 // Another upload consumed the code in the meantime (or this same one did).
                 match check_claim(
@@ -178,6 +289,12 @@ impl DynamoStore {
                     i += 1;
                     !known.contains(&(i - 1))
                 });
+                continue;
+            }
+            if (0..revisions.len()).any(|i| checks(revisions_index + i * 2)) {
+                // A concurrent revision (or purge) of a key revised here: look again.
+                keys.retain(|k| batch.keys.iter().any(|b| b.key.key_data == k.key.key_data));
+                revisions = self.resolve_revisions(&batch, &mut keys).await?;
                 continue;
             }
             if checks(seal_index) {
@@ -233,21 +350,34 @@ impl DynamoStore {
 #[async_trait]
 impl KeyStore for DynamoStore {
     async fn insert(&self, batch: NewKeys) -> Result<Inserted, StoreError> {
-        if batch.keys.len() <= MAX_KEYS_PER_TRANSACTION {
+        let entries = batch.keys.len() + batch.revisions.len();
+        if entries <= MAX_KEYS_PER_TRANSACTION {
             return self.insert_once(batch).await;
         }
         if batch.claim.is_some() {
             return Err(StoreError::backend(format!(
-                "{} keys cannot be stored with a code in one transaction (at most {})",
-                batch.keys.len(),
+                "{entries} keys cannot be stored with a code in one transaction (at most {})",
                 MAX_KEYS_PER_TRANSACTION
             )));
         }
-        // Keys pulled from peers: each slice is atomic, and a repeated slice is deduplicated.
+        // Keys pulled from peers: each slice is atomic, and a repeated slice is deduplicated
+        // (a revision stored before is skipped, as a peer's revisions are).
         let mut stored = 0;
-        for slice in batch.keys.chunks(MAX_KEYS_PER_TRANSACTION) {
+        let slices = batch
+            .keys
+            .chunks(MAX_KEYS_PER_TRANSACTION)
+            .map(|keys| (keys, &[][..]))
+            .chain(
+                batch
+                    .revisions
+                    .chunks(MAX_KEYS_PER_TRANSACTION)
+                    .map(|revisions| (&[][..], revisions)),
+            );
+        for (keys, revisions) in slices {
             let part = NewKeys {
-                keys: slice.to_vec(),
+                keys: keys.to_vec(),
+                revisions: revisions.to_vec(),
+                if_revised: batch.if_revised,
                 claim: None,
                 now: batch.now,
             };
@@ -322,6 +452,75 @@ impl KeyStore for DynamoStore {
         Ok(keys)
     }
 
+    async fn forget_regions(
+        &self,
+        after: UnixSeconds,
+        through: UnixSeconds,
+    ) -> Result<u64, StoreError> {
+        if through <= after {
+            return Ok(0);
+        }
+        let (first, last) = (after + 1, through);
+        let mut declared = Vec::new();
+        // Only local keys are declared for regions.
+        for bucket in first / BUCKET_SECONDS..=last / BUCKET_SECONDS {
+            let mut pages = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .filter_expression("attribute_exists(rg)")
+                .expression_attribute_values(
+                    ":pk",
+                    s(key_pk(Origin::Local, bucket * BUCKET_SECONDS)),
+                )
+                .expression_attribute_values(":from", s(format!("{first:020}")))
+                .expression_attribute_values(":to", s(format!("{last:020}#~")))
+                .projection_expression("pk, sk")
+                .into_paginator()
+                .items()
+                .send();
+            while let Some(item) = pages.next().await {
+                let item = item.map_err(sdk_error)?;
+                declared.push((
+                    get_s(&item, "pk")?.to_string(),
+                    get_s(&item, "sk")?.to_string(),
+                ));
+            }
+        }
+        let mut running = tokio::task::JoinSet::new();
+        let forgotten = declared.len() as u64;
+        for (pk, sk) in declared {
+            if running.len() >= 32 {
+                running
+                    .join_next()
+                    .await
+                    .expect("tasks run")
+                    .map_err(StoreError::backend)??;
+            }
+            let store = self.clone();
+            running.spawn(async move {
+                let removed = store
+                    .client
+                    .update_item()
+                    .table_name(&store.table)
+                    .key("pk", s(pk))
+                    .key("sk", s(sk))
+                    .update_expression("REMOVE rg")
+                    // A key purged meanwhile is not written back.
+                    .condition_expression("attribute_exists(pk)")
+                    .send()
+                    .await;
+                unless_condition_failed(removed).map(|_| ())
+            });
+        }
+        while let Some(done) = running.join_next().await {
+            done.map_err(StoreError::backend)??;
+        }
+        Ok(forgotten)
+    }
+
     async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError> {
         let mut expired = Vec::new();
         for shard in 0..EXPIRY_SHARDS {
@@ -375,7 +574,8 @@ impl KeyStore for DynamoStore {
             .scan()
             .table_name(&self.table)
             .consistent_read(true)
-            .filter_expression("begins_with(pk, :k)")
+            // A revision is a second item of a key counted already.
+            .filter_expression("begins_with(pk, :k) AND attribute_not_exists(rvn)")
             .expression_attribute_values(":k", s("K#"))
             .projection_expression("pk")
             .into_paginator()

@@ -55,6 +55,12 @@ pub(super) struct KeyRecord {
     pub(super) regions: Vec<u8>,
     #[prost(uint64, tag = "8")]
     pub(super) expires_at: u64,
+    /// This row is a revision of a key stored before.
+    #[prost(bool, tag = "9")]
+    pub(super) revision: bool,
+    /// This key has been revised (a row of its revision follows): it is revised once.
+    #[prost(bool, tag = "10")]
+    pub(super) revised: bool,
 }
 
 impl KeyRecord {
@@ -68,6 +74,8 @@ impl KeyRecord {
             remote: k.origin == Origin::Remote,
             regions: pack_regions(&k.regions).into_bytes(),
             expires_at: k.expires_at,
+            revision: k.revision,
+            revised: false,
         }
     }
 
@@ -91,6 +99,7 @@ impl KeyRecord {
             regions,
             publish_at,
             expires_at: self.expires_at,
+            revision: self.revision,
         })
     }
 }

@@ -1,8 +1,10 @@
 //! [`KeyStore`] on the embedded store.
 
 use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use prost::Message as _;
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{ReadableDatabase, ReadableTable};
 
 use super::codec::{CodeRow, Expiring, KeyRecord};
 use super::codes::read_code;
@@ -10,7 +12,7 @@ use super::writer::Tables;
 use super::{KEYS, LocalStore, SEAL, read_u64};
 use crate::domain::key::KEY_LEN;
 use crate::ports::{
-    self, Inserted, KeyCounts, KeyStore, NewKeys, StoreError, StoredKey, UnixSeconds,
+    self, IfRevised, Inserted, KeyCounts, KeyStore, NewKeys, StoreError, StoredKey, UnixSeconds,
 };
 
 #[async_trait]
@@ -36,24 +38,64 @@ impl KeyStore for LocalStore {
             {
                 return Ok(Inserted::Replayed(n));
             }
+            // Every refusal before any write: a refused operation leaves nothing in the batch.
+            let mut revised = Vec::with_capacity(batch.revisions.len());
+            let mut new_keys: Vec<&StoredKey> = batch.keys.iter().collect();
+            for revision in &batch.revisions {
+                let tek = revision.key.key_data;
+                let Some(at) = known.get(&tek).map_err(StoreError::backend)? else {
+                    // A revision of a key never held here is a new key.
+                    new_keys.push(revision);
+                    continue;
+                };
+                let at = at.value();
+                let original = keys
+                    .get((at, tek))
+                    .map_err(StoreError::backend)?
+                    .ok_or_else(|| StoreError::backend("a known key without its row"))?;
+                let original = KeyRecord::decode(original.value()).map_err(StoreError::backend)?;
+                match (original.revised, batch.if_revised) {
+                    (false, _) => revised.push((revision, at, original)),
+                    (true, IfRevised::Skip) => {}
+                    (true, IfRevised::Refuse) => {
+                        return Err(StoreError::AlreadyRevised(BASE64.encode(tek)));
+                    }
+                }
+            }
             let seal = read_u64(meta, SEAL)?;
             let mut stored = 0u32;
             let mut expires = std::collections::BTreeMap::<u64, Expiring>::new();
-            for key in &batch.keys {
+            for key in new_keys {
                 let tek = key.key.key_data;
                 if known.get(&tek).map_err(StoreError::backend)?.is_some() {
                     continue;
                 }
                 // Never behind the seal: data-prep has already read up to it.
                 let publish_at = key.publish_at.max(seal + 1);
-                keys.insert(
-                    (publish_at, tek),
-                    KeyRecord::from_key(key).encode_to_vec().as_slice(),
-                )
-                .map_err(StoreError::backend)?;
+                let mut record = KeyRecord::from_key(key);
+                record.revision = false;
+                keys.insert((publish_at, tek), record.encode_to_vec().as_slice())
+                    .map_err(StoreError::backend)?;
                 known.insert(tek, publish_at).map_err(StoreError::backend)?;
                 expires
                     .entry(key.expires_at)
+                    .or_default()
+                    .push(publish_at, tek);
+                stored += 1;
+            }
+            for (revision, original_at, mut original) in revised {
+                let tek = revision.key.key_data;
+                original.revised = true;
+                keys.insert((original_at, tek), original.encode_to_vec().as_slice())
+                    .map_err(StoreError::backend)?;
+                // After the seal, and after the key it revises: never in a file before it.
+                let publish_at = revision.publish_at.max(seal + 1).max(original_at + 1);
+                let mut record = KeyRecord::from_key(revision);
+                record.expires_at = original.expires_at;
+                keys.insert((publish_at, tek), record.encode_to_vec().as_slice())
+                    .map_err(StoreError::backend)?;
+                expires
+                    .entry(original.expires_at)
                     .or_default()
                     .push(publish_at, tek);
                 stored += 1;
@@ -114,6 +156,31 @@ impl KeyStore for LocalStore {
         .await
     }
 
+    async fn forget_regions(
+        &self,
+        after: UnixSeconds,
+        through: UnixSeconds,
+    ) -> Result<u64, StoreError> {
+        self.write(move |Tables { keys, .. }| {
+            let range = (after + 1, [0; KEY_LEN])..=(through, [0xff; KEY_LEN]);
+            let mut declared = Vec::new();
+            for entry in keys.range(range).map_err(StoreError::backend)? {
+                let (k, v) = entry.map_err(StoreError::backend)?;
+                let record = KeyRecord::decode(v.value()).map_err(StoreError::backend)?;
+                if !record.regions.is_empty() {
+                    declared.push((k.value(), record));
+                }
+            }
+            for (at, mut record) in declared.iter().cloned() {
+                record.regions.clear();
+                keys.insert(at, record.encode_to_vec().as_slice())
+                    .map_err(StoreError::backend)?;
+            }
+            Ok(declared.len() as u64)
+        })
+        .await
+    }
+
     async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError> {
         self.write(move |tables| {
             let Tables {
@@ -157,15 +224,14 @@ impl KeyStore for LocalStore {
             let mut counts = KeyCounts::default();
             for entry in keys.iter().map_err(StoreError::backend)? {
                 let (_, v) = entry.map_err(StoreError::backend)?;
-                match KeyRecord::decode(v.value())
-                    .map_err(StoreError::backend)?
-                    .remote
-                {
-                    true => counts.remote += 1,
-                    false => counts.local += 1,
+                let record = KeyRecord::decode(v.value()).map_err(StoreError::backend)?;
+                // A revision is a second row of a key counted already.
+                match (record.revision, record.remote) {
+                    (true, _) => {}
+                    (false, true) => counts.remote += 1,
+                    (false, false) => counts.local += 1,
                 }
             }
-            debug_assert_eq!(counts.local + counts.remote, keys.len().unwrap_or(0));
             Ok(counts)
         })
         .await
@@ -195,6 +261,7 @@ mod tests {
             regions: Vec::new(),
             publish_at: 100,
             expires_at,
+            revision: false,
         }
     }
 
@@ -203,6 +270,7 @@ mod tests {
             keys,
             claim: None,
             now: 50,
+            ..NewKeys::default()
         };
         store.insert(batch).await.unwrap();
     }

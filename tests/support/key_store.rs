@@ -1,0 +1,98 @@
+//! Promises of the key store port that every adapter must keep, as one test run against each
+//! (the embedded store, and DynamoDB on moto): revisions, and declared regions dropped.
+
+use enfeed::domain::key::{DiagnosisKey, ReportType};
+use enfeed::ports::{IfRevised, Inserted, KeyStore, NewKeys, Origin, StoreError, StoredKey};
+
+use crate::NOW;
+
+const DAY: u64 = 86_400;
+
+fn key(byte: u8, report_type: ReportType) -> DiagnosisKey {
+    DiagnosisKey {
+        key_data: [byte; 16],
+        rolling_start: 2_900_000,
+        rolling_period: 144,
+        transmission_risk: 4,
+        report_type,
+        days_since_onset: None,
+    }
+}
+
+fn local(byte: u8, report_type: ReportType, publish_at: u64) -> StoredKey {
+    StoredKey {
+        key: key(byte, report_type),
+        origin: Origin::Local,
+        regions: vec!["CH".parse().unwrap(), "DE".parse().unwrap()],
+        publish_at,
+        expires_at: NOW + 30 * DAY,
+        revision: false,
+    }
+}
+
+fn revisions(revisions: Vec<StoredKey>, if_revised: IfRevised) -> NewKeys {
+    NewKeys {
+        revisions: revisions.into_iter().map(StoredKey::as_revision).collect(),
+        if_revised,
+        now: NOW,
+        ..NewKeys::default()
+    }
+}
+
+async fn all(store: &dyn KeyStore) -> Vec<StoredKey> {
+    let mut keys = store.published_between(0, NOW + DAY, NOW).await.unwrap();
+    keys.sort_by_key(|k| (k.key.key_data, k.publish_at));
+    keys
+}
+
+/// A key is revised once, by an entry of its own published after it; a revision of a key not
+/// held is a new key; and declared regions go when asked, keys and revisions staying.
+pub async fn revisions_and_declared_regions(store: &dyn KeyStore) {
+    use ReportType::{ConfirmedClinicalDiagnosis as Likely, ConfirmedTest as Confirmed};
+    let original = NewKeys {
+        keys: vec![local(1, Likely, NOW)],
+        now: NOW,
+        ..NewKeys::default()
+    };
+    assert_eq!(store.insert(original).await.unwrap(), Inserted::Stored(1));
+    // Revised in the same second it was stored: still published after it.
+    let first = revisions(
+        vec![local(1, Confirmed, NOW), local(2, Confirmed, NOW)],
+        IfRevised::Refuse,
+    );
+    assert_eq!(store.insert(first).await.unwrap(), Inserted::Stored(2));
+    let keys = all(store).await;
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    let (key, revision, new) = (&keys[0], &keys[1], &keys[2]);
+    assert!(!key.revision && key.key.report_type == Likely);
+    assert!(revision.revision && revision.key.report_type == Confirmed);
+    assert!(revision.publish_at > key.publish_at);
+    assert_eq!(revision.expires_at, key.expires_at);
+    assert!(!new.revision, "a revision of a key not held is a new key");
+    assert_eq!(store.count().await.unwrap().local, 2, "keys, not entries");
+
+    // Once: refused as a phone's, skipped as a peer's file read again.
+    let again = revisions(vec![local(1, ReportType::Revoked, NOW)], IfRevised::Refuse);
+    assert!(matches!(
+        store.insert(again).await,
+        Err(StoreError::AlreadyRevised(_))
+    ));
+    let mut mixed = revisions(vec![local(1, ReportType::Revoked, NOW)], IfRevised::Skip);
+    mixed.keys.push(local(3, Confirmed, NOW));
+    assert_eq!(store.insert(mixed).await.unwrap(), Inserted::Stored(1));
+    assert_eq!(all(store).await.len(), 4);
+
+    // Declared regions go for the range asked, and only there.
+    let dropped = store.forget_regions(0, NOW).await.unwrap();
+    assert_eq!(dropped, 3, "the keys published at NOW");
+    for key in all(store).await {
+        assert_eq!(key.regions.is_empty(), key.publish_at <= NOW, "{key:?}");
+    }
+    assert_eq!(store.forget_regions(0, NOW).await.unwrap(), 0);
+    assert_eq!(store.forget_regions(NOW, NOW + DAY).await.unwrap(), 1);
+    assert!(all(store).await.iter().all(|k| k.regions.is_empty()));
+
+    // And a revision goes with its key.
+    assert_eq!(store.purge_expired(NOW + 30 * DAY).await.unwrap(), 4);
+    assert_eq!(store.count().await.unwrap().local, 0);
+}
