@@ -229,15 +229,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// What python-tuf's ngclient reads: each target's region, or null.
 fn python_reads(url: &str, root: &Path, state: &Path, names: &[&str]) -> serde_json::Value {
-    let python = match std::env::var_os("ENFEED_PYTHON") {
-        Some(path) => PathBuf::from(path),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-    };
-    assert!(
-        python.exists(),
-        "{} does not exist: run `make test`, which installs python-tuf into .venv",
-        python.display()
-    );
+    let python = enfeed_tests::venv_python();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("support/ngclient.py");
     let output = std::process::Command::new(&python)
         .arg(script)

@@ -13,7 +13,7 @@ use enfeed::domain::key::{DiagnosisKey, ReportType};
 use enfeed::ports::Clock as _;
 use enfeed::services::consumer::Poll;
 use enfeed_tests::fake_peer::{FakePeer, keys, plain_http};
-use enfeed_tests::{ADMIN_TOKEN, NOW, TestRegion, key_json, person_keys, upload_body};
+use enfeed_tests::{NOW, TestRegion, key_json, person_keys, upload_body};
 use serde_json::{Value, json};
 
 use crate::replication::{consumer, state_store};
@@ -27,17 +27,9 @@ async fn region(id: &str) -> TestRegion {
 
 /// A code issued with the health authority's test type.
 async fn code(region: &TestRegion, test_type: &str) -> String {
-    let response = region
-        .http
-        .post(region.url("v1/admin/codes"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({ "testType": test_type }))
-        .send()
+    region
+        .issue_code_for(json!({ "testType": test_type }))
         .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
-    body["code"].as_str().unwrap().to_string()
 }
 
 /// Uploads `keys` with a fresh code of `test_type` and, if given, a revision token.
@@ -61,27 +53,8 @@ fn token_of(answer: &Value) -> String {
         .to_string()
 }
 
-/// A chunk as an independent reader sees it: Python's zipfile and the protobuf wire format,
-/// nothing of enfeed's code.
-fn read_independently(zip: &[u8]) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("export.zip");
-    std::fs::write(&file, zip).unwrap();
-    let reader = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/gaen_reader.py");
-    let out = std::process::Command::new("python3")
-        .arg(reader)
-        .arg(&file)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// The newest chunk of `feed`, read independently.
+/// The newest chunk of `feed` as an independent reader sees it: Python's zipfile, the protobuf
+/// wire format and the signature checked with `cryptography`, nothing of enfeed's code.
 async fn newest_chunk(region: &TestRegion, feed: Feed) -> Value {
     let (index, _) = region.download_feed(feed).await;
     let newest = index.chunks.last().copied().expect("a chunk");
@@ -91,7 +64,25 @@ async fn newest_chunk(region: &TestRegion, feed: Feed) -> Value {
         .bytes()
         .await
         .unwrap();
-    read_independently(&zip)
+    let pem = region.verification_keys().await[0].to_pem();
+    let dir = tempfile::tempdir().unwrap();
+    let (file, pem_file) = (dir.path().join("chunk.zip"), dir.path().join("key.pem"));
+    std::fs::write(&file, zip).unwrap();
+    std::fs::write(&pem_file, pem).unwrap();
+    let reader = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/smoke/gaen_check.py");
+    let out = std::process::Command::new(enfeed_tests::venv_python())
+        .arg(reader)
+        .arg("--file")
+        .arg(&file)
+        .arg(&pem_file)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn key_data(keys: &[Value]) -> Vec<String> {

@@ -160,13 +160,19 @@ impl TestRegion {
 
     /// Issues a one-time code over the admin API.
     pub async fn issue_code(&self) -> String {
-        let response = self
+        self.issue_code_for(Value::Null).await
+    }
+
+    /// Issues a one-time code carrying `diagnosis` (`testType`, `symptomDate`; null for none).
+    pub async fn issue_code_for(&self, diagnosis: Value) -> String {
+        let mut request = self
             .http
             .post(self.url("v1/admin/codes"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
+            .bearer_auth(ADMIN_TOKEN);
+        if !diagnosis.is_null() {
+            request = request.json(&diagnosis);
+        }
+        let response = request.send().await.unwrap();
         assert_eq!(response.status(), 201);
         let body: Value = response.json().await.unwrap();
         body["code"].as_str().unwrap().to_string()
@@ -285,6 +291,21 @@ impl TestRegion {
             .flat_map(|f| f.keys.iter().map(|k| BASE64.encode(k.key_data)))
             .collect()
     }
+}
+
+/// The Python of the test tools (`make test` installs moto, python-tuf and the others into
+/// `.venv`), or `ENFEED_PYTHON`.
+pub fn venv_python() -> PathBuf {
+    let python = match std::env::var_os("ENFEED_PYTHON") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
+    };
+    assert!(
+        python.exists(),
+        "{} does not exist: run `make test`, which installs the test tools into .venv",
+        python.display()
+    );
+    python
 }
 
 /// The interval that starts the day `days_ago` days before [`NOW`].

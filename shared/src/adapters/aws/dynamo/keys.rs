@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{ConditionCheck, Put, ReturnValue, TransactWriteItem, Update};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -38,6 +39,51 @@ impl DynamoStore {
             None => Ok(0),
             Some(item) => get_n(&item, "seal"),
         }
+    }
+
+    /// A query of the key items of `origin` published in `first..=last` (all in one day's
+    /// partition, `bucket`), for the caller to filter and run.
+    fn published_query(
+        &self,
+        origin: Origin,
+        bucket: u64,
+        first: UnixSeconds,
+        last: UnixSeconds,
+    ) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", s(key_pk(origin, bucket * BUCKET_SECONDS)))
+            .expression_attribute_values(":from", s(format!("{first:020}")))
+            .expression_attribute_values(":to", s(format!("{last:020}#~")))
+    }
+
+    /// Runs `job` on each item (by its keys), a few dozen at a time: an hour of a large region
+    /// is tens of thousands of items. Counts the items it answers `true` for.
+    async fn on_each_item<F, Fut>(
+        &self,
+        items: Vec<(String, String)>,
+        job: F,
+    ) -> Result<u64, StoreError>
+    where
+        F: Fn(DynamoStore, String, String) -> Fut,
+        Fut: std::future::Future<Output = Result<bool, StoreError>> + Send + 'static,
+    {
+        let mut counted = 0;
+        let mut running = tokio::task::JoinSet::new();
+        for (pk, sk) in items {
+            if running.len() >= 32 {
+                let done = running.join_next().await.expect("tasks run");
+                counted += u64::from(done.map_err(StoreError::backend)??);
+            }
+            running.spawn(job(self.clone(), pk, sk));
+        }
+        while let Some(done) = running.join_next().await {
+            counted += u64::from(done.map_err(StoreError::backend)??);
+        }
+        Ok(counted)
     }
 
     /// The stored key a revision of `key_data` revises, unless none is stored and unexpired.
@@ -427,16 +473,9 @@ impl KeyStore for DynamoStore {
         for origin in [Origin::Local, Origin::Remote] {
             for bucket in first / BUCKET_SECONDS..=last / BUCKET_SECONDS {
                 let mut pages = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .consistent_read(true)
-                    .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                    .published_query(origin, bucket, first, last)
                     .filter_expression("#ttl > :now")
                     .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-                    .expression_attribute_values(":pk", s(key_pk(origin, bucket * BUCKET_SECONDS)))
-                    .expression_attribute_values(":from", s(format!("{first:020}")))
-                    .expression_attribute_values(":to", s(format!("{last:020}#~")))
                     .expression_attribute_values(":now", n(now))
                     .into_paginator()
                     .items()
@@ -465,18 +504,8 @@ impl KeyStore for DynamoStore {
         // Only local keys are declared for regions.
         for bucket in first / BUCKET_SECONDS..=last / BUCKET_SECONDS {
             let mut pages = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .published_query(Origin::Local, bucket, first, last)
                 .filter_expression("attribute_exists(rg)")
-                .expression_attribute_values(
-                    ":pk",
-                    s(key_pk(Origin::Local, bucket * BUCKET_SECONDS)),
-                )
-                .expression_attribute_values(":from", s(format!("{first:020}")))
-                .expression_attribute_values(":to", s(format!("{last:020}#~")))
                 .projection_expression("pk, sk")
                 .into_paginator()
                 .items()
@@ -489,35 +518,22 @@ impl KeyStore for DynamoStore {
                 ));
             }
         }
-        let mut running = tokio::task::JoinSet::new();
         let forgotten = declared.len() as u64;
-        for (pk, sk) in declared {
-            if running.len() >= 32 {
-                running
-                    .join_next()
-                    .await
-                    .expect("tasks run")
-                    .map_err(StoreError::backend)??;
-            }
-            let store = self.clone();
-            running.spawn(async move {
-                let removed = store
-                    .client
-                    .update_item()
-                    .table_name(&store.table)
-                    .key("pk", s(pk))
-                    .key("sk", s(sk))
-                    .update_expression("REMOVE rg")
-                    // A key purged meanwhile is not written back.
-                    .condition_expression("attribute_exists(pk)")
-                    .send()
-                    .await;
-                unless_condition_failed(removed).map(|_| ())
-            });
-        }
-        while let Some(done) = running.join_next().await {
-            done.map_err(StoreError::backend)??;
-        }
+        self.on_each_item(declared, |store, pk, sk| async move {
+            let removed = store
+                .client
+                .update_item()
+                .table_name(&store.table)
+                .key("pk", s(pk))
+                .key("sk", s(sk))
+                .update_expression("REMOVE rg")
+                // A key purged meanwhile is not written back.
+                .condition_expression("attribute_exists(pk)")
+                .send()
+                .await;
+            unless_condition_failed(removed).map(|_| true)
+        })
+        .await?;
         Ok(forgotten)
     }
 
@@ -544,27 +560,10 @@ impl KeyStore for DynamoStore {
                 ));
             }
         }
-        // Deletes run a few dozen at a time: an hour of expired keys at a large region is tens
-        // of thousands of items.
-        let mut purged = 0;
-        let mut running = tokio::task::JoinSet::new();
-        for (pk, sk) in expired {
-            if running.len() >= 32 {
-                purged += u64::from(
-                    running
-                        .join_next()
-                        .await
-                        .expect("tasks run")
-                        .map_err(StoreError::backend)??,
-                );
-            }
-            let store = self.clone();
-            running.spawn(async move { store.purge_key(pk, sk, now).await });
-        }
-        while let Some(done) = running.join_next().await {
-            purged += u64::from(done.map_err(StoreError::backend)??);
-        }
-        Ok(purged)
+        self.on_each_item(expired, move |store, pk, sk| async move {
+            store.purge_key(pk, sk, now).await
+        })
+        .await
     }
 
     async fn count(&self) -> Result<KeyCounts, StoreError> {
