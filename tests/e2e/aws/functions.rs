@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use enfeed::domain::feed::Feed;
+use enfeed::domain::key::ReportType;
 use enfeed::entry::lambda::handlers as lambda;
 use enfeed_tests::{person_keys, upload_body};
 use serde_json::{Value, json};
@@ -323,4 +324,62 @@ async fn the_consumer_pulls_a_peer_feed_into_the_table_and_dataprep_publishes_it
         cloud.key_counts(Feed::AllToAll).await.is_empty(),
         "remote keys never go back to peers"
     );
+}
+
+/// A likely diagnosis confirmed later, through the ingest function: the revision lands in the
+/// `revised_keys` of the next chunks data-prep writes to the bucket, for phones and peers.
+#[tokio::test]
+async fn a_revision_through_api_gateway_reaches_phones_and_peers_as_revised_keys() {
+    let cloud = Cloud::start().await;
+    let keys = person_keys(4, 2);
+    let mut likely = upload_body(&keys, &["CH", "DE"], &issue_code(&cloud).await);
+    likely["reportType"] = json!("likely");
+    let (status, first) = publish(&cloud, &likely, "198.51.100.7").await;
+    assert_eq!(status, 200, "{first}");
+    cloud.clock.advance(60);
+    let backend = cloud.backend().await;
+    lambda::run_dataprep(&backend, scheduled_event("enfeed-dataprep"))
+        .await
+        .unwrap();
+
+    let mut confirmed = upload_body(&keys, &["CH", "DE"], &issue_code(&cloud).await);
+    confirmed["revisionToken"] = first["revisionToken"].clone();
+    let (status, second) = publish(&cloud, &confirmed, "198.51.100.7").await;
+    assert_eq!(
+        (status, second["insertedExposures"].as_u64()),
+        (200, Some(2)),
+        "{second}"
+    );
+    // The phone missed the answer and sends it again: the same answer, nothing revised twice.
+    let (status, again) = publish(&cloud, &confirmed, "198.51.100.7").await;
+    assert_eq!(
+        (status, again["insertedExposures"].as_u64()),
+        (200, Some(2))
+    );
+    cloud.clock.advance(3600);
+    lambda::run_dataprep(&backend, scheduled_event("enfeed-dataprep"))
+        .await
+        .unwrap();
+    for feed in [
+        Feed::Public,
+        Feed::AllToAll,
+        Feed::Region("DE".parse().unwrap()),
+    ] {
+        let (index, files) = cloud.feed_files(feed).await;
+        assert_eq!(index.chunks, [1, 2], "{feed}");
+        let revised = &files[1].revised_keys;
+        assert_eq!(revised.len(), 2, "{feed}");
+        assert!(
+            revised
+                .iter()
+                .all(|k| k.report_type == ReportType::ConfirmedTest)
+        );
+        assert!(files[1].keys.is_empty(), "{feed}");
+        assert!(
+            files[0]
+                .keys
+                .iter()
+                .all(|k| k.report_type == ReportType::ConfirmedClinicalDiagnosis)
+        );
+    }
 }
