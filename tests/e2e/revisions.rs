@@ -310,6 +310,25 @@ async fn a_consumer_imports_a_peers_revised_keys_once_and_phones_get_them() {
             .all(|k| k.report_type == ReportType::ConfirmedTest)
     );
 
+    // A file that holds a key and its revision (revised before it was first exported, as the
+    // reference server writes it): the key is taken once, as revised.
+    let mut both = keys(40, 1);
+    both[0].report_type = ReportType::ConfirmedClinicalDiagnosis;
+    let revised_too = vec![DiagnosisKey {
+        report_type: ReportType::Revoked,
+        ..both[0].clone()
+    }];
+    let file = de.chunk_with_revisions(&both, &revised_too, "DE").await;
+    de.serve("v1/CH/keys/3", file);
+    de.serve_index(&[1, 2, 3], NOW + 1800);
+    assert_eq!(pull.run(Poll::Now).await.peers[0].imported, 1);
+    ch.clock.advance(600);
+    ch.dataprep().await;
+    let (_, files) = ch.download_feed(Feed::Public).await;
+    let newest = files.last().unwrap();
+    assert_eq!(newest.keys, revised_too);
+    assert!(newest.revised_keys.is_empty());
+
     // Read again from the start (a consumer that lost its place): nothing twice.
     let (fresh_state, _fresh) = state_store();
     let again = consumer(&ch.backend, vec![de.producer(plain_http())], fresh_state);

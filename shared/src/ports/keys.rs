@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{CodeClaim, StoreError};
-use crate::domain::key::{DiagnosisKey, RegionId, UnixSeconds};
+use std::collections::{HashMap, HashSet};
+
+use crate::domain::key::{DiagnosisKey, KEY_LEN, RegionId, UnixSeconds};
 use crate::domain::retention;
 
 /// Where a stored key came from.
@@ -157,6 +159,28 @@ pub struct KeyCounts {
     pub remote: u64,
 }
 
+/// Folds each revision that comes together with the key it revises (read in one data-prep run,
+/// or in one peer's file) into that key: the key is stored or published once, as revised.
+pub fn fold_revisions(mut keys: Vec<StoredKey>) -> Vec<StoredKey> {
+    let revised: HashMap<[u8; KEY_LEN], DiagnosisKey> = keys
+        .iter()
+        .filter(|k| k.revision)
+        .map(|k| (k.key.key_data, k.key.clone()))
+        .collect();
+    if revised.is_empty() {
+        return keys;
+    }
+    let mut folded = HashSet::new();
+    for key in keys.iter_mut().filter(|k| !k.revision) {
+        if let Some(revision) = revised.get(&key.key.key_data) {
+            key.key = revision.clone();
+            folded.insert(key.key.key_data);
+        }
+    }
+    keys.retain(|k| !(k.revision && folded.contains(&k.key.key_data)));
+    keys
+}
+
 /// Ends each region ID in the packed form that allows IDs of any length.
 const REGION_END: char = ',';
 
@@ -199,9 +223,38 @@ pub fn unpack_regions(packed: &str) -> Result<Vec<RegionId>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::key::ReportType;
 
     fn regions(ids: &[&str]) -> Vec<RegionId> {
         ids.iter().map(|id| id.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_revision_that_comes_with_its_key_is_folded_into_it() {
+        let key = StoredKey::local(
+            DiagnosisKey {
+                key_data: [7; 16],
+                rolling_start: 2_900_000,
+                rolling_period: 144,
+                transmission_risk: 0,
+                report_type: ReportType::ConfirmedClinicalDiagnosis,
+                days_since_onset: None,
+            },
+            regions(&["DE"]),
+            3600,
+            3600,
+            86_400,
+        );
+        let mut revision = key.clone().as_revision();
+        revision.key.report_type = ReportType::Revoked;
+        let mut other = revision.clone();
+        other.key.key_data = [8; 16];
+        let folded = fold_revisions(vec![key.clone(), revision.clone(), other.clone()]);
+        let revised = StoredKey {
+            key: revision.key,
+            ..key
+        };
+        assert_eq!(folded, vec![revised, other], "a lone revision stays one");
     }
 
     #[test]

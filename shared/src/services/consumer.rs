@@ -34,7 +34,7 @@ use crate::domain::signature::{KeyWindow, VerificationKey};
 use crate::domain::upload::{KeyProblem, check_key};
 use crate::ports::{
     Clock, ConsumerStateStore, Fetch, FetchError, IfRevised, Inserted, KeyStore, NewKeys,
-    PeerState, StoreError, StoredKey, UnixSeconds,
+    PeerState, StoreError, StoredKey, UnixSeconds, fold_revisions,
 };
 
 /// Largest index accepted from a producer.
@@ -346,11 +346,15 @@ impl Consumer {
         let (keys, revised) = self.checked_keys(producer, batch, &bytes, now, report)?;
         drop(bytes);
         let count = keys.len() + revised.len();
-        let keys = remote_keys(keys, now, self.retention);
-        let revisions: Vec<StoredKey> = remote_keys(revised, now, self.retention)
-            .into_iter()
-            .map(StoredKey::as_revision)
-            .collect();
+        let revisions = remote_keys(revised, now, self.retention).map(StoredKey::as_revision);
+        // A file may hold a key and its revision (revised before its first export).
+        let (revisions, keys): (Vec<StoredKey>, Vec<StoredKey>) = fold_revisions(
+            remote_keys(keys, now, self.retention)
+                .chain(revisions)
+                .collect(),
+        )
+        .into_iter()
+        .partition(|k| k.revision);
         report.stale += (count - keys.len() - revisions.len()) as u64;
         let inserted = self
             .keys
@@ -568,11 +572,14 @@ fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
 /// key's own rolling start, which is before it reached any backend: so it is never kept longer
 /// than a local key uploaded the same day, however many hops it took (SP3 across regions).
 /// Keys whose retention has already ended are left out.
-fn remote_keys(keys: Vec<DiagnosisKey>, now: UnixSeconds, retention: u64) -> Vec<StoredKey> {
+fn remote_keys(
+    keys: Vec<DiagnosisKey>,
+    now: UnixSeconds,
+    retention: u64,
+) -> impl Iterator<Item = StoredKey> {
     keys.into_iter()
-        .map(|key| StoredKey::remote(key, now, retention))
-        .filter(|stored| stored.expires_at > now)
-        .collect()
+        .map(move |key| StoredKey::remote(key, now, retention))
+        .filter(move |stored| stored.expires_at > now)
 }
 
 #[cfg(test)]
@@ -592,7 +599,7 @@ mod tests {
             report_type: ReportType::ConfirmedTest,
             days_since_onset: None,
         };
-        let stored = remote_keys(vec![key(95), key(80), key(100)], now, 14 * day);
+        let stored: Vec<_> = remote_keys(vec![key(95), key(80), key(100)], now, 14 * day).collect();
         let expiry: Vec<_> = stored.iter().map(|s| s.expires_at / day).collect();
         // Day 80's key ended its 14 days before it arrived: left out.
         assert_eq!(expiry, [109, 114]);

@@ -35,7 +35,7 @@ use crate::domain::publication::{ChunkRecord, FeedRecord, Plan, PlannedChunk, Pu
 use crate::domain::retention;
 use crate::ports::{
     BlobError, BlobKind, BlobStore, Clock, KeyStore, Origin, PublicationStore, Signer, StoreError,
-    StoredKey, UnixSeconds, write_export,
+    StoredKey, UnixSeconds, fold_revisions, write_export,
 };
 
 /// How often a run retries after losing a race with a concurrent run.
@@ -408,28 +408,6 @@ impl DataPrep {
     }
 }
 
-/// Folds each revision read together with the key it revises into that key: a file never holds
-/// a key and its revision, and the key goes out once, as revised.
-fn fold_revisions(mut keys: Vec<StoredKey>) -> Vec<StoredKey> {
-    let revised: std::collections::HashMap<[u8; 16], DiagnosisKey> = keys
-        .iter()
-        .filter(|k| k.revision)
-        .map(|k| (k.key.key_data, k.key.clone()))
-        .collect();
-    if revised.is_empty() {
-        return keys;
-    }
-    let mut folded = std::collections::HashSet::new();
-    for key in keys.iter_mut().filter(|k| !k.revision) {
-        if let Some(revision) = revised.get(&key.key.key_data) {
-            key.key = revision.clone();
-            folded.insert(key.key.key_data);
-        }
-    }
-    keys.retain(|k| !(k.revision && folded.contains(&k.key.key_data)));
-    keys
-}
-
 /// The earliest publication time of a key not yet expired at `now`.
 fn retention_start(config: &Config, now: UnixSeconds) -> UnixSeconds {
     now.saturating_sub(config.retention())
@@ -544,24 +522,6 @@ mod tests {
         );
         let remote: Vec<_> = feeds_of(&stored(Origin::Remote, &[]), own).collect();
         assert_eq!(remote, vec![Feed::Public]);
-    }
-
-    #[test]
-    fn a_revision_read_with_its_key_goes_out_once_as_the_revised_key() {
-        let key = stored(Origin::Local, &["DE"]);
-        let mut revision = key.clone().as_revision();
-        revision.key.report_type = ReportType::Revoked;
-        let mut other = stored(Origin::Remote, &[]).as_revision();
-        other.key.key_data = [8; 16];
-        let folded = fold_revisions(vec![key.clone(), revision, other.clone()]);
-        let revised = StoredKey {
-            key: DiagnosisKey {
-                report_type: ReportType::Revoked,
-                ..key.key
-            },
-            ..key
-        };
-        assert_eq!(folded, vec![revised, other], "a lone revision stays one");
     }
 
     #[test]
