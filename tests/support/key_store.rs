@@ -82,6 +82,13 @@ pub async fn revisions_and_declared_regions(store: &dyn KeyStore) {
     assert_eq!(store.insert(mixed).await.unwrap(), Inserted::Stored(1));
     assert_eq!(all(store).await.len(), 4);
 
+    // A peer's file never revises a key uploaded here.
+    let mut foreign = local(1, ReportType::Revoked, NOW);
+    foreign.origin = Origin::Remote;
+    let foreign = revisions(vec![foreign], IfRevised::Skip);
+    assert_eq!(store.insert(foreign).await.unwrap(), Inserted::Stored(0));
+    assert_eq!(all(store).await.len(), 4);
+
     // Declared regions go for the range asked, and only there.
     let dropped = store.forget_regions(0, NOW).await.unwrap();
     assert_eq!(dropped, 3, "the keys published at NOW");

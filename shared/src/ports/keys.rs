@@ -113,7 +113,9 @@ pub enum Inserted {
 /// Stored Diagnosis Keys, ordered by the time they may be published.
 ///
 /// A revision is stored as an entry of its own, published after the key it revises (never in
-/// the same file, never before), and the revised key is marked so that it is revised once.
+/// the same file, never before), and the revised key is marked so that it is revised once. A
+/// revision revises a key of its own origin only: a peer's file never revises a key uploaded
+/// here, nor a phone's upload a key pulled from a peer (such a revision is left out).
 ///
 /// The store keeps a *seal*: a time up to which data-prep has taken keys. A key is never stored
 /// with a `publish_at` at or before the seal (the store moves it just past it, in the same

@@ -37,6 +37,17 @@ pub(super) fn key_pk(origin: Origin, publish_at: UnixSeconds) -> String {
     format!("K#{}#{}", origin_tag(origin), publish_at / BUCKET_SECONDS)
 }
 
+/// The origin of the keys of partition `pk` (see [`key_pk`]).
+pub(super) fn origin_of(pk: &str) -> Result<Origin, StoreError> {
+    match pk.split('#').nth(1) {
+        Some("L") => Ok(Origin::Local),
+        Some("R") => Ok(Origin::Remote),
+        _ => Err(StoreError::backend(format!(
+            "{pk:?} is not a key partition"
+        ))),
+    }
+}
+
 pub(super) fn key_sk(publish_at: UnixSeconds, key_data: &[u8]) -> String {
     format!("{publish_at:020}#{}", hex(key_data))
 }
@@ -91,16 +102,7 @@ pub(super) fn key_item(key: &StoredKey, publish_at: UnixSeconds) -> Item {
 }
 
 pub(super) fn key_from_item(item: &Item) -> Result<StoredKey, StoreError> {
-    let pk = get_s(item, "pk")?;
-    let origin = match pk.split('#').nth(1) {
-        Some("L") => Origin::Local,
-        Some("R") => Origin::Remote,
-        _ => {
-            return Err(StoreError::backend(format!(
-                "{pk:?} is not a key partition"
-            )));
-        }
-    };
+    let origin = origin_of(get_s(item, "pk")?)?;
     let key_data: [u8; KEY_LEN] = get_b(item, "kd")
         .and_then(|d| d.try_into().ok())
         .ok_or_else(|| StoreError::backend("key item without 16 bytes of key data"))?;

@@ -10,7 +10,9 @@ use aws_sdk_dynamodb::types::{ConditionCheck, Put, ReturnValue, TransactWriteIte
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use super::codec::{code_pk, key_from_item, key_item, key_pk, key_sk, seen_pk, seen_pk_of_sk};
+use super::codec::{
+    code_pk, key_from_item, key_item, key_pk, key_sk, origin_of, seen_pk, seen_pk_of_sk,
+};
 use super::{
     BUCKET_SECONDS, DynamoStore, EXPIRY_INDEX, EXPIRY_SHARDS, MAX_INSERT_ATTEMPTS,
     MAX_KEYS_PER_TRANSACTION, SEAL_PK, TTL_ATTRIBUTE, b, cancellation_reasons, get_n, get_s, n, s,
@@ -26,6 +28,7 @@ const REVISED_AT: &str = "rva";
 
 /// A stored key that a revision revises.
 pub(super) struct Original {
+    origin: Origin,
     pk: String,
     sk: String,
     publish_at: UnixSeconds,
@@ -103,6 +106,7 @@ impl DynamoStore {
             return Ok(None);
         };
         Ok(Some(Original {
+            origin: origin_of(pk)?,
             pk: pk.to_string(),
             sk: sk.to_string(),
             publish_at: get_n(&item, "pa")?,
@@ -127,6 +131,8 @@ impl DynamoStore {
                     ..revision.clone()
                 }),
                 None => {}
+                // A peer's file never revises a key uploaded here, nor a phone a peer's.
+                Some(original) if original.origin != revision.origin => {}
                 Some(original) if !original.revised => revisions.push((revision.clone(), original)),
                 Some(_) if batch.if_revised == IfRevised::Skip => {}
                 Some(_) => return Err(StoreError::AlreadyRevised(BASE64.encode(data))),

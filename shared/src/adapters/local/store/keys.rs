@@ -12,7 +12,8 @@ use super::writer::Tables;
 use super::{KEYS, LocalStore, SEAL, read_u64};
 use crate::domain::key::KEY_LEN;
 use crate::ports::{
-    self, IfRevised, Inserted, KeyCounts, KeyStore, NewKeys, StoreError, StoredKey, UnixSeconds,
+    self, IfRevised, Inserted, KeyCounts, KeyStore, NewKeys, Origin, StoreError, StoredKey,
+    UnixSeconds,
 };
 
 #[async_trait]
@@ -54,6 +55,10 @@ impl KeyStore for LocalStore {
                     .map_err(StoreError::backend)?
                     .ok_or_else(|| StoreError::backend("a known key without its row"))?;
                 let original = KeyRecord::decode(original.value()).map_err(StoreError::backend)?;
+                if original.remote != (revision.origin == Origin::Remote) {
+                    // A peer's file never revises a key uploaded here, nor a phone a peer's.
+                    continue;
+                }
                 match (original.revised, batch.if_revised) {
                     (false, _) => revised.push((revision, at, original)),
                     (true, IfRevised::Skip) => {}
