@@ -42,6 +42,7 @@ async fn store_remote_keys(region: &TestRegion, seed: u8, count: u8) -> BTreeSet
             publish_at: NOW,
             expires_at: NOW + 30 * 86_400,
             revision: false,
+            peer: None,
         })
         .collect();
     let set = keys.iter().map(|k| BASE64.encode(k.key.key_data)).collect();

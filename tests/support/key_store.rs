@@ -1,7 +1,7 @@
 //! Promises of the key store port that every adapter must keep, as one test run against each
 //! (the embedded store, and DynamoDB on moto): revisions, and declared regions dropped.
 
-use enfeed::domain::key::{DiagnosisKey, ReportType};
+use enfeed::domain::key::{DiagnosisKey, ReportType, interval_of};
 use enfeed::ports::{IfRevised, Inserted, KeyStore, NewKeys, Origin, StoreError, StoredKey};
 
 use crate::NOW;
@@ -27,6 +27,7 @@ fn local(byte: u8, report_type: ReportType, publish_at: u64) -> StoredKey {
         publish_at,
         expires_at: NOW + 30 * DAY,
         revision: false,
+        peer: None,
     }
 }
 
@@ -63,11 +64,11 @@ pub async fn revisions_and_declared_regions(store: &dyn KeyStore) {
     assert_eq!(store.insert(first).await.unwrap(), Inserted::Stored(2));
     let keys = all(store).await;
     assert_eq!(keys.len(), 3, "{keys:?}");
-    let (key, revision, new) = (&keys[0], &keys[1], &keys[2]);
-    assert!(!key.revision && key.key.report_type == Likely);
+    let (revised, revision, new) = (&keys[0], &keys[1], &keys[2]);
+    assert!(!revised.revision && revised.key.report_type == Likely);
     assert!(revision.revision && revision.key.report_type == Confirmed);
-    assert!(revision.publish_at > key.publish_at);
-    assert_eq!(revision.expires_at, key.expires_at);
+    assert!(revision.publish_at > revised.publish_at);
+    assert_eq!(revision.expires_at, revised.expires_at);
     assert!(!new.revision, "a revision of a key not held is a new key");
     assert_eq!(store.count().await.unwrap().local, 2, "keys, not entries");
 
@@ -82,24 +83,58 @@ pub async fn revisions_and_declared_regions(store: &dyn KeyStore) {
     assert_eq!(store.insert(mixed).await.unwrap(), Inserted::Stored(1));
     assert_eq!(all(store).await.len(), 4);
 
-    // A peer's file never revises a key uploaded here.
-    let mut foreign = local(1, ReportType::Revoked, NOW);
-    foreign.origin = Origin::Remote;
-    let foreign = revisions(vec![foreign], IfRevised::Skip);
-    assert_eq!(store.insert(foreign).await.unwrap(), Inserted::Stored(0));
-    assert_eq!(all(store).await.len(), 4);
+    // A peer's file revises the keys pulled from that peer only: never a key uploaded here,
+    // nor another peer's.
+    let (de, fr) = ("DE".parse().unwrap(), "FR".parse().unwrap());
+    // Used yesterday: a remote key is kept from its rolling start.
+    let recent = |report_type| DiagnosisKey {
+        rolling_start: interval_of(NOW - DAY),
+        ..key(9, report_type)
+    };
+    let pulled = NewKeys {
+        keys: vec![StoredKey::remote(recent(Likely), de, NOW, 30 * DAY)],
+        now: NOW,
+        ..NewKeys::default()
+    };
+    assert_eq!(store.insert(pulled).await.unwrap(), Inserted::Stored(1));
+    for (key, peer) in [
+        (key(1, ReportType::Revoked), de),
+        (recent(ReportType::Revoked), fr),
+    ] {
+        let foreign = StoredKey::remote(key, peer, NOW, 30 * DAY);
+        let foreign = revisions(vec![foreign], IfRevised::Skip);
+        assert_eq!(store.insert(foreign).await.unwrap(), Inserted::Stored(0));
+    }
+    let own = StoredKey::remote(recent(ReportType::Revoked), de, NOW, 30 * DAY);
+    let own = revisions(vec![own], IfRevised::Skip);
+    assert_eq!(store.insert(own).await.unwrap(), Inserted::Stored(1));
+    let remote: Vec<StoredKey> = all(store)
+        .await
+        .into_iter()
+        .filter(|k| k.origin == Origin::Remote)
+        .collect();
+    assert_eq!(remote.len(), 2);
+    assert!(remote.iter().all(|k| k.peer == Some(de)));
+    assert!(remote[1].revision && remote[1].key.report_type == ReportType::Revoked);
+    assert_eq!(store.count().await.unwrap().remote, 1);
+    assert_eq!(all(store).await.len(), 6);
 
     // Declared regions go for the range asked, and only there.
     let dropped = store.forget_regions(0, NOW).await.unwrap();
-    assert_eq!(dropped, 3, "the keys published at NOW");
+    assert_eq!(dropped, 3, "the local keys published at NOW");
     for key in all(store).await {
-        assert_eq!(key.regions.is_empty(), key.publish_at <= NOW, "{key:?}");
+        let remote = key.origin == Origin::Remote;
+        assert_eq!(
+            key.regions.is_empty(),
+            remote || key.publish_at <= NOW,
+            "{key:?}"
+        );
     }
     assert_eq!(store.forget_regions(0, NOW).await.unwrap(), 0);
     assert_eq!(store.forget_regions(NOW, NOW + DAY).await.unwrap(), 1);
     assert!(all(store).await.iter().all(|k| k.regions.is_empty()));
 
     // And a revision goes with its key.
-    assert_eq!(store.purge_expired(NOW + 30 * DAY).await.unwrap(), 4);
-    assert_eq!(store.count().await.unwrap().local, 0);
+    assert_eq!(store.purge_expired(NOW + 30 * DAY).await.unwrap(), 6);
+    assert_eq!(store.count().await.unwrap(), Default::default());
 }

@@ -35,6 +35,8 @@ pub struct StoredKey {
     /// Whether this is a *revision*: a new report type for a key stored (and maybe published)
     /// before. Revisions go into the `revised_keys` of export files, keys into their `keys`.
     pub revision: bool,
+    /// For a remote key, the peer it was pulled from: only that peer's files revise it.
+    pub peer: Option<RegionId>,
 }
 
 impl StoredKey {
@@ -55,12 +57,18 @@ impl StoredKey {
             publish_at: retention::stored_publish_at(publish_at, now),
             expires_at: retention::local_expiry(now, retention_period),
             revision: false,
+            peer: None,
         }
     }
 
-    /// A key pulled from a peer at `now`: publishable from the hour it came, and kept as
+    /// A key pulled from `peer` at `now`: publishable from the hour it came, and kept as
     /// [`retention::remote_expiry`] says.
-    pub fn remote(key: DiagnosisKey, now: UnixSeconds, retention_period: u64) -> Self {
+    pub fn remote(
+        key: DiagnosisKey,
+        peer: RegionId,
+        now: UnixSeconds,
+        retention_period: u64,
+    ) -> Self {
         Self {
             expires_at: retention::remote_expiry(&key, now, retention_period),
             key,
@@ -68,7 +76,14 @@ impl StoredKey {
             regions: Vec::new(),
             publish_at: retention::hour_of(now),
             revision: false,
+            peer: Some(peer),
         }
+    }
+
+    /// Whether this revision may revise `original`, stored with `origin` from `peer`: a
+    /// phone's upload revises keys uploaded here, a peer's file the keys pulled from it.
+    pub fn may_revise(&self, origin: Origin, peer: Option<RegionId>) -> bool {
+        self.origin == origin && self.peer == peer
     }
 
     /// This key as a revision of the stored key with its key data.
@@ -114,8 +129,9 @@ pub enum Inserted {
 ///
 /// A revision is stored as an entry of its own, published after the key it revises (never in
 /// the same file, never before), and the revised key is marked so that it is revised once. A
-/// revision revises a key of its own origin only: a peer's file never revises a key uploaded
-/// here, nor a phone's upload a key pulled from a peer (such a revision is left out).
+/// revision revises a key of its own origin only ([`StoredKey::may_revise`]): a peer's file
+/// revises only the keys pulled from that peer, never a key uploaded here or another peer's, and
+/// a phone's upload never a key pulled from a peer (such a revision is left out).
 ///
 /// The store keeps a *seal*: a time up to which data-prep has taken keys. A key is never stored
 /// with a `publish_at` at or before the seal (the store moves it just past it, in the same

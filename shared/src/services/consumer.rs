@@ -346,10 +346,11 @@ impl Consumer {
         let (keys, revised) = self.checked_keys(producer, batch, &bytes, now, report)?;
         drop(bytes);
         let count = keys.len() + revised.len();
-        let revisions = remote_keys(revised, now, self.retention).map(StoredKey::as_revision);
+        let peer = producer.config.region;
+        let revisions = remote_keys(revised, peer, now, self.retention).map(StoredKey::as_revision);
         // A file may hold a key and its revision (revised before its first export).
         let (revisions, keys): (Vec<StoredKey>, Vec<StoredKey>) = fold_revisions(
-            remote_keys(keys, now, self.retention)
+            remote_keys(keys, peer, now, self.retention)
                 .chain(revisions)
                 .collect(),
         )
@@ -574,11 +575,12 @@ fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
 /// Keys whose retention has already ended are left out.
 fn remote_keys(
     keys: Vec<DiagnosisKey>,
+    peer: RegionId,
     now: UnixSeconds,
     retention: u64,
 ) -> impl Iterator<Item = StoredKey> {
     keys.into_iter()
-        .map(move |key| StoredKey::remote(key, now, retention))
+        .map(move |key| StoredKey::remote(key, peer, now, retention))
         .filter(move |stored| stored.expires_at > now)
 }
 
@@ -599,7 +601,13 @@ mod tests {
             report_type: ReportType::ConfirmedTest,
             days_since_onset: None,
         };
-        let stored: Vec<_> = remote_keys(vec![key(95), key(80), key(100)], now, 14 * day).collect();
+        let stored: Vec<_> = remote_keys(
+            vec![key(95), key(80), key(100)],
+            "DE".parse().unwrap(),
+            now,
+            14 * day,
+        )
+        .collect();
         let expiry: Vec<_> = stored.iter().map(|s| s.expires_at / day).collect();
         // Day 80's key ended its 14 days before it arrived: left out.
         assert_eq!(expiry, [109, 114]);

@@ -504,6 +504,7 @@ mod tests {
             publish_at: 0,
             expires_at: 0,
             revision: false,
+            peer: None,
         }
     }
 

@@ -41,6 +41,7 @@ fn stored(byte: u8, origin: Origin, publish_at: u64) -> StoredKey {
         publish_at,
         expires_at: NOW + 30 * DAY,
         revision: false,
+        peer: None,
     }
 }
 

@@ -278,6 +278,7 @@ fn generated_key(
         publish_at: now,
         expires_at: now + 30 * 86_400,
         revision: false,
+        peer: None,
     }
 }
 

@@ -7,7 +7,7 @@ use std::io::{Read as _, Write as _};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{BUCKET_SECONDS, EXPIRY_SHARDS, Item, TTL_ATTRIBUTE, b, get_b, get_n, get_s, n, s};
-use crate::domain::key::{DiagnosisKey, KEY_LEN, ReportType};
+use crate::domain::key::{DiagnosisKey, KEY_LEN, RegionId, ReportType};
 use crate::ports::{Origin, StoreError, StoredKey, UnixSeconds, pack_regions, unpack_regions};
 
 pub(super) fn hex(bytes: &[u8]) -> String {
@@ -98,7 +98,18 @@ pub(super) fn key_item(key: &StoredKey, publish_at: UnixSeconds) -> Item {
     if key.revision {
         item.insert("rvn".into(), AttributeValue::Bool(true));
     }
+    if let Some(peer) = key.peer {
+        item.insert("pr".into(), s(peer.to_string()));
+    }
     item
+}
+
+/// The peer a remote key item was pulled from, if it was recorded.
+pub(super) fn peer_of(item: &Item) -> Result<Option<RegionId>, StoreError> {
+    item.get("pr")
+        .and_then(|v| v.as_s().ok())
+        .map(|peer| peer.parse().map_err(StoreError::backend))
+        .transpose()
 }
 
 pub(super) fn key_from_item(item: &Item) -> Result<StoredKey, StoreError> {
@@ -127,6 +138,7 @@ pub(super) fn key_from_item(item: &Item) -> Result<StoredKey, StoreError> {
         publish_at: get_n(item, "pa")?,
         expires_at: get_n(item, TTL_ATTRIBUTE)?,
         revision: item.get("rvn").is_some_and(|v| v.as_bool() == Ok(&true)),
+        peer: peer_of(item)?,
     })
 }
 

@@ -11,13 +11,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::codec::{
-    code_pk, key_from_item, key_item, key_pk, key_sk, origin_of, seen_pk, seen_pk_of_sk,
+    code_pk, key_from_item, key_item, key_pk, key_sk, origin_of, peer_of, seen_pk, seen_pk_of_sk,
 };
 use super::{
     BUCKET_SECONDS, DynamoStore, EXPIRY_INDEX, EXPIRY_SHARDS, MAX_INSERT_ATTEMPTS,
     MAX_KEYS_PER_TRANSACTION, SEAL_PK, TTL_ATTRIBUTE, b, cancellation_reasons, get_n, get_s, n, s,
     sdk_error, unless_condition_failed,
 };
+use crate::domain::key::RegionId;
 use crate::ports::{
     CodeClaim, IfRevised, Inserted, KeyCounts, KeyStore, NewKeys, Origin, StoreError, StoredKey,
     UnixSeconds, check_claim,
@@ -29,6 +30,7 @@ const REVISED_AT: &str = "rva";
 /// A stored key that a revision revises.
 pub(super) struct Original {
     origin: Origin,
+    peer: Option<RegionId>,
     pk: String,
     sk: String,
     publish_at: UnixSeconds,
@@ -107,6 +109,7 @@ impl DynamoStore {
         };
         Ok(Some(Original {
             origin: origin_of(pk)?,
+            peer: peer_of(&item)?,
             pk: pk.to_string(),
             sk: sk.to_string(),
             publish_at: get_n(&item, "pa")?,
@@ -131,8 +134,7 @@ impl DynamoStore {
                     ..revision.clone()
                 }),
                 None => {}
-                // A peer's file never revises a key uploaded here, nor a phone a peer's.
-                Some(original) if original.origin != revision.origin => {}
+                Some(original) if !revision.may_revise(original.origin, original.peer) => {}
                 Some(original) if !original.revised => revisions.push((revision.clone(), original)),
                 Some(_) if batch.if_revised == IfRevised::Skip => {}
                 Some(_) => return Err(StoreError::AlreadyRevised(BASE64.encode(data))),

@@ -2,7 +2,7 @@
 //! issuers as protobuf records, and the keys of one write that expire together.
 
 use crate::domain::diagnosis::Diagnosis;
-use crate::domain::key::{DiagnosisKey, KEY_LEN, ReportType};
+use crate::domain::key::{DiagnosisKey, KEY_LEN, RegionId, ReportType};
 use crate::ports::{CodeUse, Origin, StoreError, StoredKey, pack_regions, unpack_regions};
 
 pub(super) type Tek = [u8; KEY_LEN];
@@ -61,9 +61,27 @@ pub(super) struct KeyRecord {
     /// This key has been revised (a row of its revision follows): it is revised once.
     #[prost(bool, tag = "10")]
     pub(super) revised: bool,
+    /// The peer a remote key was pulled from.
+    #[prost(string, optional, tag = "11")]
+    pub(super) peer: Option<String>,
 }
 
 impl KeyRecord {
+    /// The peer a remote key was pulled from, if it was recorded.
+    pub(super) fn peer_region(&self) -> Result<Option<RegionId>, StoreError> {
+        self.peer
+            .as_deref()
+            .map(|peer| peer.parse().map_err(StoreError::backend))
+            .transpose()
+    }
+
+    pub(super) fn origin(&self) -> Origin {
+        match self.remote {
+            true => Origin::Remote,
+            false => Origin::Local,
+        }
+    }
+
     pub(super) fn from_key(k: &StoredKey) -> Self {
         Self {
             rolling_start: k.key.rolling_start as i32,
@@ -76,6 +94,7 @@ impl KeyRecord {
             expires_at: k.expires_at,
             revision: k.revision,
             revised: false,
+            peer: k.peer.map(|peer| peer.to_string()),
         }
     }
 
@@ -91,15 +110,12 @@ impl KeyRecord {
                 report_type: ReportType::from_i32(self.report_type),
                 days_since_onset: self.days_since_onset,
             },
-            origin: if self.remote {
-                Origin::Remote
-            } else {
-                Origin::Local
-            },
+            origin: self.origin(),
             regions,
             publish_at,
             expires_at: self.expires_at,
             revision: self.revision,
+            peer: self.peer_region()?,
         })
     }
 }

@@ -12,8 +12,7 @@ use super::writer::Tables;
 use super::{KEYS, LocalStore, SEAL, read_u64};
 use crate::domain::key::KEY_LEN;
 use crate::ports::{
-    self, IfRevised, Inserted, KeyCounts, KeyStore, NewKeys, Origin, StoreError, StoredKey,
-    UnixSeconds,
+    self, IfRevised, Inserted, KeyCounts, KeyStore, NewKeys, StoreError, StoredKey, UnixSeconds,
 };
 
 #[async_trait]
@@ -55,8 +54,7 @@ impl KeyStore for LocalStore {
                     .map_err(StoreError::backend)?
                     .ok_or_else(|| StoreError::backend("a known key without its row"))?;
                 let original = KeyRecord::decode(original.value()).map_err(StoreError::backend)?;
-                if original.remote != (revision.origin == Origin::Remote) {
-                    // A peer's file never revises a key uploaded here, nor a phone a peer's.
+                if !revision.may_revise(original.origin(), original.peer_region()?) {
                     continue;
                 }
                 match (original.revised, batch.if_revised) {
@@ -106,8 +104,16 @@ impl KeyStore for LocalStore {
                 stored += 1;
             }
             for (expires_at, keys) in expires {
+                // A row of an earlier write may have the same name (a revision expires with
+                // its key, and may come first in its write): add to it, never replace it.
+                let name = (expires_at, keys.first());
+                let mut row = match expiring.get(name).map_err(StoreError::backend)? {
+                    Some(earlier) => earlier.value().to_vec(),
+                    None => Vec::new(),
+                };
+                row.extend_from_slice(&keys.0);
                 expiring
-                    .insert((expires_at, keys.first()), keys.0.as_slice())
+                    .insert(name, row.as_slice())
                     .map_err(StoreError::backend)?;
             }
             if let Some(claim) = &batch.claim {
@@ -267,6 +273,7 @@ mod tests {
             publish_at: 100,
             expires_at,
             revision: false,
+            peer: None,
         }
     }
 
