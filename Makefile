@@ -9,6 +9,8 @@ CARGO  ?= cargo
 PYTHON ?= python3
 RUNS   ?= 20
 FUZZ_SECONDS ?= 30
+API_URL ?=
+CONSOLE_DIST ?= $${CARGO_TARGET_DIR:-target}/console-dist
 
 # The Python tools of the serverless deployment live in a virtualenv at the repository root:
 # moto (the AWS API the tests run against), prometheus-client (its parser checks /metrics) and
@@ -37,7 +39,7 @@ LAMBDAS          := ingest codes dataprep consumer feeds
 LAMBDA_TARGET    := aarch64-unknown-linux-gnu
 
 .PHONY: run test test-console test-api fuzz bench scale demo lint doc build package lint-template \
-	scan-template sam-build smoke bench-lambda
+	scan-template sam-build smoke bench-lambda console-dist
 
 ## Serve one region: uploads, admin, feeds, scheduled data-prep (Ctrl-C stops it).
 run:
@@ -61,6 +63,12 @@ test-console: $(VENV)/.playwright-$(PLAYWRIGHT_VERSION)
 	ENFEED_BIN="$${CARGO_TARGET_DIR:-target}/debug/enfeed" CHROMIUM="$$(command -v chromium)" \
 		CONSOLE_SCREENSHOTS="$${CARGO_TARGET_DIR:-target}/console-screenshots" \
 		PYTHONDONTWRITEBYTECODE=1 $(VENV)/bin/python -m pytest -p no:cacheprovider tests/console
+
+## The console's code issuer pages as static files for the serverless mode (docs/deploy.md),
+## calling the API at API_URL (the stack's ConsoleApiUrl output), into CONSOLE_DIST.
+console-dist:
+	@test -n "$(API_URL)" || { echo "set API_URL, the stack's ConsoleApiUrl output" >&2; exit 1; }
+	$(CARGO) run --locked -q -p enfeed-cli -- console-dist --api-url "$(API_URL)" --out "$(CONSOLE_DIST)"
 
 ## A real `enfeed serve` on loopback, with a fresh data directory, checked against
 ## docs/openapi.yaml by schemathesis: every check on, no 5xx, no answer the document does not

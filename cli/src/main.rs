@@ -108,6 +108,17 @@ enum Command {
         #[command(subcommand)]
         command: CodeIssuersCommand,
     },
+    /// Write the console as static files for the serverless mode (docs/deploy.md): its pages,
+    /// script and style, calling the API at --api-url with the token kept in the page.
+    ConsoleDist {
+        /// The API's origin, e.g. https://a1b2c3d4e5.execute-api.eu-central-2.amazonaws.com
+        /// (the stack's ConsoleApiUrl output).
+        #[arg(long, env = "ENFEED_CONSOLE_API_URL")]
+        api_url: String,
+        /// The folder to write them to (created if missing; its files are overwritten).
+        #[arg(long, default_value = "console-dist")]
+        out: PathBuf,
+    },
     /// Signing keys of the region.
     Keys {
         #[command(subcommand)]
@@ -191,6 +202,19 @@ fn main() -> anyhow::Result<()> {
                     &data.join(enfeed::adapters::local::SIGNING_KEYS),
                 )?;
                 println!("added signing key {version}");
+                Ok(())
+            }
+            Command::ConsoleDist { api_url, out } => {
+                for (name, content) in enfeed::entry::console::static_files(&api_url)? {
+                    let path = out.join(name);
+                    if let Some(folder) = path.parent() {
+                        std::fs::create_dir_all(folder)
+                            .with_context(|| format!("creating {}", folder.display()))?;
+                    }
+                    std::fs::write(&path, content)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+                println!("the console for {api_url} is in {}", out.display());
                 Ok(())
             }
             Command::Inspect(args) => inspect::run(args),

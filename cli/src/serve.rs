@@ -59,6 +59,16 @@ pub struct ServeArgs {
     #[arg(long, env = "ENFEED_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Vec<IpNet>,
 
+    /// Origins of the console's static pages (comma-separated, e.g.
+    /// `https://console.example`) that may call the API from the browser with a bearer token
+    /// (CORS; see docs/console.md).
+    #[arg(
+        long = "console-origin",
+        env = "ENFEED_CONSOLE_ORIGINS",
+        value_delimiter = ','
+    )]
+    console_origins: Vec<String>,
+
     /// Seconds a client has to send a request's headers; also how long an idle keep-alive
     /// connection stays open.
     #[arg(long, env = "ENFEED_HEADER_TIMEOUT", default_value_t = 10)]
@@ -103,6 +113,7 @@ pub async fn run(args: ServeArgs, recent_errors: Arc<RecentErrors>) -> anyhow::R
         trusted_proxies: args.trusted_proxies,
         body_timeout: Duration::from_secs(args.body_timeout),
         redirect_chunks: false,
+        console_origins: api::console_origins(&args.console_origins)?,
     };
     let app = api::router(backend.clone(), access, settings);
     let limits = Limits {

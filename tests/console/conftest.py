@@ -153,11 +153,39 @@ def peer_and_server():
             # The bucket is on this machine's loopback, in plain HTTP.
             "insecure_http = true\n"
         )
-        region = Server(binary, data, "CH", peers=data / "peers.toml")
-        yield peer, bucket, region
+        # The static console's origin may call the region's API from the browser.
+        static_port = free_port()
+        region = Server(
+            binary, data, "CH", peers=data / "peers.toml",
+            ENFEED_CONSOLE_ORIGINS=f"http://127.0.0.1:{static_port}",
+        )
+        static = StaticConsole(binary, data / "console-static", region, static_port)
+        yield peer, bucket, region, static
+        static.http.shutdown()
         region.stop()
         bucket.http.shutdown()
         peer.stop()
+
+
+class StaticConsole:
+    """The console as `enfeed console-dist` writes it for the serverless mode, calling the API
+    of `region`, served by a plain static HTTP server on another origin (no headers of its
+    own: the pages' policy is their <meta> element's)."""
+
+    def __init__(self, binary, folder, region, port):
+        subprocess.run(
+            [str(binary), "console-dist", "--api-url", region.base, "--out", str(folder)],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        handler = functools.partial(QuietHandler, directory=str(folder))
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.base = f"http://127.0.0.1:{port}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="session")
+def static_console(peer_and_server):
+    return peer_and_server[3]
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,15 @@
 """The console in headless Chromium against a real `enfeed serve`: an issuer signs in, issues a
 confirmed code with a symptom date, a phone uploads with it, the operator runs data-prep and
 sees the keys on the status page and its charts; an issuer cannot open the operator's pages; a
-revoked issuer is signed out. Every page is photographed into CONSOLE_SCREENSHOTS."""
+revoked issuer is signed out; the console as static files, on another origin than the API,
+signs an issuer in with their token and issues a code. Every page is photographed into
+CONSOLE_SCREENSHOTS."""
 
 import base64
 import datetime
 import os
 import re
+import urllib.request
 
 from playwright.sync_api import expect
 
@@ -279,6 +282,96 @@ def test_an_issuer_whose_page_is_open_is_signed_out_when_revoked(server, browser
     page.get_by_role("button", name="Issue code").click()
     expect(page).to_have_url(re.compile(r"/console/login\?ended$"))
     issuer.close()
+
+
+def test_the_static_console_on_another_origin_signs_an_issuer_in_and_issues_a_code(
+    server, static_console, browser, screenshots
+):
+    token = server.call("POST", "/v1/admin/issuers", {"name": "Mobile team"}, ADMIN_TOKEN)[1]["token"]
+    watched = Watched(browser, PHONE)
+    page = watched.page
+    page.goto(static_console.base + "/issuer.html")
+    # Not signed in: the issuer's page sends to the sign-in page.
+    expect(page).to_have_url(re.compile(r"/login\.html$"))
+    watched.ready()
+    policy = page.locator('meta[http-equiv="Content-Security-Policy"]').get_attribute("content")
+    assert f"connect-src {server.base};" in policy and "script-src 'self';" in policy
+    assert page.locator('meta[name="enfeed-api"]').get_attribute("content") == server.base
+
+    # A wrong token and the operator's are refused, the wrong one with the generic message.
+    for wrong, message in (("not-a-token-of-this-region", GENERIC_FAILURE),
+                           (ADMIN_TOKEN, "These pages are for code issuers.")):
+        page.get_by_label("Token").fill(wrong)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("alert")).to_have_text(message)
+    assert page.evaluate("sessionStorage.length") == 0
+
+    # The issuer signs in; the token stays in the tab, no cookie is set anywhere.
+    page.get_by_label("Token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(re.compile(r"/issuer\.html$"))
+    watched.ready()
+    expect(page.locator("#who")).to_have_text("Mobile team")
+    assert page.evaluate("sessionStorage.getItem('enfeed-token')") == token
+    assert watched.context.cookies() == []
+
+    # A confirmed code with a symptom date, through the API on the other origin.
+    page.get_by_label("Test type").select_option("confirmed")
+    page.get_by_label("Symptom onset date").fill(today(2).isoformat())
+    page.get_by_role("button", name="Issue code").click()
+    code = page.locator("#code")
+    expect(code).to_have_text(re.compile(r"^\d{10}$"))
+    the_code = code.inner_text()
+    rows = page.locator("#today tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("unused")
+    watched.shot(screenshots, "static-issuer")
+    status, answer = phone_upload(server, the_code, keys=2)
+    assert (status, answer["insertedExposures"]) == (200, 2), answer
+    page.reload()
+    watched.ready()
+    expect(rows.first).to_contain_text("used")
+
+    # The page's policy lets it talk to the API alone.
+    outcome = page.evaluate(
+        "fetch('http://127.0.0.1:9/elsewhere').then(() => 'sent', () => 'blocked')"
+    )
+    assert outcome == "blocked"
+    violations = [e for e in watched.errors if "Content Security Policy" in e]
+    assert violations, watched.errors
+    watched.errors = [e for e in watched.errors if e not in violations]
+
+    # Signing out forgets the token; a revoked token sends the open page back to sign in.
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(re.compile(r"/login\.html$"))
+    assert page.evaluate("sessionStorage.length") == 0
+    page.get_by_label("Token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(re.compile(r"/issuer\.html$"))
+    watched.ready()
+    assert server.call("POST", "/v1/admin/issuers/Mobile%20team/revoke", token=ADMIN_TOKEN)[0] == 200
+    page.get_by_role("button", name="Issue code").click()
+    expect(page).to_have_url(re.compile(r"/login\.html\?ended$"))
+    expect(page.locator("#login-message")).to_contain_text("Your session has ended")
+    assert page.evaluate("sessionStorage.length") == 0
+    watched.close()
+
+
+def test_the_api_answers_cors_to_the_static_consoles_origin_alone(server, static_console):
+    def preflight(origin):
+        request = urllib.request.Request(server.base + "/v1/issuer/codes", method="OPTIONS", headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        })
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.headers
+
+    allowed = preflight(static_console.base)
+    assert allowed["access-control-allow-origin"] == static_console.base
+    assert "authorization" in allowed["access-control-allow-headers"].lower()
+    assert allowed["access-control-allow-credentials"] is None
+    assert preflight("https://evil.example")["access-control-allow-origin"] is None
 
 
 def test_the_login_page_fits_a_phone(server, browser):

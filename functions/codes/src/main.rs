@@ -1,19 +1,14 @@
-//! Lambda function `codes`: `POST /v1/admin/codes` on the HTTP API, authorised by IAM (SigV4),
-//! issues a one-time code for a person who tested positive.
+//! Lambda function `codes`: one-time codes. `POST /v1/admin/codes`, authorised by IAM (SigV4),
+//! for the health authority's systems; `POST` and `GET /v1/issuer/codes` for code issuers with
+//! their bearer tokens (the console's issuer page); and the operator's management of code
+//! issuers, `/v1/admin/issuers...`, authorised by IAM.
 
-use std::sync::Arc;
-
-use enfeed::entry::lambda::{self, handlers};
+use enfeed::entry::lambda;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     lambda::init_logging();
-    let (backend, _) = lambda::backend_from_env().await?;
-    let backend = Arc::new(backend);
-    lambda_http::run(lambda_http::service_fn(move |request| {
-        let backend = backend.clone();
-        async move { handlers::issue_code(&backend, request).await }
-    }))
-    .await
-    .map_err(|e| anyhow::anyhow!(e))
+    lambda::run_codes_function()
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
 }

@@ -8,6 +8,7 @@
 //! | `GET /v1/verification-keys` | anyone | public keys that verify chunks |
 //! | `POST /v1/admin/codes` | operator, code issuer | issue a one-time code |
 //! | `GET /v1/admin/codes` | code issuer | the codes they issued today, with their status |
+//! | `POST`, `GET /v1/issuer/codes` | code issuer | the same two, on a path of their own (on AWS, the only one their token works on) |
 //! | `POST /v1/admin/run/dataprep` | operator | run data-prep now |
 //! | `POST /v1/admin/run/consumer` | operator | pull peers' feeds now |
 //! | `GET /v1/admin/status`, `/peers`, `/errors` | operator | the region's and its peers' status, recent errors |
@@ -49,7 +50,7 @@ use crate::domain::feed::{BadFeedPath, Feed, Published, TEXT_INDEX};
 use crate::domain::secret::{random_token, same_secret};
 use crate::domain::upload::{MAX_BODY_BYTES, UploadError};
 use crate::entry::backend::{Backend, VerificationKeys};
-use crate::entry::console::{self, Caller, Page, Sessions};
+use crate::entry::console::{self, BadOrigin, Caller, Delivery, Page, Sessions};
 use crate::ports::{Blob, UnixSeconds, VerifyError};
 use crate::services::code_issuers::{CodeIssuers, IssuerError};
 use crate::services::consumer::Poll;
@@ -66,6 +67,9 @@ pub struct ApiSettings {
     /// the chunk, where it has one: for transports that cannot carry large bodies (Lambda
     /// answers at most 6 MB, a chunk may be 16 MiB).
     pub redirect_chunks: bool,
+    /// Origins of the console's static pages (`https://console.example`) that may call the API
+    /// from the browser with a bearer token: answered with CORS headers, never with cookies.
+    pub console_origins: Vec<HeaderValue>,
 }
 
 impl Default for ApiSettings {
@@ -74,8 +78,32 @@ impl Default for ApiSettings {
             trusted_proxies: Vec::new(),
             body_timeout: Duration::from_secs(10),
             redirect_chunks: false,
+            console_origins: Vec::new(),
         }
     }
+}
+
+/// The origins of `ENFEED_CONSOLE_ORIGINS`, checked.
+pub fn console_origins(origins: &[String]) -> Result<Vec<HeaderValue>, BadOrigin> {
+    origins
+        .iter()
+        .map(|text| {
+            let origin = console::origin(text)?;
+            HeaderValue::from_str(&origin).map_err(|_| BadOrigin(text.clone()))
+        })
+        .collect()
+}
+
+/// CORS for the console's static pages: their origins may call the API with a bearer token
+/// (`Authorization`, no cookies); every other origin gets no CORS header, and so no answer its
+/// script may read.
+fn cors(origins: &[HeaderValue]) -> tower_http::cors::CorsLayer {
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(origins.to_vec())
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([axum::http::HeaderName::from_static(REQUEST_ID_HEADER)])
+        .max_age(Duration::from_secs(3600))
 }
 
 #[derive(Clone)]
@@ -123,10 +151,12 @@ async fn with_request_id(mut request: Request, next: Next) -> Response {
 
 /// The router of a backend.
 pub fn router(backend: Arc<Backend>, access: AccessPolicy, settings: ApiSettings) -> Router {
-    Router::new()
+    let cors = (!settings.console_origins.is_empty()).then(|| cors(&settings.console_origins));
+    let router = Router::new()
         .route("/v1/publish", post(publish))
         .route("/v1/verification-keys", get(verification_keys))
         .route("/v1/admin/codes", post(issue_code).get(codes_today))
+        .route("/v1/issuer/codes", post(issue_code).get(codes_today))
         .route("/v1/admin/run/dataprep", post(run_dataprep))
         .route("/v1/admin/run/consumer", post(run_consumer))
         .route("/v1/admin/status", get(region_status))
@@ -148,7 +178,11 @@ pub fn router(backend: Arc<Backend>, access: AccessPolicy, settings: ApiSettings
             settings: Arc::new(settings),
             sessions: Arc::default(),
         })
-        .layer(middleware::from_fn(with_request_id))
+        .layer(middleware::from_fn(with_request_id));
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }
 
 /// An error answer: a status and a JSON body naming what is wrong.
@@ -336,10 +370,57 @@ async fn caller_of_token(app: &App, token: &str) -> Result<Option<Caller>, ApiEr
     Ok(name.map(Caller::Issuer))
 }
 
-/// Who calls an admin route: the bearer token's owner, or the console session's. A session
-/// of a revoked issuer is closed; a session's state-changing request needs its CSRF token and
-/// the console's own origin.
-async fn caller(app: &App, method: &Method, headers: &HeaderMap) -> Result<Caller, ApiError> {
+/// A caller whom the transport authenticated before the request reached the router: on AWS,
+/// API Gateway's IAM authoriser, which lets through a route it guards only the IAM identities
+/// that the operator gave a policy for it (docs/deploy.md). Nothing in a request makes one.
+#[derive(Clone, Debug)]
+pub struct Authenticated(pub Caller);
+
+/// What tells who calls an admin route: the request's method and headers, and whom the
+/// transport authenticated.
+struct Head {
+    method: Method,
+    headers: HeaderMap,
+    authenticated: Option<Caller>,
+}
+
+impl Head {
+    fn new(method: &Method, headers: &HeaderMap, extensions: &axum::http::Extensions) -> Self {
+        Self {
+            method: method.clone(),
+            headers: headers.clone(),
+            authenticated: extensions.get::<Authenticated>().map(|a| a.0.clone()),
+        }
+    }
+
+    fn of(request: &Request) -> Self {
+        Self::new(request.method(), request.headers(), request.extensions())
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Head {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self::new(&parts.method, &parts.headers, &parts.extensions))
+    }
+}
+
+/// Who calls an admin route: whom the transport authenticated, else the bearer token's owner,
+/// else the console session's. A session of a revoked issuer is closed; a session's
+/// state-changing request needs its CSRF token and the console's own origin.
+async fn caller(app: &App, head: &Head) -> Result<Caller, ApiError> {
+    let Head {
+        method,
+        headers,
+        authenticated,
+    } = head;
+    if let Some(caller) = authenticated {
+        return Ok(caller.clone());
+    }
     if let Some(token) = bearer(headers) {
         return caller_of_token(app, token).await?.ok_or_else(unauthorized);
     }
@@ -377,8 +458,8 @@ async fn session_caller(
 }
 
 /// Lets the operator through; a code issuer gets 403, anyone else 401.
-async fn require_admin(app: &App, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
-    match caller(app, method, headers).await? {
+async fn require_admin(app: &App, head: &Head) -> Result<(), ApiError> {
+    match caller(app, head).await? {
         Caller::Operator => Ok(()),
         Caller::Issuer(_) => Err(forbidden(
             "this route is the operator's: a code issuer may issue codes and list their own",
@@ -413,7 +494,7 @@ impl From<IssuerError> for ApiError {
 const MAX_CODE_REQUEST_BYTES: usize = MAX_SMALL_BODY_BYTES;
 
 async fn issue_code(State(app): State<App>, request: Request) -> Result<Response, ApiError> {
-    let caller = caller(&app, request.method(), request.headers()).await?;
+    let caller = caller(&app, &Head::of(&request)).await?;
     let body = read_body(&app, request, MAX_CODE_REQUEST_BYTES).await?;
     let diagnosis = CodeRequest::from_body(&body)
         .and_then(|request| request.diagnosis(app.backend.clock.now()))
@@ -427,12 +508,8 @@ async fn issue_code(State(app): State<App>, request: Request) -> Result<Response
 }
 
 /// The codes the calling issuer issued today.
-async fn codes_today(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let Caller::Issuer(name) = caller(&app, &method, &headers).await? else {
+async fn codes_today(State(app): State<App>, head: Head) -> Result<Response, ApiError> {
+    let Caller::Issuer(name) = caller(&app, &head).await? else {
         return Err(forbidden(
             "only a code issuer has a list of codes: each sees the codes they issued",
         ));
@@ -444,41 +521,25 @@ async fn codes_today(
     Ok(Json(json!({ "issuer": name, "codes": codes })).into_response())
 }
 
-async fn region_status(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    require_admin(&app, &method, &headers).await?;
+async fn region_status(State(app): State<App>, head: Head) -> Result<Response, ApiError> {
+    require_admin(&app, &head).await?;
     let status = app.backend.status().await.map_err(ApiError::internal)?;
     Ok(Json(status).into_response())
 }
 
-async fn peers_status(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    require_admin(&app, &method, &headers).await?;
+async fn peers_status(State(app): State<App>, head: Head) -> Result<Response, ApiError> {
+    require_admin(&app, &head).await?;
     Ok(Json(json!({ "peers": app.backend.peers().await })).into_response())
 }
 
-async fn recent_errors(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    require_admin(&app, &method, &headers).await?;
+async fn recent_errors(State(app): State<App>, head: Head) -> Result<Response, ApiError> {
+    require_admin(&app, &head).await?;
     let errors = app.backend.recent_errors.newest_first();
     Ok(Json(json!({ "errors": errors })).into_response())
 }
 
-async fn list_issuers(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    require_admin(&app, &method, &headers).await?;
+async fn list_issuers(State(app): State<App>, head: Head) -> Result<Response, ApiError> {
+    require_admin(&app, &head).await?;
     let issuers = code_issuers(&app)?.list().await?;
     Ok(Json(json!({ "issuers": issuers })).into_response())
 }
@@ -504,7 +565,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 }
 
 async fn add_issuer(State(app): State<App>, request: Request) -> Result<Response, ApiError> {
-    require_admin(&app, request.method(), request.headers()).await?;
+    require_admin(&app, &Head::of(&request)).await?;
     let NewIssuerRequest { name } = read_json(&app, request).await?;
     let added = code_issuers(&app)?
         .add(&name, app.backend.clock.now())
@@ -516,10 +577,9 @@ async fn add_issuer(State(app): State<App>, request: Request) -> Result<Response
 async fn revoke_issuer(
     State(app): State<App>,
     Path(name): Path<String>,
-    method: Method,
-    headers: HeaderMap,
+    head: Head,
 ) -> Result<Response, ApiError> {
-    require_admin(&app, &method, &headers).await?;
+    require_admin(&app, &head).await?;
     code_issuers(&app)?
         .revoke(&name, app.backend.clock.now())
         .await?;
@@ -550,7 +610,8 @@ fn see_other(to: &str) -> Response {
 
 fn html(status: StatusCode, page: Page) -> Response {
     let content_type = HeaderValue::from_static("text/html; charset=utf-8");
-    (status, [(header::CONTENT_TYPE, content_type)], page.html()).into_response()
+    let html = page.html(&Delivery::Served);
+    (status, [(header::CONTENT_TYPE, content_type)], html).into_response()
 }
 
 async fn console_home(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -632,13 +693,9 @@ async fn sign_in(State(app): State<App>, request: Request) -> Result<Response, A
     Ok(([(header::SET_COOKIE, session.cookie())], Json(answer)).into_response())
 }
 
-async fn sign_out(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    caller(&app, &method, &headers).await?;
-    if let Some(id) = console::session_id(&headers) {
+async fn sign_out(State(app): State<App>, head: Head) -> Result<Response, ApiError> {
+    caller(&app, &head).await?;
+    if let Some(id) = console::session_id(&head.headers) {
         app.sessions.close(id);
     }
     let answer = json!({ "home": "/console/login" });
@@ -667,12 +724,8 @@ async fn session_info(State(app): State<App>, headers: HeaderMap) -> Result<Resp
     Ok(Json(answer).into_response())
 }
 
-async fn run_dataprep(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<impl IntoResponse, ApiError> {
-    require_admin(&app, &method, &headers).await?;
+async fn run_dataprep(State(app): State<App>, head: Head) -> Result<impl IntoResponse, ApiError> {
+    require_admin(&app, &head).await?;
     Ok(Json(
         app.backend
             .run_dataprep()
@@ -681,21 +734,13 @@ async fn run_dataprep(
     ))
 }
 
-async fn run_consumer(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<impl IntoResponse, ApiError> {
-    require_admin(&app, &method, &headers).await?;
+async fn run_consumer(State(app): State<App>, head: Head) -> Result<impl IntoResponse, ApiError> {
+    require_admin(&app, &head).await?;
     Ok(Json(app.backend.run_consumer(Poll::Now).await))
 }
 
-async fn metrics(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    require_admin(&app, &method, &headers).await?;
+async fn metrics(State(app): State<App>, head: Head) -> Result<Response, ApiError> {
+    require_admin(&app, &head).await?;
     let text = app.backend.metrics.prometheus_text(app.backend.clock.now());
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())

@@ -56,8 +56,8 @@ pub struct Backend {
     pub peering: Option<Arc<Peering>>,
     /// Seals and opens revision tokens (derived from the code pepper; none without one).
     pub revision_key: Option<Arc<RevisionKey>>,
-    /// The health authority's staff who issue codes, where the store keeps them (the
-    /// embedded one).
+    /// The health authority's staff who issue codes, where the backend has the pepper their
+    /// tokens are hashed under.
     pub code_issuers: Option<CodeIssuers>,
     /// The last data-prep run that completed, and when.
     pub last_dataprep: Arc<Mutex<Option<(UnixSeconds, DataPrepReport)>>>,

@@ -1,7 +1,7 @@
 //! The code issuer store: the credentials of a health authority's staff who issue one-time
 //! codes (each kept as a hash, never in clear), and which codes each of them issued, for them
-//! to see the status of their own codes. The embedded store keeps them; on AWS the codes route
-//! keeps IAM authorisation and there are no code issuers (see docs/deploy.md).
+//! to see the status of their own codes. Both stores keep them (see docs/console.md and
+//! docs/deploy.md).
 
 use async_trait::async_trait;
 use serde::Serialize;

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | [`KeyStore`] ([`keys`]) | Diagnosis Keys, local and remote, until they expire |
 //! | [`CodeStore`] ([`codes`]) | one-time codes and wrong-code counters |
-//! | [`CodeIssuerStore`] ([`code_issuers`]) | code issuers' credentials and the codes each issued (embedded store only) |
+//! | [`CodeIssuerStore`] ([`code_issuers`]) | code issuers' credentials and the codes each issued |
 //! | [`PublicationStore`] ([`publication`]) | data-prep's record of what it published |
 //! | [`ConsumerStateStore`] ([`consumer_state`]) | the consumer's place in each peer's feed |
 //! | [`BlobStore`] ([`blobs`]) | published chunks and indexes |

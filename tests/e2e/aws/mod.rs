@@ -3,6 +3,7 @@
 //! race or die halfway. Each test has its own moto server; nothing leaves the machine.
 
 mod adapters;
+mod code_issuers;
 mod functions;
 mod operations;
 mod races;
@@ -118,6 +119,7 @@ impl Cloud {
                 peers_file: None,
                 issuers: None,
                 cdn_origin_token: None,
+                console_origins: Vec::new(),
                 s3_path_style: true,
                 registry: None,
                 registry_root: None,

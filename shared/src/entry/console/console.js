@@ -1,10 +1,33 @@
 // The enfeed console's one script: every page names itself in <body data-page>, and this
-// fills it from the admin API with the session's cookie. State-changing requests carry the
-// session's CSRF token. No other origin is contacted.
+// fills it from the API. Served by `enfeed serve`, the pages call the API on their own origin
+// with the session's cookie, and state-changing requests carry the session's CSRF token. As
+// static files beside the CDN, a <meta name="enfeed-api"> names the API's origin, and the
+// pages call it with the code issuer's bearer token, kept in this tab's sessionStorage. No
+// other origin is contacted.
 "use strict";
 
 const MAX_ONSET_DAYS = 14;
+const API_META = document.querySelector('meta[name="enfeed-api"]');
+/** Static pages: the API's origin; served pages: "" (their own). */
+const API = API_META ? API_META.content : "";
+const STATIC = API_META !== null;
+const TOKEN_KEY = "enfeed-token";
+const NAME_KEY = "enfeed-issuer";
 let csrf = "";
+
+/** Where the page `name` is. */
+function pageUrl(name) {
+  return STATIC ? name + ".html" : "/console/" + name;
+}
+
+/** Back to signing in; `ended`: the session (or the token) is no longer good. */
+function toLogin(ended) {
+  if (STATIC) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(NAME_KEY);
+  }
+  window.location.assign(pageUrl("login") + (ended ? "?ended" : ""));
+}
 
 function $(id) {
   return document.getElementById(id);
@@ -37,19 +60,21 @@ function day(date) {
   return date.toISOString().slice(0, 10);
 }
 
-/** A call of the API; a 401 (no session, or one that ended) goes back to signing in. */
+/** A call of the API; a 401 (no session, or one that ended; a revoked token) goes back to
+ * signing in. */
 async function api(method, path, body) {
   const headers = { Accept: "application/json" };
-  if (method !== "GET") headers["X-CSRF-Token"] = csrf;
+  if (STATIC) headers.Authorization = "Bearer " + sessionStorage.getItem(TOKEN_KEY);
+  else if (method !== "GET") headers["X-CSRF-Token"] = csrf;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, {
+  const response = await fetch(API + path, {
     method,
     headers,
-    credentials: "same-origin",
+    credentials: STATIC ? "omit" : "same-origin",
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (response.status === 401) {
-    window.location.assign("/console/login?ended");
+    toLogin(true);
     // Nothing more happens on this page: it is being left.
     return new Promise(() => {});
   }
@@ -116,22 +141,47 @@ function loginPage() {
       $("token").focus();
       return;
     }
-    const response = await fetch("/console/login", {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
-      credentials: "same-origin",
-      body: JSON.stringify({ token }),
-    });
-    const answer = await response.json().catch(() => ({}));
-    if (response.ok) {
-      window.location.assign(answer.home);
-      return;
-    }
+    const failure = STATIC ? await signInWithToken(token) : await signInToSession(token);
+    if (!failure) return;
     message.className = "message error";
-    show(message, "Sign-in failed: this credential is not valid.");
+    show(message, failure);
     $("token").select();
     $("token").focus();
   });
+}
+
+const NOT_VALID = "Sign-in failed: this credential is not valid.";
+
+/** Opens a session of `enfeed serve`, and goes to the caller's page; or says why not. */
+async function signInToSession(token) {
+  const response = await fetch("/console/login", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    credentials: "same-origin",
+    body: JSON.stringify({ token }),
+  });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) return NOT_VALID;
+  window.location.assign(answer.home);
+  return "";
+}
+
+/** Static pages: keeps a code issuer's token in this tab once the API took it, and goes to
+ * the issuer's page; or says why not. */
+async function signInWithToken(token) {
+  const response = await fetch(API + "/v1/issuer/codes", {
+    headers: { Authorization: "Bearer " + token, Accept: "application/json" },
+    credentials: "omit",
+  }).catch(() => null);
+  if (response === null) return "The API cannot be reached. Try again later.";
+  // The operator's token is no issuer's: their pages are those of `enfeed serve`.
+  if (response.status === 403) return "These pages are for code issuers.";
+  if (!response.ok) return NOT_VALID;
+  const answer = await response.json();
+  sessionStorage.setItem(TOKEN_KEY, token);
+  sessionStorage.setItem(NAME_KEY, answer.issuer);
+  window.location.assign(pageUrl("issuer"));
+  return "";
 }
 
 // Issuer -------------------------------------------------------------------------------
@@ -148,7 +198,7 @@ function symptomDateProblem(value) {
 }
 
 async function loadToday() {
-  const { ok, answer } = await api("GET", "/v1/admin/codes");
+  const { ok, answer } = await api("GET", "/v1/issuer/codes");
   if (!ok) return;
   const table = $("today");
   clear(table);
@@ -182,7 +232,7 @@ function issuerPage() {
     date.removeAttribute("aria-invalid");
     const body = { testType: $("test-type").value };
     if (date.value) body.symptomDate = date.value;
-    const { ok, answer } = await api("POST", "/v1/admin/codes", body);
+    const { ok, answer } = await api("POST", "/v1/issuer/codes", body);
     if (!ok) {
       show(error, answer.error || "The code could not be issued.");
       return;
@@ -424,18 +474,28 @@ function issuersPage() {
 // Every signed-in page -----------------------------------------------------------------
 
 async function signedIn(page) {
-  const response = await fetch("/console/session", { credentials: "same-origin" });
-  if (!response.ok) {
-    window.location.assign("/console/login?ended");
-    return;
+  if (STATIC) {
+    const name = sessionStorage.getItem(NAME_KEY);
+    if (!name) {
+      toLogin(false);
+      return;
+    }
+    $("who").textContent = name;
+    $("sign-out").addEventListener("click", () => toLogin(false));
+  } else {
+    const response = await fetch("/console/session", { credentials: "same-origin" });
+    if (!response.ok) {
+      toLogin(true);
+      return;
+    }
+    const session = await response.json();
+    csrf = session.csrf;
+    $("who").textContent = session.name;
+    $("sign-out").addEventListener("click", async () => {
+      await api("POST", "/console/logout");
+      toLogin(false);
+    });
   }
-  const session = await response.json();
-  csrf = session.csrf;
-  $("who").textContent = session.name;
-  $("sign-out").addEventListener("click", async () => {
-    await api("POST", "/console/logout");
-    window.location.assign("/console/login");
-  });
   await page();
   document.body.dataset.ready = "true";
 }

@@ -6,6 +6,8 @@
 //!   (`ingest` and the feed gateway), with the caller's address for rate limiting and, behind
 //!   a mutual-TLS custom domain, the peer region named by its client certificate.
 //! - [`issue_code`]: the IAM-authorised route that issues a one-time code.
+//! - [`CodesFunction`]: the codes function's routes: that one, the code issuers' routes
+//!   (their bearer tokens) and the operator's IAM-authorised management of code issuers.
 //! - [`run_dataprep`]: a scheduled data-prep run.
 //! - [`run_consumer`]: a scheduled pull of peer feeds; it fails when a peer's pull failed, so
 //!   that the function's error metric and its failure destination see it.
@@ -34,8 +36,9 @@ use crate::domain::diagnosis::CodeRequest;
 use crate::domain::key::RegionId;
 use crate::domain::metrics::Kind;
 use crate::domain::secret::same_secret;
-use crate::entry::api::{ApiSettings, RequestId};
+use crate::entry::api::{ApiSettings, Authenticated, RequestId};
 use crate::entry::backend::Backend;
+use crate::entry::console::Caller;
 use crate::services::consumer::{ConsumerReport, Poll};
 use crate::services::dataprep::{DataPrepError, DataPrepReport};
 
@@ -73,8 +76,19 @@ impl HttpFunction {
         a2a_consumers: Vec<RegionId>,
         origin_token: Option<String>,
     ) -> Self {
+        Self::with_settings(backend, a2a_consumers, origin_token, ApiSettings::default())
+    }
+
+    /// [`HttpFunction::new`], whose router is made with `settings` (chunks are redirected
+    /// whatever they say).
+    pub fn with_settings(
+        backend: Arc<Backend>,
+        a2a_consumers: Vec<RegionId>,
+        origin_token: Option<String>,
+        settings: ApiSettings,
+    ) -> Self {
         Self {
-            app: http_app(backend.clone(), a2a_consumers),
+            app: http_app(backend.clone(), a2a_consumers, settings),
             backend,
             origin_token: origin_token.map(Arc::from),
         }
@@ -104,6 +118,13 @@ impl HttpFunction {
             }
             if let Some(id) = &context.request_id {
                 parts.extensions.insert(RequestId(id.clone()));
+            }
+            // API Gateway's IAM authoriser let the caller through a route it guards: one of the
+            // operator's (the IAM policy of the route says whose).
+            if let Some(iam) = context.authorizer.as_ref().and_then(|a| a.iam.as_ref()) {
+                let arn = iam.user_arn.as_deref().unwrap_or("unknown");
+                tracing::info!(caller = %arn, route = %parts.uri.path(), "IAM-authorised request");
+                parts.extensions.insert(Authenticated(Caller::Operator));
             }
         }
         if let Some(token) = &self.origin_token {
@@ -201,6 +222,37 @@ pub async fn issue_code(
             )
         }
     })
+}
+
+/// The codes function: `POST /v1/admin/codes` from the health authority's IAM-authorised
+/// systems ([`issue_code`]), and, through the core's router, the code issuers'
+/// `/v1/issuer/codes` (their bearer tokens) and the operator's management of code issuers
+/// (`/v1/admin/issuers...`, which API Gateway authorises with IAM).
+#[derive(Clone)]
+pub struct CodesFunction {
+    http: HttpFunction,
+}
+
+impl CodesFunction {
+    /// The function over `backend`; the console's static pages at `console_origins` may call
+    /// it from the browser.
+    pub fn new(backend: Arc<Backend>, console_origins: Vec<http::HeaderValue>) -> Self {
+        let settings = ApiSettings {
+            console_origins,
+            ..ApiSettings::default()
+        };
+        Self {
+            http: HttpFunction::with_settings(backend, Vec::new(), None, settings),
+        }
+    }
+
+    /// Answers one request of the codes function's routes.
+    pub async fn serve(&self, request: Request) -> Result<http::Response<Body>, Infallible> {
+        if request.method() == http::Method::POST && request.uri().path() == "/v1/admin/codes" {
+            return issue_code(&self.http.backend, request).await;
+        }
+        self.http.serve(request).await
+    }
 }
 
 /// API Gateway's ID of a request.
@@ -326,10 +378,11 @@ pub fn emf_lines(backend: &Backend) -> Vec<String> {
         .collect()
 }
 
-/// The router of the feed gateway and the upload function: the core's, with admin routes off
-/// (they need a bearer token, and none is configured on Lambda), and chunks answered with a
-/// redirect to a presigned address in the bucket, since Lambda answers carry at most 6 MB.
-fn http_app(backend: Arc<Backend>, a2a_consumers: Vec<RegionId>) -> Router {
+/// The router of the HTTP functions: the core's, with no admin token (there is none on
+/// Lambda: the operator's routes are authorised by IAM, code issuers by their own tokens), and
+/// chunks answered with a redirect to a presigned address in the bucket, since Lambda answers
+/// carry at most 6 MB.
+fn http_app(backend: Arc<Backend>, a2a_consumers: Vec<RegionId>, settings: ApiSettings) -> Router {
     crate::entry::api::router(
         backend,
         crate::domain::access::AccessPolicy {
@@ -339,7 +392,7 @@ fn http_app(backend: Arc<Backend>, a2a_consumers: Vec<RegionId>) -> Router {
         },
         ApiSettings {
             redirect_chunks: true,
-            ..ApiSettings::default()
+            ..settings
         },
     )
 }

@@ -25,6 +25,7 @@ use crate::entry::backend::Backend;
 use crate::entry::peers::{Peering, ProducerError};
 use crate::ports::{Clock, Signer, SystemClock};
 use crate::services::certificates::IssuersError;
+use crate::services::code_issuers::CodeIssuers;
 
 /// The serverless settings, besides the core's [`Config`]: environment variables named, as the
 /// core's, `ENFEED_` and the field's name in capitals.
@@ -68,6 +69,12 @@ pub struct Settings {
     /// `X-Enfeed-Origin-Token`). When set, requests without it are refused, and clients are
     /// counted by the viewer address the CDN reports (`CloudFront-Viewer-Address`).
     pub cdn_origin_token: Option<String>,
+
+    /// Origins of the console's static pages (comma-separated, e.g.
+    /// `https://d111111abcdef8.cloudfront.net`) that may call the codes function's routes from
+    /// the browser (CORS; codes function).
+    #[serde(default)]
+    pub console_origins: Vec<String>,
 
     /// Address S3 by path (`endpoint/bucket/key`) instead of virtual host: for S3-compatible
     /// endpoints other than AWS.
@@ -153,6 +160,8 @@ pub enum AwsError {
     Tls(#[from] TlsError),
     #[error("the trust registry: {0}")]
     Registry(String),
+    #[error("ENFEED_CONSOLE_ORIGINS: {0}")]
+    ConsoleOrigin(#[from] crate::entry::console::BadOrigin),
 }
 
 /// A backend on DynamoDB and S3, signing with the keys under the configured SSM path (or
@@ -215,7 +224,11 @@ async fn backend_with(
         None => None,
     };
     let region = config.region;
+    let code_issuers = pepper
+        .clone()
+        .map(|pepper| CodeIssuers::new(store.clone(), pepper));
     let mut backend = Backend::new(config, store, blobs, signer, pepper, clock);
+    backend.code_issuers = code_issuers;
     if let Some(location) = &settings.issuers {
         let source = issuer_source(sdk, s3, location).map_err(IssuersError::from)?;
         backend
@@ -304,6 +317,20 @@ pub async fn run_http_function() -> Result<(), lambda_http::Error> {
         a2a_consumers(&settings)?,
         settings.cdn_origin_token,
     );
+    lambda_http::run(lambda_http::service_fn(move |request| {
+        let function = function.clone();
+        async move { function.serve(request).await }
+    }))
+    .await
+}
+
+/// Runs the codes function until the Lambda runtime stops it: its backend from the
+/// environment, every request through [`handlers::CodesFunction`].
+pub async fn run_codes_function() -> Result<(), lambda_http::Error> {
+    let (backend, settings) = backend_from_env().await?;
+    let origins =
+        crate::entry::api::console_origins(&settings.console_origins).map_err(AwsError::from)?;
+    let function = handlers::CodesFunction::new(Arc::new(backend), origins);
     lambda_http::run(lambda_http::service_fn(move |request| {
         let function = function.clone();
         async move { function.serve(request).await }

@@ -6,7 +6,10 @@ use std::io::{Read as _, Write as _};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{BUCKET_SECONDS, EXPIRY_SHARDS, Item, TTL_ATTRIBUTE, b, get_b, get_n, get_s, n, s};
+use super::{
+    BUCKET_SECONDS, EXPIRY_SHARDS, Item, TTL_ATTRIBUTE, b, get_b, get_n, get_s, n, optional_n, s,
+};
+use crate::domain::diagnosis::Diagnosis;
 use crate::domain::key::{DiagnosisKey, KEY_LEN, RegionId, ReportType};
 use crate::ports::{Origin, StoreError, StoredKey, UnixSeconds, pack_regions, unpack_regions};
 
@@ -68,6 +71,42 @@ pub(super) fn attempt_pk(client: &str, window_start: UnixSeconds) -> String {
 
 pub(super) fn code_pk(hash: &[u8; 32]) -> String {
     format!("C#{}", hex(hash))
+}
+
+/// The sort key of the code issuer `name` (in partition [`ISSUER_PK`](super::ISSUER_PK)).
+pub(super) fn issuer_sk(name: &str) -> String {
+    format!("I#{name}")
+}
+
+/// The partition of the codes that the issuer `name` issued.
+pub(super) fn issued_pk(name: &str) -> String {
+    format!("IB#{name}")
+}
+
+/// The sort key of a code an issuer issued: by time of issue, then the code's hash.
+pub(super) fn issued_sk(issued_at: UnixSeconds, code_hash: &[u8; 32]) -> String {
+    format!("{issued_at:020}#{}", hex(code_hash))
+}
+
+/// The attributes of a code (or issued code) item that hold its diagnosis: `rt` (report
+/// type) and `so` (symptom onset interval), each only when given.
+pub(super) fn diagnosis_attributes(diagnosis: &Diagnosis) -> Item {
+    let mut item = Item::new();
+    if let Some(report_type) = diagnosis.report_type {
+        item.insert("rt".into(), n(report_type as i32));
+    }
+    if let Some(onset) = diagnosis.symptom_onset_interval {
+        item.insert("so".into(), n(onset));
+    }
+    item
+}
+
+/// The diagnosis that [`diagnosis_attributes`] wrote into an item.
+pub(super) fn diagnosis_of(item: &Item) -> Result<Diagnosis, StoreError> {
+    Ok(Diagnosis {
+        report_type: optional_n(item, "rt")?.map(ReportType::from_i32),
+        symptom_onset_interval: optional_n(item, "so")?,
+    })
 }
 
 pub(super) fn part_sk(version: u64, part: usize) -> String {

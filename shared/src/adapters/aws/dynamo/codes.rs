@@ -1,16 +1,17 @@
 //! [`CodeStore`] on DynamoDB: an item per one-time code (by its hash), consumed by the key
-//! insert's transaction, and an item per client and window counting wrong codes.
+//! insert's transaction, and an item per client and window counting wrong codes. A code that a
+//! code issuer issued is written with its issuer's record of it (see [`code_issuers`](super::code_issuers)).
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::ReturnValue;
+use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem};
 
-use super::codec::{attempt_pk, code_pk};
+use super::code_issuers::issued_item;
+use super::codec::{attempt_pk, code_pk, diagnosis_attributes, diagnosis_of};
 use super::{
-    DynamoStore, Item, LINGER, TTL_ATTRIBUTE, get_b, get_n, n, optional_n, s, sdk_error,
-    unless_condition_failed,
+    DynamoStore, Item, LINGER, TTL_ATTRIBUTE, cancellation_reasons, get_b, get_n, n, optional_n, s,
+    sdk_error, unless_condition_failed,
 };
 use crate::domain::diagnosis::Diagnosis;
-use crate::domain::key::ReportType;
 use crate::ports::{
     CodeClaim, CodeRecord, CodeStore, CodeUse, StoreError, UnixSeconds, check_claim,
 };
@@ -32,25 +33,9 @@ impl DynamoStore {
             expires_at: get_n(&item, "ea")?,
             used_by: get_b(&item, "ub").map(<[u8]>::to_vec),
             inserted: optional_n(&item, "n")?.unwrap_or(0),
-            diagnosis: Diagnosis {
-                report_type: optional_n(&item, "rt")?.map(ReportType::from_i32),
-                symptom_onset_interval: optional_n(&item, "so")?,
-            },
+            diagnosis: diagnosis_of(&item)?,
         }))
     }
-}
-
-/// The attributes of a code item that hold its diagnosis: `rt` (report type) and `so`
-/// (symptom onset interval), each only when given.
-fn diagnosis_attributes(diagnosis: &Diagnosis) -> Item {
-    let mut item = Item::new();
-    if let Some(report_type) = diagnosis.report_type {
-        item.insert("rt".into(), n(report_type as i32));
-    }
-    if let Some(onset) = diagnosis.symptom_onset_interval {
-        item.insert("so".into(), n(onset));
-    }
-    item
 }
 
 #[async_trait]
@@ -64,20 +49,48 @@ impl CodeStore for DynamoStore {
             ("ea".to_string(), n(code.expires_at)),
             (TTL_ATTRIBUTE.to_string(), n(code.expires_at + LINGER)),
         ]);
-        if let Some(issuer) = &code.issued_by {
-            item.insert("by".to_string(), s(issuer));
-        }
-        let put = self
+        let exists = || StoreError::Conflict("a code with this value exists".into());
+        let Some(issuer) = &code.issued_by else {
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await;
+            return unless_condition_failed(put)?.map(|_| ()).ok_or_else(exists);
+        };
+        // The code and its issuer's record of it, both or neither.
+        let issued = issued_item(issuer, code.issued_at, &code.code_hash, &item);
+        item.insert("by".to_string(), s(issuer));
+        let put = |item: Item, condition: Option<&str>| {
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .set_condition_expression(condition.map(str::to_string))
+                .build()
+                .map(|put| TransactWriteItem::builder().put(put).build())
+                .map_err(StoreError::backend)
+        };
+        let written = self
             .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
+            .transact_write_items()
+            .transact_items(put(item, Some("attribute_not_exists(pk)"))?)
+            .transact_items(put(issued, None)?)
             .send()
             .await;
-        match unless_condition_failed(put)? {
-            Some(_) => Ok(()),
-            None => Err(StoreError::Conflict("a code with this value exists".into())),
+        match written {
+            Ok(_) => Ok(()),
+            Err(e) => match cancellation_reasons(&e) {
+                Some(reasons)
+                    if reasons.first().and_then(Option::as_deref)
+                        == Some("ConditionalCheckFailed") =>
+                {
+                    Err(exists())
+                }
+                _ => Err(sdk_error(e)),
+            },
         }
     }
 

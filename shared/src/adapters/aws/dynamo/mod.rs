@@ -1,4 +1,4 @@
-//! [`DynamoStore`]: keys, one-time codes, attempt counters and data-prep's publication state in
+//! [`DynamoStore`]: keys, one-time codes, code issuers, attempt counters and data-prep's publication state in
 //! one DynamoDB table (the design is in `docs/deploy.md`). Every promise of the ports is kept by
 //! a conditional write or a transaction, never by a read followed by an unconditional write.
 //!
@@ -8,6 +8,8 @@
 //! | key seen (dedup) | `T#<key hex>` | `T` | `kpk`, `ksk` (the key item), `ttl` |
 //! | seal | `SEAL` | `SEAL` | `seal` |
 //! | one-time code | `C#<SHA-256 hex>` | `C` | `ia`, `ea`, `ub` (upload digest once used), `n`, `ttl` |
+//! | code issuer | `ISSUER` | `I#<name>` | `th` (HMAC of the token), `ca`, `ra` (once revoked) |
+//! | code an issuer issued | `IB#<name>` | `<issued_at, 20 digits>#<SHA-256 hex>` | `ea`, `rt`, `so`, `ttl` |
 //! | attempts | `A#<client>#<window start>` | `A` | `cnt`, `ttl` |
 //! | publication head | `PUB` | `HEAD` | `ver`, `parts` |
 //! | publication part | `PUB` | `PART#<ver, 20 digits>#<i, 4 digits>` | `data` (deflated JSON) |
@@ -18,6 +20,7 @@
 //!
 //! One file per port it implements, as the ports are laid out, besides the item [`codec`].
 
+mod code_issuers;
 mod codec;
 mod codes;
 mod consumer_state;
@@ -63,9 +66,11 @@ pub(super) const MAX_INSERT_ATTEMPTS: usize = 10;
 pub(super) const SEAL_PK: &str = "SEAL";
 pub(super) const PUB_PK: &str = "PUB";
 pub(super) const HEAD_SK: &str = "HEAD";
+pub(super) const ISSUER_PK: &str = "ISSUER";
 
 /// The DynamoDB adapter of the [`KeyStore`](crate::ports::KeyStore),
-/// [`CodeStore`](crate::ports::CodeStore) and [`PublicationStore`](crate::ports::PublicationStore).
+/// [`CodeStore`](crate::ports::CodeStore), [`CodeIssuerStore`](crate::ports::CodeIssuerStore)
+/// and [`PublicationStore`](crate::ports::PublicationStore).
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
     client: Client,
