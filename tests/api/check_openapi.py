@@ -184,6 +184,10 @@ checks.positive_data_acceptance.expected-statuses = [200, 400, 401, 429]
 [[operations]]
 include-operation-id = "issueCode"
 checks.positive_data_acceptance.expected-statuses = [201, 400]
+
+[[operations]]
+include-operation-id = "issueIssuerCode"
+checks.positive_data_acceptance.expected-statuses = [201, 400]
 """
 
 if __name__ == "__main__":

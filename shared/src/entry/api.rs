@@ -473,7 +473,7 @@ fn code_issuers(app: &App) -> Result<&CodeIssuers, ApiError> {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "no_code_issuers",
-            "this deployment has no code issuers (they are kept by enfeed serve's store)",
+            "this backend has no code issuers (they need the code pepper)",
         )
     })
 }
