@@ -1,6 +1,6 @@
 """Smoke test of the real function binaries on a moto server, with no AWS: each binary runs
 under a minimal Lambda Runtime API that hands it real API Gateway v2 and EventBridge events.
-Codes are issued, two people upload (one upload is retried), two data-prep invocations run at
+Codes are issued (over IAM, and by a code issuer with their token), two people upload (one upload is retried), two data-prep invocations run at
 once, and gaen_check.py reads the chunks back from the bucket and verifies them with the public
 key. `make smoke` builds the binaries and runs this.
 
@@ -65,9 +65,22 @@ def run(bins, endpoint):
     codes_env = dict(env, ENFEED_CODE_PEPPER_PARAMETER=CODE_PEPPER_PARAMETER)
     ingest_env = dict(signing, ENFEED_CODE_PEPPER_PARAMETER=CODE_PEPPER_PARAMETER)
 
-    codes = invoke(bins / "codes", [api_event("POST", "/v1/admin/codes", iam_user="ha")] * 2,
-                   codes_env)
-    codes = [json.loads(c["body"])["code"] for c in codes]
+    # One code from the health authority's system (IAM); the operator adds a code issuer
+    # (IAM), who issues the other with their token, as the console does.
+    codes_env = dict(codes_env, ENFEED_CONSOLE_ORIGINS="https://d111111abcdef8.cloudfront.net")
+    answers = invoke(bins / "codes", [
+        api_event("POST", "/v1/admin/codes", iam_user="ha"),
+        api_event("POST", "/v1/admin/issuers", {"name": "Smoke centre"}, iam_user="operator"),
+    ], codes_env)
+    first, issuer = [json.loads(a["body"]) for a in answers]
+    issued = api_event("POST", "/v1/issuer/codes", {"testType": "confirmed"})
+    issued["headers"]["authorization"] = f"Bearer {issuer['token']}"
+    listed = api_event("GET", "/v1/issuer/codes")
+    listed["headers"]["authorization"] = f"Bearer {issuer['token']}"
+    answers = invoke(bins / "codes", [issued, listed], codes_env)
+    second, today = [json.loads(a["body"]) for a in answers]
+    assert [c["status"] for c in today["codes"]] == ["unused"], today
+    codes = [first["code"], second["code"]]
     print("codes issued:", codes)
     uploads = [person_keys(5), person_keys(3)]
     bodies = [{"temporaryExposureKeys": keys, "regions": ["CH", "DE"], "verificationPayload": code}
