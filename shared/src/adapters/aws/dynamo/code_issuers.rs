@@ -31,27 +31,22 @@ fn issuer_of(item: &Item) -> Result<CodeIssuer, StoreError> {
 impl DynamoStore {
     /// Every item of partition `pk` whose sort key is at least `from`, in order.
     async fn query_from(&self, pk: &str, from: &str) -> Result<Vec<Item>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk AND sk >= :from")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":from", s(from))
+            .into_paginator()
+            .items()
+            .send();
         let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk >= :from")
-                .expression_attribute_values(":pk", s(pk))
-                .expression_attribute_values(":from", s(from))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(sdk_error)?;
-            items.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(items),
-            }
+        while let Some(item) = pages.next().await {
+            items.push(item.map_err(sdk_error)?);
         }
+        Ok(items)
     }
 }
 
