@@ -1,8 +1,8 @@
 """Smoke test of the real function binaries on a moto server, with no AWS: each binary runs
 under a minimal Lambda Runtime API that hands it real API Gateway v2 and EventBridge events.
-Codes are issued (over IAM, and by a code issuer with their token), two people upload (one upload is retried), two data-prep invocations run at
-once, and gaen_check.py reads the chunks back from the bucket and verifies them with the public
-key. `make smoke` builds the binaries and runs this.
+Codes are issued (over IAM, and by a code issuer with their token), two people upload (one
+upload is retried), two data-prep invocations run at once, and gaen_check.py reads the chunks
+back from the bucket and verifies them with the public key. `make smoke` builds the binaries and runs this.
 
 usage: smoke.py BINARY_DIR
 """
@@ -87,8 +87,10 @@ def run(bins, endpoint):
               for keys, code in zip(uploads, codes)]
     events = [api_event("POST", "/v1/publish", body) for body in bodies + bodies[:1]]
     answers = [json.loads(r["body"]) for r in invoke(bins / "ingest", events, ingest_env)]
-    # Every answer is padded with random bytes; what it says is the rest.
+    # Every answer is padded with random bytes and carries a revision token (the e2e tests
+    # check what it revises); what it says is the rest.
     assert all(len(a.pop("padding", "")) >= 16 for a in answers), answers
+    assert all(a.pop("revisionToken", "") for a in answers), answers
     print("uploads answered:", answers)
     assert answers == [{"insertedExposures": 5}, {"insertedExposures": 3},
                        {"insertedExposures": 5}], answers
