@@ -62,17 +62,9 @@ impl CodeIssuerStore for DynamoStore {
         if let Some(at) = issuer.revoked_at {
             item.insert("ra".to_string(), n(at));
         }
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match unless_condition_failed(put)? {
-            Some(_) => Ok(()),
-            None => Err(StoreError::Conflict(format!(
+        match self.put_new(item).await? {
+            true => Ok(()),
+            false => Err(StoreError::Conflict(format!(
                 "a code issuer named {:?} exists",
                 issuer.name
             ))),

@@ -9,7 +9,7 @@ use super::code_issuers::issued_item;
 use super::codec::{attempt_pk, code_pk, diagnosis_attributes, diagnosis_of};
 use super::{
     DynamoStore, Item, LINGER, TTL_ATTRIBUTE, cancellation_reasons, get_b, get_n, n, optional_n, s,
-    sdk_error, unless_condition_failed,
+    sdk_error,
 };
 use crate::domain::diagnosis::Diagnosis;
 use crate::ports::{
@@ -51,15 +51,7 @@ impl CodeStore for DynamoStore {
         ]);
         let exists = || StoreError::Conflict("a code with this value exists".into());
         let Some(issuer) = &code.issued_by else {
-            let put = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(pk)")
-                .send()
-                .await;
-            return unless_condition_failed(put)?.map(|_| ()).ok_or_else(exists);
+            return self.put_new(item).await?.then_some(()).ok_or_else(exists);
         };
         // The code and its issuer's record of it, both or neither.
         let issued = issued_item(issuer, code.issued_at, &code.code_hash, &item);

@@ -250,6 +250,19 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// Puts `item` unless an item with its keys exists; whether it was put.
+    pub(super) async fn put_new(&self, item: Item) -> Result<bool, StoreError> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        Ok(unless_condition_failed(put)?.is_some())
+    }
+
     pub(super) async fn get_item(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
         Ok(self
             .client
