@@ -5,7 +5,7 @@
 
 use enfeed::Config;
 use enfeed_tests::{ADMIN_TOKEN, TestRegion, person_keys, upload_body};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 async fn call(
@@ -214,6 +214,19 @@ async fn a_revoked_issuer_is_refused_and_names_are_checked_and_never_reused() {
 }
 
 /// Signs in on the console; returns the session cookie and the CSRF token.
+/// A request as the console's browser sends it: `path` with the session `cookie`.
+fn as_browser(
+    region: &TestRegion,
+    method: Method,
+    path: &str,
+    cookie: &str,
+) -> reqwest::RequestBuilder {
+    region
+        .http
+        .request(method, region.url(path))
+        .header("cookie", cookie)
+}
+
 async fn sign_in(region: &TestRegion, token: &str) -> (String, String) {
     let response = region
         .http
@@ -231,10 +244,7 @@ async fn sign_in(region: &TestRegion, token: &str) -> (String, String) {
         assert!(set_cookie.contains(flag), "{set_cookie}");
     }
     let cookie = set_cookie.split(';').next().unwrap().to_string();
-    let session: Value = region
-        .http
-        .get(region.url("console/session"))
-        .header("cookie", &cookie)
+    let session: Value = as_browser(region, Method::GET, "console/session", &cookie)
         .send()
         .await
         .unwrap()
@@ -271,16 +281,8 @@ async fn a_console_session_stands_for_its_token_and_needs_its_csrf_token_to_chan
     assert_eq!(form.status(), StatusCode::FORBIDDEN);
 
     let (cookie, csrf) = sign_in(&region, ADMIN_TOKEN).await;
-    let post = |path: &'static str| {
-        region
-            .http
-            .post(region.url(path))
-            .header("cookie", cookie.clone())
-    };
-    let status = region
-        .http
-        .get(region.url("v1/admin/status"))
-        .header("cookie", &cookie)
+    let post = |path: &'static str| as_browser(&region, Method::POST, path, &cookie);
+    let status = as_browser(&region, Method::GET, "v1/admin/status", &cookie)
         .send()
         .await
         .unwrap();
@@ -316,12 +318,7 @@ async fn a_console_session_stands_for_its_token_and_needs_its_csrf_token_to_chan
 
     // An issuer's session opens their page, not the operator's; revoking them ends it.
     let (issuer_cookie, _) = sign_in(&region, &issuer_token).await;
-    let page = |path: &'static str| {
-        region
-            .http
-            .get(region.url(path))
-            .header("cookie", issuer_cookie.clone())
-    };
+    let page = |path: &'static str| as_browser(&region, Method::GET, path, &issuer_cookie);
     let issuer_page = page("console/issuer").send().await.unwrap();
     assert_eq!(issuer_page.status(), StatusCode::OK);
     let policy = issuer_page.headers()["content-security-policy"]
@@ -373,10 +370,7 @@ async fn a_console_session_stands_for_its_token_and_needs_its_csrf_token_to_chan
             .unwrap()
             .contains("Max-Age=0")
     );
-    let after = region
-        .http
-        .get(region.url("v1/admin/status"))
-        .header("cookie", &cookie)
+    let after = as_browser(&region, Method::GET, "v1/admin/status", &cookie)
         .send()
         .await
         .unwrap();

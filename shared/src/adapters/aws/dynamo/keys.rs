@@ -24,6 +24,20 @@ use crate::ports::{
     UnixSeconds, check_claim,
 };
 
+/// The keys (`pk`, `sk`) of every item `query` finds, all pages of it.
+async fn item_keys(query: QueryFluentBuilder) -> Result<Vec<(String, String)>, StoreError> {
+    let mut keys = Vec::new();
+    let mut pages = query.into_paginator().items().send();
+    while let Some(item) = pages.next().await {
+        let item = item.map_err(sdk_error)?;
+        keys.push((
+            get_s(&item, "pk")?.to_string(),
+            get_s(&item, "sk")?.to_string(),
+        ));
+    }
+    Ok(keys)
+}
+
 /// The attribute that marks a key item as revised (when): a key is revised once.
 const REVISED_AT: &str = "rva";
 
@@ -511,20 +525,11 @@ impl KeyStore for DynamoStore {
         let mut declared = Vec::new();
         // Only local keys are declared for regions.
         for bucket in first / BUCKET_SECONDS..=last / BUCKET_SECONDS {
-            let mut pages = self
+            let query = self
                 .published_query(Origin::Local, bucket, first, last)
                 .filter_expression("attribute_exists(rg)")
-                .projection_expression("pk, sk")
-                .into_paginator()
-                .items()
-                .send();
-            while let Some(item) = pages.next().await {
-                let item = item.map_err(sdk_error)?;
-                declared.push((
-                    get_s(&item, "pk")?.to_string(),
-                    get_s(&item, "sk")?.to_string(),
-                ));
-            }
+                .projection_expression("pk, sk");
+            declared.extend(item_keys(query).await?);
         }
         let forgotten = declared.len() as u64;
         self.on_each_item(declared, |store, pk, sk| async move {
@@ -548,7 +553,7 @@ impl KeyStore for DynamoStore {
     async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError> {
         let mut expired = Vec::new();
         for shard in 0..EXPIRY_SHARDS {
-            let mut pages = self
+            let query = self
                 .client
                 .query()
                 .table_name(&self.table)
@@ -556,17 +561,8 @@ impl KeyStore for DynamoStore {
                 .key_condition_expression("xs = :shard AND #ttl <= :now")
                 .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
                 .expression_attribute_values(":shard", s(format!("X#{shard}")))
-                .expression_attribute_values(":now", n(now))
-                .into_paginator()
-                .items()
-                .send();
-            while let Some(item) = pages.next().await {
-                let item = item.map_err(sdk_error)?;
-                expired.push((
-                    get_s(&item, "pk")?.to_string(),
-                    get_s(&item, "sk")?.to_string(),
-                ));
-            }
+                .expression_attribute_values(":now", n(now));
+            expired.extend(item_keys(query).await?);
         }
         self.on_each_item(expired, move |store, pk, sk| async move {
             store.purge_key(pk, sk, now).await
