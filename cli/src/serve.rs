@@ -153,8 +153,10 @@ pub async fn run(args: ServeArgs, recent_errors: Arc<RecentErrors>) -> anyhow::R
     }
 
     let interval = backend.config.dataprep_interval;
-    tokio::spawn(every(interval, backend.clone(), |backend| async move {
-        if let Err(e) = backend.run_dataprep().await {
+    tokio::spawn(every(interval, backend.clone(), move |backend| async move {
+        // A backlog drains run after run within half an interval; the next goes on.
+        let budget = std::time::Duration::from_secs(interval / 2);
+        if let Err(e) = backend.drain_dataprep(budget).await {
             tracing::error!(error = %e, "scheduled data-prep failed");
         }
     }));

@@ -2,6 +2,7 @@
 //! the serverless functions against a local moto server.
 
 mod aws;
+mod backlog;
 mod certificates;
 mod faults;
 mod feeds;

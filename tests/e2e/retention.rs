@@ -113,3 +113,11 @@ async fn the_embedded_store_revises_once_and_drops_declared_regions() {
     let store = LocalStore::open(&dir.path().join("keys.redb")).unwrap();
     key_store::revisions_and_declared_regions(&store).await;
 }
+
+/// The embedded store reads a range in bounded pages, each key once.
+#[tokio::test]
+async fn the_embedded_store_reads_in_bounded_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(&dir.path().join("keys.redb")).unwrap();
+    key_store::paged_reads(&store).await;
+}

@@ -1,8 +1,11 @@
 //! Promises of the key store port that every adapter must keep, as one test run against each
-//! (the embedded store, and DynamoDB on moto): revisions, and declared regions dropped.
+//! (the embedded store, and DynamoDB on moto): revisions, declared regions dropped, and reads
+//! in bounded pages.
 
 use enfeed::domain::key::{DiagnosisKey, ReportType, interval_of};
-use enfeed::ports::{IfRevised, Inserted, KeyStore, NewKeys, Origin, StoreError, StoredKey};
+use enfeed::ports::{
+    IfRevised, Inserted, KeyStore, NewKeys, Origin, PublishedRange, StoreError, StoredKey,
+};
 
 use crate::NOW;
 
@@ -41,7 +44,10 @@ fn revisions(revisions: Vec<StoredKey>, if_revised: IfRevised) -> NewKeys {
 }
 
 async fn all(store: &dyn KeyStore) -> Vec<StoredKey> {
-    let mut keys = store.published_between(0, NOW + DAY, NOW).await.unwrap();
+    let mut keys = store
+        .published_between(NOW - DAY, NOW + DAY, NOW)
+        .await
+        .unwrap();
     keys.sort_by_key(|k| (k.key.key_data, k.publish_at));
     keys
 }
@@ -137,4 +143,62 @@ pub async fn revisions_and_declared_regions(store: &dyn KeyStore) {
     // And a revision goes with its key.
     assert_eq!(store.purge_expired(NOW + 30 * DAY).await.unwrap(), 6);
     assert_eq!(store.count().await.unwrap(), Default::default());
+}
+
+/// Reads in pages of at most `max_keys` take every key of a range once, in the store's order,
+/// and a read repeated from the same place takes the same keys: data-prep's bounded runs, and
+/// the repeat of a run that crashed, rest on it.
+pub async fn paged_reads(store: &dyn KeyStore) {
+    // Keys over three days and both origins, some expired.
+    let mut keys = Vec::new();
+    for byte in 0..60u8 {
+        let mut key = local(byte, ReportType::ConfirmedTest, NOW - DAY + u64::from(byte) * 1800);
+        key.origin = if byte % 3 == 0 { Origin::Remote } else { Origin::Local };
+        if key.origin == Origin::Remote {
+            key.regions.clear();
+            key.peer = Some("DE".parse().unwrap());
+        }
+        if byte % 7 == 0 {
+            key.expires_at = NOW;
+        }
+        keys.push(key);
+    }
+    let stored = NewKeys {
+        keys: keys.clone(),
+        now: NOW - DAY,
+        ..NewKeys::default()
+    };
+    assert_eq!(store.insert(stored).await.unwrap(), Inserted::Stored(60));
+    let range = PublishedRange {
+        after: NOW - DAY,
+        through: NOW + 2 * DAY,
+        now: NOW,
+    };
+    let whole = store.read_published(range, None, usize::MAX).await.unwrap();
+    assert!(whole.next.is_none());
+    // Not the first key (published at the range's start), nor the expired ones.
+    let expected = keys
+        .iter()
+        .filter(|k| k.publish_at > range.after && k.expires_at > NOW)
+        .count();
+    assert_eq!(whole.keys.len(), expected);
+
+    let mut paged = Vec::new();
+    let mut from = None;
+    loop {
+        let page = store.read_published(range, from.as_ref(), 11).await.unwrap();
+        assert!(page.keys.len() <= 11);
+        let again = store.read_published(range, from.as_ref(), 11).await.unwrap();
+        assert_eq!(again, page, "a repeated read takes the same keys");
+        paged.extend(page.keys);
+        match page.next {
+            Some(next) => from = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(paged, whole.keys, "pages are the whole read, in order, each key once");
+    // A read that takes exactly what is left says nothing more waits.
+    let exact = store.read_published(range, None, expected).await.unwrap();
+    assert!(exact.next.is_none());
+    assert_eq!(exact.keys.len(), expected);
 }

@@ -8,6 +8,7 @@ use crate::domain::key::RegionId;
 
 pub const RETENTION_DAYS: u32 = 30;
 pub const DATAPREP_INTERVAL: u64 = 3600;
+pub const DATAPREP_MAX_KEYS: usize = 500_000;
 pub const PADDING_MIN: usize = 1000;
 pub const EMBARGO: u64 = 7200;
 pub const CODE_LIFETIME: u64 = 86_400;
@@ -35,6 +36,12 @@ pub struct Config {
     #[cfg_attr(feature = "clap", arg(long, env = "ENFEED_DATAPREP_INTERVAL", default_value_t = DATAPREP_INTERVAL))]
     #[serde(default = "defaults::dataprep_interval")]
     pub dataprep_interval: u64,
+
+    /// Most keys one data-prep run reads from the store (its memory and time grow with them);
+    /// a larger backlog is published over several runs, in the store's order.
+    #[cfg_attr(feature = "clap", arg(long, env = "ENFEED_DATAPREP_MAX_KEYS", default_value_t = DATAPREP_MAX_KEYS))]
+    #[serde(default = "defaults::dataprep_max_keys")]
+    pub dataprep_max_keys: usize,
 
     /// Smallest number of keys in a public chunk: fewer real keys are padded with random keys
     /// up to this (plus up to 99 more). 0 turns padding off.
@@ -99,6 +106,9 @@ mod defaults {
     pub fn dataprep_interval() -> u64 {
         super::DATAPREP_INTERVAL
     }
+    pub fn dataprep_max_keys() -> usize {
+        super::DATAPREP_MAX_KEYS
+    }
     pub fn padding_min() -> usize {
         super::PADDING_MIN
     }
@@ -129,6 +139,7 @@ impl Config {
             region,
             retention_days: RETENTION_DAYS,
             dataprep_interval: DATAPREP_INTERVAL,
+            dataprep_max_keys: DATAPREP_MAX_KEYS,
             padding_min: PADDING_MIN,
             embargo: EMBARGO,
             code_lifetime: CODE_LIFETIME,

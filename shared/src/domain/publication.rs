@@ -1,6 +1,7 @@
 //! Data-prep's record of what it published (see the data-prep service): the chunks of every
-//! feed with their numbers and expiry, how far the key store has been read, and a plan saved
-//! before any chunk is written, so that a crashed or concurrent run can complete it.
+//! feed with their numbers and expiry, how far the key store has been read (and, for a range
+//! too large for one run, where in it the last run stopped), and a plan saved before any chunk
+//! is written, so that a crashed or concurrent run can complete it.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +24,23 @@ pub struct Publication {
     /// The declared regions of every key with `publish_at` up to here are dropped (SP2).
     #[serde(default)]
     pub regions_dropped_through: UnixSeconds,
+    /// A sealed range with more keys than one run takes, published part by part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<Backlog>,
+}
+
+/// A place in the key store's order of keys, as the store wrote it: where a read stopped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyCursor(pub String);
+
+/// The rest of a sealed range that the runs so far could not take.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backlog {
+    /// The end of the range (the seal when it was read first).
+    pub through: UnixSeconds,
+    /// Every key of the range up to here, in the store's order, is in a published chunk.
+    pub read_to: KeyCursor,
 }
 
 /// The chunks one run turns the keys of `(after, through]` into.
@@ -34,6 +52,21 @@ pub struct Plan {
     /// Seeds the padding, so that a repeated build pads identically.
     pub padding_seed: [u8; 32],
     pub chunks: Vec<PlannedChunk>,
+    /// Where in the range the plan's keys begin: past the place a run before stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<KeyCursor>,
+    /// Where they end, if keys of the range remain past them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<KeyCursor>,
+    /// How many keys the plan read at most: a repeated read with the same bounds takes the
+    /// same keys.
+    #[serde(default = "unlimited")]
+    pub max_keys: u64,
+}
+
+/// A plan saved before runs were bounded read every key of its range.
+fn unlimited() -> u64 {
+    u64::MAX
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

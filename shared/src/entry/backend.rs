@@ -287,6 +287,26 @@ impl Backend {
         Ok(report)
     }
 
+    /// Runs data-prep, and again while the store holds more keys than one run takes and
+    /// another run (as long as the longest so far) fits in what is left of `budget`: a backlog
+    /// drains on its own, each run bounded in memory and time. The reports are added up.
+    pub async fn drain_dataprep(
+        &self,
+        budget: std::time::Duration,
+    ) -> Result<DataPrepReport, DataPrepError> {
+        let started = std::time::Instant::now();
+        let mut longest = std::time::Duration::ZERO;
+        let mut total = DataPrepReport::default();
+        loop {
+            let run = std::time::Instant::now();
+            total.add(self.run_dataprep().await?);
+            longest = longest.max(run.elapsed());
+            if !total.more_waiting || started.elapsed() + longest > budget {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Pulls what is new from the peers (those due, or all with [`Poll::Now`]); nothing
     /// without configured peers.
     pub async fn run_consumer(&self, poll: Poll) -> ConsumerReport {

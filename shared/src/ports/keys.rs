@@ -8,10 +8,11 @@ use super::{CodeClaim, StoreError};
 use std::collections::{HashMap, HashSet};
 
 use crate::domain::key::{DiagnosisKey, KEY_LEN, RegionId, UnixSeconds};
+pub use crate::domain::publication::KeyCursor;
 use crate::domain::retention;
 
 /// Where a stored key came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// Uploaded to this backend by a phone.
@@ -147,13 +148,31 @@ pub trait KeyStore: Send + Sync {
     /// Moves the seal forward to `through` (never back) and returns the seal in force.
     async fn seal(&self, through: UnixSeconds) -> Result<UnixSeconds, StoreError>;
 
-    /// Keys with `after < publish_at <= through` that have not expired at `now`.
+    /// Keys with `after < publish_at <= through` that have not expired at `now`, in the
+    /// store's order, starting past `from` (where an earlier page stopped): at most `max_keys`
+    /// of them. With the same bounds, and nothing stored in the range meanwhile (the seal sees
+    /// to that), a read returns the same keys.
+    async fn read_published(
+        &self,
+        range: PublishedRange,
+        from: Option<&KeyCursor>,
+        max_keys: usize,
+    ) -> Result<KeyPage, StoreError>;
+
+    /// Every key with `after < publish_at <= through` that has not expired at `now`.
     async fn published_between(
         &self,
         after: UnixSeconds,
         through: UnixSeconds,
         now: UnixSeconds,
-    ) -> Result<Vec<StoredKey>, StoreError>;
+    ) -> Result<Vec<StoredKey>, StoreError> {
+        let range = PublishedRange {
+            after,
+            through,
+            now,
+        };
+        Ok(self.read_published(range, None, usize::MAX).await?.keys)
+    }
 
     /// Drops the declared regions of the keys with `after < publish_at <= through`: data-prep
     /// has written the per-region files that needed them, and nothing else does (SP2). Returns
@@ -169,6 +188,22 @@ pub trait KeyStore: Send + Sync {
 
     /// How many keys are stored (expired or not), by origin: for reports and tests.
     async fn count(&self) -> Result<KeyCounts, StoreError>;
+}
+
+/// Which keys a read of the store takes: those with `after < publish_at <= through` that have
+/// not expired at `now`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishedRange {
+    pub after: UnixSeconds,
+    pub through: UnixSeconds,
+    pub now: UnixSeconds,
+}
+
+/// Keys read from the store, and where the read stopped if keys of its range remain.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyPage {
+    pub keys: Vec<StoredKey>,
+    pub next: Option<KeyCursor>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

@@ -15,6 +15,11 @@
 //! 6. The declared regions of keys published by the runs before are dropped from the store:
 //!    their per-region files are written, and nothing else needs them (SP2).
 //!
+//! A run reads at most [`Config::dataprep_max_keys`] keys, so its memory and time are bounded
+//! whatever the backlog: a larger range is published over several runs in the store's order,
+//! each going on where the one before stopped (the place is part of the plan and of the
+//! publication record), and the report says when more keys are waiting.
+//!
 //! Revisions (a key's new report type) go into the `revised_keys` of the files of the run
 //! that reads them, on the same feeds as the key they revise; their key went out earlier.
 
@@ -31,11 +36,13 @@ use crate::domain::export::{ExportError, ExportHeader, MAX_KEYS_PER_FILE};
 use crate::domain::feed::{Feed, FeedIndex};
 use crate::domain::key::{DiagnosisKey, RegionId};
 use crate::domain::metrics::Metrics;
-use crate::domain::publication::{ChunkRecord, FeedRecord, Plan, PlannedChunk, Publication};
+use crate::domain::publication::{
+    Backlog, ChunkRecord, FeedRecord, Plan, PlannedChunk, Publication,
+};
 use crate::domain::retention;
 use crate::ports::{
-    BlobError, BlobKind, BlobStore, Clock, KeyStore, Origin, PublicationStore, Signer, StoreError,
-    StoredKey, UnixSeconds, fold_revisions, write_export,
+    BlobError, BlobKind, BlobStore, Clock, KeyStore, Origin, PublicationStore, PublishedRange,
+    Signer, StoreError, StoredKey, UnixSeconds, fold_revisions, write_export,
 };
 
 /// How often a run retries after losing a race with a concurrent run.
@@ -64,6 +71,21 @@ pub struct DataPrepReport {
     pub purged_keys: u64,
     /// Keys whose declared regions were dropped from the store.
     pub regions_dropped: u64,
+    /// The store held more keys than one run takes: the next run goes on where this one
+    /// stopped (and may start at once).
+    pub more_waiting: bool,
+}
+
+impl DataPrepReport {
+    /// Adds what a later run did.
+    pub fn add(&mut self, later: DataPrepReport) {
+        self.chunks.extend(later.chunks);
+        self.unlisted_chunks += later.unlisted_chunks;
+        self.deleted_chunks += later.deleted_chunks;
+        self.purged_keys += later.purged_keys;
+        self.regions_dropped += later.regions_dropped;
+        self.more_waiting = later.more_waiting;
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -184,28 +206,50 @@ impl DataPrep {
         let (mut version, state) = self.publications.load().await?;
         let (plan, keys) = match &state.pending {
             Some(plan) => {
-                let keys = self
+                let range = PublishedRange {
+                    after: plan.after,
+                    through: plan.through,
+                    now: plan.created_at,
+                };
+                let max_keys = usize::try_from(plan.max_keys).unwrap_or(usize::MAX);
+                let page = self
                     .keys
-                    .published_between(plan.after, plan.through, plan.created_at)
+                    .read_published(range, plan.from.as_ref(), max_keys)
                     .await?;
-                let keys = fold_revisions(keys);
-                (plan.clone(), keys)
+                (plan.clone(), fold_revisions(page.keys))
             }
             None => {
-                // Each run seals past the previous one, even within the hour, so that a key stored
-                // just after the previous run (and so just past its seal) is never left waiting.
-                // The seal is kept to the hour, as keys' times are (SP2): keys stored behind it
-                // are placed a second past it, and tell no more.
-                let through = self
+                let (through, from) = match &state.backlog {
+                    // A range too large for one run: go on where the last run stopped.
+                    Some(backlog) => (backlog.through, Some(backlog.read_to.clone())),
+                    // Each run seals past the previous one, even within the hour, so that a key
+                    // stored just after the previous run (and so just past its seal) is never
+                    // left waiting. The seal is kept to the hour, as keys' times are (SP2):
+                    // keys stored behind it are placed a second past it, and tell no more.
+                    None => {
+                        let through = retention::hour_of(now).max(state.published_through + 1);
+                        (self.keys.seal(through).await?, None)
+                    }
+                };
+                let range = PublishedRange {
+                    // A key published before the retention window has expired: never read
+                    // further back.
+                    after: state
+                        .published_through
+                        .max(retention_start(&self.config, now)),
+                    through,
+                    now,
+                };
+                let max_keys = self.config.dataprep_max_keys.max(1);
+                let page = self
                     .keys
-                    .seal(retention::hour_of(now).max(state.published_through + 1))
+                    .read_published(range, from.as_ref(), max_keys)
                     .await?;
-                // A key published before the retention window has expired: never read further back.
-                let after = state
-                    .published_through
-                    .max(retention_start(&self.config, now));
-                let keys = fold_revisions(self.keys.published_between(after, through, now).await?);
-                let plan = plan_chunks(&state, &keys, after, through, now, self.config.region);
+                let keys = fold_revisions(page.keys);
+                let mut plan = plan_chunks(&state, &keys, range, self.config.region);
+                plan.from = from;
+                plan.to = page.next;
+                plan.max_keys = max_keys as u64;
                 if !plan.chunks.is_empty() {
                     let planned = Publication {
                         pending: Some(plan.clone()),
@@ -218,6 +262,7 @@ impl DataPrep {
             }
         };
         let built = self.build_chunks(&plan, &keys).await?;
+        drop(keys);
         // The per-region files of every key published by the runs before are written: their
         // declared regions are needed no more. A run that loses the race to save drops them
         // again, which changes nothing.
@@ -233,7 +278,15 @@ impl DataPrep {
         }
         let mut done = Publication {
             pending: None,
-            published_through: plan.through,
+            // A range taken in parts is published once its last part is.
+            published_through: match plan.to {
+                Some(_) => state.published_through,
+                None => plan.through,
+            },
+            backlog: plan.to.clone().map(|read_to| Backlog {
+                through: plan.through,
+                read_to,
+            }),
             completed_at: now,
             regions_dropped_through: state.published_through.max(state.regions_dropped_through),
             ..state
@@ -247,6 +300,7 @@ impl DataPrep {
         let mut report = DataPrepReport {
             chunks: built.into_iter().map(|c| c.published).collect(),
             regions_dropped,
+            more_waiting: plan.to.is_some(),
             ..DataPrepReport::default()
         };
         self.retire_expired(version + 1, done, now, &mut report)
@@ -259,6 +313,7 @@ impl DataPrep {
             deleted = report.deleted_chunks,
             purged = report.purged_keys,
             regions_dropped = report.regions_dropped,
+            more_waiting = report.more_waiting,
             "data-prep run complete"
         );
         Ok(report)
@@ -413,13 +468,11 @@ fn retention_start(config: &Config, now: UnixSeconds) -> UnixSeconds {
     now.saturating_sub(config.retention())
 }
 
-/// Assigns chunk numbers to the keys read for `(after, through]`.
+/// Assigns chunk numbers to the keys read from `range`.
 fn plan_chunks(
     state: &Publication,
     keys: &[StoredKey],
-    after: UnixSeconds,
-    through: UnixSeconds,
-    now: UnixSeconds,
+    range: PublishedRange,
     own: RegionId,
 ) -> Plan {
     let mut chunks = Vec::new();
@@ -436,11 +489,14 @@ fn plan_chunks(
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut padding_seed)
         .expect("the system random source works");
     Plan {
-        after,
-        through,
-        created_at: now,
+        after: range.after,
+        through: range.through,
+        created_at: range.now,
         padding_seed,
         chunks,
+        from: None,
+        to: None,
+        max_keys: u64::MAX,
     }
 }
 
@@ -533,6 +589,9 @@ mod tests {
             created_at: 10,
             padding_seed: [3; 32],
             chunks: vec![],
+            from: None,
+            to: None,
+            max_keys: u64::MAX,
         };
         let chunk = PlannedChunk {
             feed: Feed::Public,

@@ -571,3 +571,10 @@ async fn declared_regions_are_dropped_once_published_and_keys_revised_once() {
     let cloud = Cloud::start().await;
     enfeed_tests::key_store::revisions_and_declared_regions(&store(&cloud)).await;
 }
+
+/// DynamoDB reads a range in bounded pages across its partitions, each key once.
+#[tokio::test]
+async fn keys_are_read_in_bounded_pages_across_partitions() {
+    let cloud = Cloud::start().await;
+    enfeed_tests::key_store::paged_reads(&store(&cloud)).await;
+}

@@ -12,7 +12,8 @@ use enfeed_tests::{person_keys, upload_body};
 use serde_json::{Value, json};
 
 use super::{
-    Cloud, api_event, json_body, lambda_request, scheduled_event, with_client_cert, with_iam_caller,
+    Cloud, ONE_RUN, api_event, json_body, lambda_request, scheduled_event, with_client_cert,
+    with_iam_caller,
 };
 
 /// Issues a code through the codes function, as the health authority's system would.
@@ -70,7 +71,7 @@ async fn uploads_through_api_gateway_are_published_by_scheduled_dataprep_as_sign
     }
     cloud.clock.advance(60);
     let backend = cloud.backend().await;
-    let report = lambda::run_dataprep(&backend, scheduled_event("enfeed-dataprep"))
+    let report = lambda::run_dataprep(&backend, scheduled_event("enfeed-dataprep"), ONE_RUN)
         .await
         .unwrap();
     let paths: Vec<_> = report.chunks.iter().map(|c| c.path.as_str()).collect();
@@ -103,7 +104,7 @@ async fn uploads_through_api_gateway_are_published_by_scheduled_dataprep_as_sign
 
     // A second scheduled run with nothing new publishes nothing and keeps the indexes.
     cloud.clock.advance(3600);
-    let report = lambda::run_dataprep(&backend, scheduled_event("enfeed-dataprep"))
+    let report = lambda::run_dataprep(&backend, scheduled_event("enfeed-dataprep"), ONE_RUN)
         .await
         .unwrap();
     assert!(report.chunks.is_empty());
@@ -316,7 +317,7 @@ async fn the_consumer_pulls_a_peer_feed_into_the_table_and_dataprep_publishes_it
     server.abort();
 
     cloud.clock.advance(60);
-    lambda::run_dataprep(&cloud.backend().await, scheduled_event("enfeed-dataprep"))
+    lambda::run_dataprep(&cloud.backend().await, scheduled_event("enfeed-dataprep"), ONE_RUN)
         .await
         .unwrap();
     assert_eq!(cloud.key_counts(Feed::Public).await.len(), 3);
@@ -338,7 +339,7 @@ async fn a_revision_through_api_gateway_reaches_phones_and_peers_as_revised_keys
     assert_eq!(status, 200, "{first}");
     cloud.clock.advance(60);
     let backend = cloud.backend().await;
-    lambda::run_dataprep(&backend, scheduled_event("enfeed-dataprep"))
+    lambda::run_dataprep(&backend, scheduled_event("enfeed-dataprep"), ONE_RUN)
         .await
         .unwrap();
 
@@ -357,7 +358,7 @@ async fn a_revision_through_api_gateway_reaches_phones_and_peers_as_revised_keys
         (200, Some(2))
     );
     cloud.clock.advance(3600);
-    lambda::run_dataprep(&backend, scheduled_event("enfeed-dataprep"))
+    lambda::run_dataprep(&backend, scheduled_event("enfeed-dataprep"), ONE_RUN)
         .await
         .unwrap();
     for feed in [

@@ -38,6 +38,8 @@ pub const CONSUMER_TABLE: &str = "enfeed-ch-consumer";
 pub const BUCKET: &str = "enfeed-ch-feeds";
 pub const KEYS_PATH: &str = "/enfeed/CH/signing-keys";
 pub const PEPPER_PARAMETER: &str = "/enfeed/CH/code-pepper";
+/// The time a scheduled data-prep invocation leaves for more runs: none, one run.
+pub const ONE_RUN: std::time::Duration = std::time::Duration::ZERO;
 
 /// One region's AWS resources on a moto server of its own, as `template.yaml` creates them,
 /// with a signing key in SSM.

@@ -17,7 +17,7 @@ use rcgen::DnType;
 use serde_json::Value;
 
 use super::{
-    BUCKET, Cloud, api_event, json_body, lambda_request, scheduled_event, with_client_cert,
+    BUCKET, Cloud, ONE_RUN, api_event, json_body, lambda_request, scheduled_event, with_client_cert,
     with_client_cert_of, with_iam_caller,
 };
 
@@ -64,7 +64,7 @@ async fn public_keys_are_served_by_a_function_that_cannot_read_the_private_ones(
     let response = function.serve(lambda_request(event)).await.unwrap();
     assert_eq!(response.status(), 200);
     cloud.clock.advance(60);
-    lambda::run_dataprep(&cloud.backend().await, scheduled_event("enfeed-dataprep"))
+    lambda::run_dataprep(&cloud.backend().await, scheduled_event("enfeed-dataprep"), ONE_RUN)
         .await
         .unwrap();
 
@@ -417,7 +417,7 @@ async fn f4_on_the_serverless_deployment_with_issuers_read_from_ssm_and_rotated_
         upload_certified(&ingest, &bob[..1], certificate(&at_v1, &bob[..1])).await,
         (200, None)
     );
-    lambda::run_dataprep(&cloud.backend().await, scheduled_event("enfeed-dataprep"))
+    lambda::run_dataprep(&cloud.backend().await, scheduled_event("enfeed-dataprep"), ONE_RUN)
         .await
         .unwrap();
     assert_eq!(

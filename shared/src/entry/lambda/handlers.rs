@@ -264,18 +264,21 @@ fn request_id(request: &Request) -> Option<String> {
     }
 }
 
-/// Runs data-prep for a scheduled event. EventBridge delivers at least once; a repeated or
-/// concurrent run publishes nothing twice.
+/// Runs data-prep for a scheduled event, and again while a backlog larger than one run
+/// remains and another run fits in `budget` (what is left of the invocation's time).
+/// EventBridge delivers at least once; a repeated or concurrent run publishes nothing twice.
 pub async fn run_dataprep(
     backend: &Backend,
     event: EventBridgeEvent,
+    budget: std::time::Duration,
 ) -> Result<DataPrepReport, DataPrepError> {
     tracing::info!(
         event = event.id.as_deref().unwrap_or("-"),
         scheduled = event.time.map(|t| t.to_rfc3339()).as_deref().unwrap_or("-"),
+        budget_s = budget.as_secs(),
         "data-prep run"
     );
-    let report = backend.run_dataprep().await;
+    let report = backend.drain_dataprep(budget).await;
     emit_metrics(backend);
     report
 }

@@ -7,7 +7,8 @@ use std::io::{Read as _, Write as _};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{
-    BUCKET_SECONDS, EXPIRY_SHARDS, Item, TTL_ATTRIBUTE, b, get_b, get_n, get_s, n, optional_n, s,
+    BUCKET_SECONDS, EXPIRY_SHARDS, Item, KEY_SHARDS, TTL_ATTRIBUTE, b, get_b, get_n, get_s, n,
+    optional_n, s,
 };
 use crate::domain::diagnosis::Diagnosis;
 use crate::domain::key::{DiagnosisKey, KEY_LEN, RegionId, ReportType};
@@ -36,8 +37,42 @@ pub(super) fn origin_tag(origin: Origin) -> &'static str {
     }
 }
 
-pub(super) fn key_pk(origin: Origin, publish_at: UnixSeconds) -> String {
-    format!("K#{}#{}", origin_tag(origin), publish_at / BUCKET_SECONDS)
+/// The partition of the key items of `origin` published on the day of `publish_at` in
+/// `shard` (see [`key_shard`]); `None` is the day's one unsharded partition, which versions
+/// before the shards wrote.
+pub(super) fn key_pk(origin: Origin, publish_at: UnixSeconds, shard: Option<u16>) -> String {
+    let day = format!("K#{}#{}", origin_tag(origin), publish_at / BUCKET_SECONDS);
+    match shard {
+        Some(shard) => format!("{day}#{shard}"),
+        None => day,
+    }
+}
+
+/// The shard of a key's partition: its first two bytes modulo [`KEY_SHARDS`].
+pub(super) fn key_shard(key_data: &[u8]) -> u16 {
+    u16::from_be_bytes([key_data[0], key_data[1]]) % KEY_SHARDS
+}
+
+/// Where partition `pk` comes in reads of key items: by origin, day, then shard (the
+/// unsharded partition first).
+pub(super) fn partition_place(pk: &str) -> Result<(Origin, u64, u32), StoreError> {
+    let bad = || StoreError::backend(format!("{pk:?} is not a key partition"));
+    let mut parts = pk.split('#').skip(2);
+    let day = parts.next().and_then(|d| d.parse().ok()).ok_or_else(bad)?;
+    let shard = match parts.next() {
+        None => 0,
+        Some(shard) => shard.parse::<u32>().map_err(|_| bad())? + 1,
+    };
+    Ok((origin_of(pk)?, day, shard))
+}
+
+/// Every partition of the key items of `origin` published on the day of `publish_at`: the
+/// unsharded one of earlier versions, then the shards, in the order reads go through them.
+pub(super) fn key_partitions(origin: Origin, publish_at: UnixSeconds) -> Vec<String> {
+    std::iter::once(None)
+        .chain((0..KEY_SHARDS).map(Some))
+        .map(|shard| key_pk(origin, publish_at, shard))
+        .collect()
 }
 
 /// The origin of the keys of partition `pk` (see [`key_pk`]).
@@ -117,7 +152,10 @@ pub(super) fn part_sk(version: u64, part: usize) -> String {
 pub(super) fn key_item(key: &StoredKey, publish_at: UnixSeconds) -> Item {
     let data = key.key.key_data;
     let mut item = Item::from([
-        ("pk".into(), s(key_pk(key.origin, publish_at))),
+        (
+            "pk".into(),
+            s(key_pk(key.origin, publish_at, Some(key_shard(&data)))),
+        ),
         ("sk".into(), s(key_sk(publish_at, &data))),
         ("kd".into(), b(data.to_vec())),
         ("rs".into(), n(key.key.rolling_start)),
@@ -214,6 +252,17 @@ mod tests {
         assert!(b <= format!("{:020}#~", 100));
         assert!(b >= format!("{:020}", 100));
         assert_eq!(parse_key_hex(&hex(&[7; 16])), Some([7; 16]));
-        assert_eq!(key_pk(Origin::Remote, 86_400 * 3 + 5), "K#R#3");
+        assert_eq!(key_pk(Origin::Remote, 86_400 * 3 + 5, None), "K#R#3");
+        assert_eq!(key_pk(Origin::Local, 86_400 * 3 + 5, Some(7)), "K#L#3#7");
+        assert_eq!(key_shard(&[0, 17, 9]), 1);
+        let partitions = key_partitions(Origin::Local, 0);
+        assert_eq!(partitions.len(), 1 + KEY_SHARDS as usize);
+        assert_eq!(partitions[..2], ["K#L#0", "K#L#0#0"]);
+        let places: Vec<_> = ["K#L#3", "K#L#3#0", "K#L#3#7", "K#L#4", "K#R#0"]
+            .iter()
+            .map(|pk| partition_place(pk).unwrap())
+            .collect();
+        assert!(places.is_sorted(), "{places:?}");
+        assert!(partition_place("K#L").is_err());
     }
 }

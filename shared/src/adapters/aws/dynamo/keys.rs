@@ -1,5 +1,6 @@
-//! [`KeyStore`] on DynamoDB: key items by origin and day of publication, a seen-marker per key
-//! for deduplication, the seal, and the expiry index the purge reads.
+//! [`KeyStore`] on DynamoDB: key items by origin, day of publication and shard, a seen-marker
+//! per key for deduplication, the seal (with each writer's fence of it), and the expiry index
+//! the purge reads.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -11,31 +12,36 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::codec::{
-    code_pk, key_from_item, key_item, key_pk, key_sk, origin_of, peer_of, seen_pk, seen_pk_of_sk,
+    code_pk, key_from_item, key_item, key_partitions, key_pk, key_shard, key_sk, origin_of,
+    partition_place, peer_of, seen_pk, seen_pk_of_sk,
 };
+use super::fences::Fence;
 use super::{
-    BUCKET_SECONDS, DynamoStore, EXPIRY_INDEX, EXPIRY_SHARDS, MAX_INSERT_ATTEMPTS,
+    BUCKET_SECONDS, DynamoStore, EXPIRY_INDEX, EXPIRY_SHARDS, Item, MAX_INSERT_ATTEMPTS,
     MAX_KEYS_PER_TRANSACTION, SEAL_PK, TTL_ATTRIBUTE, b, cancellation_reasons, get_n, get_s, n, s,
     sdk_error, unless_condition_failed,
 };
 use crate::domain::key::RegionId;
 use crate::ports::{
-    CodeClaim, IfRevised, Inserted, KeyCounts, KeyStore, NewKeys, Origin, StoreError, StoredKey,
-    UnixSeconds, check_claim,
+    CodeClaim, IfRevised, Inserted, KeyCounts, KeyCursor, KeyPage, KeyStore, NewKeys, Origin,
+    PublishedRange, StoreError, StoredKey, UnixSeconds, check_claim,
 };
 
-/// The keys (`pk`, `sk`) of every item `query` finds, all pages of it.
-async fn item_keys(query: QueryFluentBuilder) -> Result<Vec<(String, String)>, StoreError> {
-    let mut keys = Vec::new();
-    let mut pages = query.into_paginator().items().send();
-    while let Some(item) = pages.next().await {
-        let item = item.map_err(sdk_error)?;
-        keys.push((
-            get_s(&item, "pk")?.to_string(),
-            get_s(&item, "sk")?.to_string(),
-        ));
-    }
-    Ok(keys)
+/// The keys (`pk`, `sk`) of `items`.
+fn item_keys(items: &[Item]) -> Result<Vec<(String, String)>, StoreError> {
+    items
+        .iter()
+        .map(|item| Ok((get_s(item, "pk")?.to_string(), get_s(item, "sk")?.to_string())))
+        .collect()
+}
+
+/// The cursor naming the key item (`pk`, `sk`).
+fn cursor_of(item: &Item) -> Result<KeyCursor, StoreError> {
+    Ok(KeyCursor(format!(
+        "{} {}",
+        get_s(item, "pk")?,
+        get_s(item, "sk")?
+    )))
 }
 
 /// The attribute that marks a key item as revised (when): a key is revised once.
@@ -60,21 +66,47 @@ impl DynamoStore {
         }
     }
 
-    /// A query of the key items of `origin` published in `first..=last` (all in one day's
-    /// partition, `bucket`), for the caller to filter and run.
-    fn published_query(
-        &self,
-        origin: Origin,
-        bucket: u64,
-        first: UnixSeconds,
-        last: UnixSeconds,
-    ) -> QueryFluentBuilder {
+    /// Moves the `SEAL` item forward to `through` (never back); the seal in force.
+    async fn seal_item(&self, through: UnixSeconds) -> Result<UnixSeconds, StoreError> {
+        let moved = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(SEAL_PK))
+            .key("sk", s(SEAL_PK))
+            .update_expression("SET seal = :through")
+            .condition_expression("attribute_not_exists(seal) OR seal < :through")
+            .expression_attribute_values(":through", n(through))
+            .send()
+            .await;
+        match unless_condition_failed(moved)? {
+            Some(_) => Ok(through),
+            // Already further: the seal never moves back.
+            None => self.read_seal().await,
+        }
+    }
+
+    /// Every partition of the key items of `origins` published in `first..=last`, in the
+    /// order reads go through them.
+    fn partitions(origins: &[Origin], first: UnixSeconds, last: UnixSeconds) -> Vec<String> {
+        origins
+            .iter()
+            .flat_map(|origin| {
+                (first / BUCKET_SECONDS..=last / BUCKET_SECONDS)
+                    .flat_map(move |day| key_partitions(*origin, day * BUCKET_SECONDS))
+            })
+            .collect()
+    }
+
+    /// A query of the key items of partition `pk` published in `first..=last`, for the caller
+    /// to filter and run.
+    fn published_query(&self, pk: &str, first: UnixSeconds, last: UnixSeconds) -> QueryFluentBuilder {
         self.client
             .query()
             .table_name(&self.table)
             .consistent_read(true)
             .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-            .expression_attribute_values(":pk", s(key_pk(origin, bucket * BUCKET_SECONDS)))
+            .expression_attribute_values(":pk", s(pk))
             .expression_attribute_values(":from", s(format!("{first:020}")))
             .expression_attribute_values(":to", s(format!("{last:020}#~")))
     }
@@ -158,15 +190,16 @@ impl DynamoStore {
     }
 
     /// One attempt at storing `keys` (already free of duplicates within the batch) and the
-    /// `revisions` of stored keys with the claim, behind `seal`.
+    /// `revisions` of stored keys with the claim, behind the seal as `fence` holds it.
     pub(super) fn insert_items(
         &self,
         keys: &[StoredKey],
         revisions: &[(StoredKey, Original)],
         claim: Option<&CodeClaim>,
-        seal: UnixSeconds,
+        fence: &Fence,
         now: UnixSeconds,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let seal = fence.seal;
         let mut items = Vec::with_capacity((keys.len() + revisions.len()) * 2 + 2);
         let mut earliest = u64::MAX;
         for key in keys {
@@ -175,7 +208,10 @@ impl DynamoStore {
             earliest = earliest.min(publish_at);
             let data = key.key.key_data;
             let item = key_item(key, publish_at);
-            let (pk, sk) = (key_pk(key.origin, publish_at), key_sk(publish_at, &data));
+            let (pk, sk) = (
+                key_pk(key.origin, publish_at, Some(key_shard(&data))),
+                key_sk(publish_at, &data),
+            );
             items.push(
                 TransactWriteItem::builder()
                     .put(
@@ -250,14 +286,15 @@ impl DynamoStore {
             );
         }
         if earliest != u64::MAX {
+            // This writer's fence, which sealing moves before data-prep reads.
             items.push(
                 TransactWriteItem::builder()
                     .condition_check(
                         ConditionCheck::builder()
                             .table_name(&self.table)
-                            .key("pk", s(SEAL_PK))
-                            .key("sk", s(SEAL_PK))
-                            .condition_expression("attribute_not_exists(seal) OR seal < :earliest")
+                            .key("pk", s(fence.pk()))
+                            .key("sk", s("F"))
+                            .condition_expression("seal < :earliest")
                             .expression_attribute_values(":earliest", n(earliest))
                             .build()
                             .map_err(StoreError::backend)?,
@@ -290,8 +327,20 @@ impl DynamoStore {
         Ok(items)
     }
 
-    /// Stores at most [`MAX_KEYS_PER_TRANSACTION`] keys and the claim in one transaction.
+    /// Stores at most [`MAX_KEYS_PER_TRANSACTION`] keys and the claim in one transaction,
+    /// behind a fence of this instance.
     pub(super) async fn insert_once(&self, batch: NewKeys) -> Result<Inserted, StoreError> {
+        let mut fence = self.take_fence(batch.now).await?;
+        let inserted = self.insert_fenced(batch, &mut fence).await;
+        self.return_fence(fence);
+        inserted
+    }
+
+    async fn insert_fenced(
+        &self,
+        batch: NewKeys,
+        fence: &mut Fence,
+    ) -> Result<Inserted, StoreError> {
         let now = batch.now;
         let claim = batch.claim.as_ref();
         if let Some(claim) = claim
@@ -316,8 +365,7 @@ impl DynamoStore {
             if keys.is_empty() && revisions.is_empty() && claim.is_none() {
                 return Ok(Inserted::Stored(0));
             }
-            let seal = self.read_seal().await?;
-            let items = self.insert_items(&keys, &revisions, claim, seal, now)?;
+            let items = self.insert_items(&keys, &revisions, claim, fence, now)?;
             let outcome = self
                 .client
                 .transact_write_items()
@@ -334,11 +382,11 @@ impl DynamoStore {
             let failed = |i: usize| reasons.get(i).cloned().flatten();
             let checks = |i: usize| failed(i).as_deref() == Some("ConditionalCheckFailed");
             // Items: key and seen-marker per key, the revised key and its revision per
-            // revision, then the seal check, then the code.
+            // revision, then the fence check, then the code.
             let revisions_index = keys.len() * 2;
-            let seal_index = revisions_index + revisions.len() * 2;
+            let fence_index = revisions_index + revisions.len() * 2;
             let writes = !keys.is_empty() || !revisions.is_empty();
-            let code_index = if writes { seal_index + 1 } else { 0 };
+            let code_index = if writes { fence_index + 1 } else { 0 };
             if let Some(claim) = claim.filter(|_| checks(code_index)) {
                 // Another upload consumed the code in the meantime (or this same one did).
                 match check_claim(
@@ -365,8 +413,12 @@ impl DynamoStore {
                 revisions = self.resolve_revisions(&batch, &mut keys).await?;
                 continue;
             }
-            if checks(seal_index) {
-                continue; // the seal moved: place the keys after it
+            if writes && checks(fence_index) {
+                // The seal moved (place the keys after it), or the fence is gone.
+                if !self.reload_fence(fence).await? {
+                    *fence = self.take_fence(now).await?;
+                }
+                continue;
             }
             // A conflict with a concurrent transaction on one of the items: try again.
             tracing::debug!(?reasons, "key insert transaction cancelled; retrying");
@@ -457,60 +509,75 @@ impl KeyStore for DynamoStore {
     }
 
     async fn seal(&self, through: UnixSeconds) -> Result<UnixSeconds, StoreError> {
-        let moved = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(SEAL_PK))
-            .key("sk", s(SEAL_PK))
-            .update_expression("SET seal = :through")
-            .condition_expression("attribute_not_exists(seal) OR seal < :through")
-            .expression_attribute_values(":through", n(through))
-            .send()
-            .await;
-        match unless_condition_failed(moved)? {
-            Some(_) => Ok(through),
-            // Already further: the seal never moves back.
-            None => self.read_seal().await,
-        }
+        let seal = self.seal_item(through).await?;
+        // Every writer's fence follows; a fence registered meanwhile follows by itself. Fences
+        // past their time (by the seal's clock, which is data-prep's) are removed.
+        self.seal_fences(seal, through).await?;
+        Ok(seal)
     }
 
-    async fn published_between(
+    async fn read_published(
         &self,
-        after: UnixSeconds,
-        through: UnixSeconds,
-        now: UnixSeconds,
-    ) -> Result<Vec<StoredKey>, StoreError> {
-        let mut keys = Vec::new();
-        if through <= after {
-            return Ok(keys);
+        range: PublishedRange,
+        from: Option<&KeyCursor>,
+        max_keys: usize,
+    ) -> Result<KeyPage, StoreError> {
+        let mut page = KeyPage::default();
+        if range.through <= range.after {
+            return Ok(page);
         }
         // A key unexpired at `now` arrived, and so may be published, after `now - T`: older
         // partitions hold nothing to read.
-        let horizon = now.saturating_sub(self.retention + BUCKET_SECONDS);
-        let (first, last) = ((after + 1).max(horizon), through);
+        let horizon = range.now.saturating_sub(self.retention + BUCKET_SECONDS);
+        let (first, last) = ((range.after + 1).max(horizon), range.through);
         if first > last {
-            return Ok(keys);
+            return Ok(page);
         }
-        for origin in [Origin::Local, Origin::Remote] {
-            for bucket in first / BUCKET_SECONDS..=last / BUCKET_SECONDS {
-                let mut pages = self
-                    .published_query(origin, bucket, first, last)
-                    .filter_expression("#ttl > :now")
-                    .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-                    .expression_attribute_values(":now", n(now))
-                    .into_paginator()
-                    .items()
-                    .send();
-                while let Some(item) = pages.next().await {
-                    let key = key_from_item(&item.map_err(sdk_error)?)?;
-                    if key.expires_at > now {
-                        keys.push(key);
+        // Partitions in their order, each in the order of its sort key; a cursor names the
+        // last item taken.
+        let resume = match from {
+            Some(cursor) => {
+                let (pk, sk) = cursor.0.split_once(' ').ok_or_else(|| {
+                    StoreError::backend(format!("{:?} is not a place in the table", cursor.0))
+                })?;
+                Some((partition_place(pk)?, pk, sk))
+            }
+            None => None,
+        };
+        for pk in Self::partitions(&[Origin::Local, Origin::Remote], first, last) {
+            let mut start = None;
+            if let Some((at, resume_pk, sk)) = resume {
+                match partition_place(&pk)?.cmp(&at) {
+                    std::cmp::Ordering::Less => continue,
+                    std::cmp::Ordering::Equal => {
+                        start = Some(Item::from([
+                            ("pk".to_string(), s(resume_pk)),
+                            ("sk".to_string(), s(sk)),
+                        ]))
                     }
+                    std::cmp::Ordering::Greater => {}
                 }
             }
+            let mut pages = self
+                .published_query(&pk, first, last)
+                .filter_expression("#ttl > :now")
+                .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                .expression_attribute_values(":now", n(range.now))
+                .set_exclusive_start_key(start)
+                .into_paginator()
+                .items()
+                .send();
+            while let Some(item) = pages.next().await {
+                let item = item.map_err(sdk_error)?;
+                if page.keys.len() == max_keys {
+                    return Ok(page);
+                }
+                page.keys.push(key_from_item(&item)?);
+                page.next = Some(cursor_of(&item)?);
+            }
         }
-        Ok(keys)
+        page.next = None;
+        Ok(page)
     }
 
     async fn forget_regions(
@@ -518,42 +585,49 @@ impl KeyStore for DynamoStore {
         after: UnixSeconds,
         through: UnixSeconds,
     ) -> Result<u64, StoreError> {
-        if through <= after {
+        // Keys published a retention period before `through` have expired: not worth reading.
+        let first = (after + 1).max(through.saturating_sub(self.retention + BUCKET_SECONDS));
+        let last = through;
+        if first > last {
             return Ok(0);
         }
-        let (first, last) = (after + 1, through);
-        let mut declared = Vec::new();
-        // Only local keys are declared for regions.
-        for bucket in first / BUCKET_SECONDS..=last / BUCKET_SECONDS {
-            let query = self
-                .published_query(Origin::Local, bucket, first, last)
+        let mut forgotten = 0;
+        // Only local keys are declared for regions. A page of items at a time.
+        for pk in Self::partitions(&[Origin::Local], first, last) {
+            let mut pages = self
+                .published_query(&pk, first, last)
                 .filter_expression("attribute_exists(rg)")
-                .projection_expression("pk, sk");
-            declared.extend(item_keys(query).await?);
+                .projection_expression("pk, sk")
+                .into_paginator()
+                .send();
+            while let Some(found) = pages.next().await {
+                let declared = item_keys(found.map_err(sdk_error)?.items())?;
+                forgotten += declared.len() as u64;
+                self.on_each_item(declared, |store, pk, sk| async move {
+                    let removed = store
+                        .client
+                        .update_item()
+                        .table_name(&store.table)
+                        .key("pk", s(pk))
+                        .key("sk", s(sk))
+                        .update_expression("REMOVE rg")
+                        // A key purged meanwhile is not written back.
+                        .condition_expression("attribute_exists(pk)")
+                        .send()
+                        .await;
+                    unless_condition_failed(removed).map(|_| true)
+                })
+                .await?;
+            }
         }
-        let forgotten = declared.len() as u64;
-        self.on_each_item(declared, |store, pk, sk| async move {
-            let removed = store
-                .client
-                .update_item()
-                .table_name(&store.table)
-                .key("pk", s(pk))
-                .key("sk", s(sk))
-                .update_expression("REMOVE rg")
-                // A key purged meanwhile is not written back.
-                .condition_expression("attribute_exists(pk)")
-                .send()
-                .await;
-            unless_condition_failed(removed).map(|_| true)
-        })
-        .await?;
         Ok(forgotten)
     }
 
     async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError> {
-        let mut expired = Vec::new();
+        let mut purged = 0;
         for shard in 0..EXPIRY_SHARDS {
-            let query = self
+            // A page of expired items at a time.
+            let mut pages = self
                 .client
                 .query()
                 .table_name(&self.table)
@@ -561,13 +635,19 @@ impl KeyStore for DynamoStore {
                 .key_condition_expression("xs = :shard AND #ttl <= :now")
                 .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
                 .expression_attribute_values(":shard", s(format!("X#{shard}")))
-                .expression_attribute_values(":now", n(now));
-            expired.extend(item_keys(query).await?);
+                .expression_attribute_values(":now", n(now))
+                .into_paginator()
+                .send();
+            while let Some(found) = pages.next().await {
+                let expired = item_keys(found.map_err(sdk_error)?.items())?;
+                purged += self
+                    .on_each_item(expired, move |store, pk, sk| async move {
+                        store.purge_key(pk, sk, now).await
+                    })
+                    .await?;
+            }
         }
-        self.on_each_item(expired, move |store, pk, sk| async move {
-            store.purge_key(pk, sk, now).await
-        })
-        .await
+        Ok(purged)
     }
 
     async fn count(&self) -> Result<KeyCounts, StoreError> {

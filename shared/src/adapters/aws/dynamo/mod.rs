@@ -4,9 +4,10 @@
 //!
 //! | item | `pk` | `sk` | other attributes |
 //! |---|---|---|---|
-//! | key | `K#<L or R>#<day of publish_at>` | `<publish_at, 20 digits>#<key hex>` | key fields, `ttl`, `xs` |
+//! | key | `K#<L or R>#<day of publish_at>#<shard>` | `<publish_at, 20 digits>#<key hex>` | key fields, `ttl`, `xs` |
 //! | key seen (dedup) | `T#<key hex>` | `T` | `kpk`, `ksk` (the key item), `ttl` |
 //! | seal | `SEAL` | `SEAL` | `seal` |
+//! | a writer's fence of the seal, and its registry entry ([`fences`]) | `F#<id>`, `FENCES` | `F`, `<id>` | `seal`, `ttl` |
 //! | one-time code | `C#<SHA-256 hex>` | `C` | `ia`, `ea`, `ub` (upload digest once used), `n`, `ttl` |
 //! | code issuer | `ISSUER` | `I#<name>` | `th` (HMAC of the token), `ca`, `ra` (once revoked) |
 //! | code an issuer issued | `IB#<name>` | `<issued_at, 20 digits>#<SHA-256 hex>` | `ea`, `rt`, `so`, `ttl` |
@@ -14,16 +15,23 @@
 //! | publication head | `PUB` | `HEAD` | `ver`, `parts` |
 //! | publication part | `PUB` | `PART#<ver, 20 digits>#<i, 4 digits>` | `data` (deflated JSON) |
 //!
+//! Key items of one day are spread over [`KEY_SHARDS`] partitions by their first bytes, so that
+//! no partition takes more than its share of a region's uploads. An insert condition-checks its
+//! writer's own fence of the seal, not the one `SEAL` item that all uploads of a region would
+//! meet on ([`fences`], docs/scale.md).
+//!
 //! `ttl` is the table's TTL attribute (Unix seconds). The sparse index `expiry` (`xs`, `ttl`;
 //! keys only) holds key items alone, spread over [`EXPIRY_SHARDS`] partitions, so the purge reads
 //! expired keys and nothing else.
 //!
-//! One file per port it implements, as the ports are laid out, besides the item [`codec`].
+//! One file per port it implements, as the ports are laid out, besides the item [`codec`] and
+//! the writers' [`fences`] of the seal.
 
 mod code_issuers;
 mod codec;
 mod codes;
 mod consumer_state;
+mod fences;
 mod keys;
 mod publication;
 
@@ -52,7 +60,13 @@ pub const EXPIRY_INDEX: &str = "expiry";
 pub const EXPIRY_SHARDS: u8 = 16;
 /// Width of a key partition, in seconds of `publish_at`: one day.
 pub const BUCKET_SECONDS: u64 = 86_400;
-/// Most keys one transaction stores: two items each, plus the seal check and the code, within
+/// Partitions the key items of one origin and day are spread over. A partition takes at most
+/// 1,000 write units a second; an upload of 14 keys writes 28 into key partitions (each
+/// transactional write of an item up to 1 KB counts twice), so 8 partitions carry about 285
+/// uploads a second, seven times a large region's peak (docs/scale.md). Each is one more query
+/// for every day data-prep reads.
+pub const KEY_SHARDS: u16 = 8;
+/// Most keys one transaction stores: two items each, plus the fence check and the code, within
 /// DynamoDB's 100 items per transaction.
 pub const MAX_KEYS_PER_TRANSACTION: usize = 48;
 /// Largest piece of the publication state in one item (DynamoDB items hold at most 400 KB).
@@ -77,6 +91,8 @@ pub struct DynamoStore {
     table: String,
     /// The retention period T: no key outlives its publication time by more.
     retention: u64,
+    /// This instance's fences of the seal that no insert is using.
+    fences: fences::IdleFences,
 }
 
 pub(crate) fn sdk_error<E: std::error::Error>(e: E) -> StoreError {
@@ -170,6 +186,7 @@ impl DynamoStore {
             client,
             table: table.into(),
             retention,
+            fences: Default::default(),
         }
     }
 

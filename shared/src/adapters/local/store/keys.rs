@@ -1,19 +1,54 @@
-//! [`KeyStore`] on the embedded store.
+//! [`KeyStore`] on the embedded store. Key rows are named by (`publish_at`, key data): that is
+//! the store's order, and a [`KeyCursor`] names a row.
+
+use std::ops::Bound;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD};
 use prost::Message as _;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::codec::{CodeRow, Expiring, KeyRecord};
 use super::codes::read_code;
 use super::writer::Tables;
-use super::{KEYS, LocalStore, SEAL, read_u64};
+use super::{KEYS, LocalStore, SEAL, Tek, read_u64};
 use crate::domain::key::KEY_LEN;
 use crate::ports::{
-    self, IfRevised, Inserted, KeyCounts, KeyStore, NewKeys, StoreError, StoredKey, UnixSeconds,
+    self, IfRevised, Inserted, KeyCounts, KeyCursor, KeyPage, KeyStore, NewKeys, PublishedRange,
+    StoreError, StoredKey, UnixSeconds,
 };
+
+/// Most key rows one write transaction of the regions drop or the purge changes: a large
+/// backlog is worked through in several, each bounded in memory.
+const ROWS_PER_WRITE: usize = 50_000;
+
+/// The cursor naming the key row `(publish_at, tek)`.
+fn cursor_of((publish_at, tek): (u64, Tek)) -> KeyCursor {
+    KeyCursor(format!("{publish_at} {}", URL_SAFE_NO_PAD.encode(tek)))
+}
+
+/// The key row a cursor names.
+fn row_of(cursor: &KeyCursor) -> Result<(u64, Tek), StoreError> {
+    let bad = || StoreError::Backend(format!("{:?} is not a place in the key table", cursor.0));
+    let (publish_at, tek) = cursor.0.split_once(' ').ok_or_else(bad)?;
+    let publish_at = publish_at.parse().map_err(|_| bad())?;
+    let tek = URL_SAFE_NO_PAD.decode(tek).map_err(|_| bad())?;
+    Ok((publish_at, tek.try_into().map_err(|_| bad())?))
+}
+
+/// The key rows of `after < publish_at <= through`, past `from` if given.
+fn rows_between(
+    after: UnixSeconds,
+    through: UnixSeconds,
+    from: Option<(u64, Tek)>,
+) -> (Bound<(u64, Tek)>, Bound<(u64, Tek)>) {
+    let start = match from {
+        Some(row) => Bound::Excluded(row),
+        None => Bound::Included((after + 1, [0; KEY_LEN])),
+    };
+    (start, Bound::Included((through, [0xff; KEY_LEN])))
+}
 
 #[async_trait]
 impl KeyStore for LocalStore {
@@ -139,30 +174,39 @@ impl KeyStore for LocalStore {
         .await
     }
 
-    async fn published_between(
+    async fn read_published(
         &self,
-        after: UnixSeconds,
-        through: UnixSeconds,
-        now: UnixSeconds,
-    ) -> Result<Vec<StoredKey>, StoreError> {
+        range: PublishedRange,
+        from: Option<&KeyCursor>,
+        max_keys: usize,
+    ) -> Result<KeyPage, StoreError> {
+        let from = from.map(row_of).transpose()?;
         self.blocking(move |db| {
+            let mut page = KeyPage::default();
+            if range.through <= range.after {
+                return Ok(page);
+            }
             let txn = db.begin_read().map_err(StoreError::backend)?;
             let keys = txn.open_table(KEYS).map_err(StoreError::backend)?;
-            let mut out = Vec::new();
-            for entry in keys
-                .range((after + 1, [0; KEY_LEN])..=(through, [0xff; KEY_LEN]))
-                .map_err(StoreError::backend)?
-            {
+            let rows = rows_between(range.after, range.through, from);
+            let mut last = None;
+            for entry in keys.range(rows).map_err(StoreError::backend)? {
                 let (k, v) = entry.map_err(StoreError::backend)?;
                 let (publish_at, tek) = k.value();
                 let key = KeyRecord::decode(v.value())
                     .map_err(StoreError::backend)?
                     .into_key(tek, publish_at)?;
-                if key.expires_at > now {
-                    out.push(key);
+                if key.expires_at <= range.now {
+                    continue;
                 }
+                if page.keys.len() == max_keys {
+                    page.next = last.map(cursor_of);
+                    break;
+                }
+                page.keys.push(key);
+                last = Some((publish_at, tek));
             }
-            Ok(out)
+            Ok(page)
         })
         .await
     }
@@ -172,49 +216,93 @@ impl KeyStore for LocalStore {
         after: UnixSeconds,
         through: UnixSeconds,
     ) -> Result<u64, StoreError> {
-        self.write(move |Tables { keys, .. }| {
-            let range = (after + 1, [0; KEY_LEN])..=(through, [0xff; KEY_LEN]);
-            let mut declared = Vec::new();
-            for entry in keys.range(range).map_err(StoreError::backend)? {
-                let (k, v) = entry.map_err(StoreError::backend)?;
-                let record = KeyRecord::decode(v.value()).map_err(StoreError::backend)?;
-                if !record.regions.is_empty() {
-                    declared.push((k.value(), record));
-                }
+        if through <= after {
+            return Ok(0);
+        }
+        let mut forgotten = 0;
+        let mut from = None;
+        loop {
+            // A bounded part at a time: the rows it read last, and how many had regions.
+            let (last, dropped) = self
+                .write(move |Tables { keys, .. }| {
+                    let mut declared = Vec::new();
+                    let mut last = None;
+                    let rows = rows_between(after, through, from);
+                    for entry in keys.range(rows).map_err(StoreError::backend)? {
+                        let (k, v) = entry.map_err(StoreError::backend)?;
+                        let record = KeyRecord::decode(v.value()).map_err(StoreError::backend)?;
+                        if !record.regions.is_empty() {
+                            declared.push((k.value(), record));
+                        }
+                        last = Some(k.value());
+                        if declared.len() == ROWS_PER_WRITE {
+                            break;
+                        }
+                    }
+                    for (at, mut record) in declared.iter().cloned() {
+                        record.regions.clear();
+                        keys.insert(at, record.encode_to_vec().as_slice())
+                            .map_err(StoreError::backend)?;
+                    }
+                    Ok((last, declared.len()))
+                })
+                .await?;
+            forgotten += dropped as u64;
+            match last {
+                Some(row) if dropped == ROWS_PER_WRITE => from = Some(row),
+                _ => return Ok(forgotten),
             }
-            for (at, mut record) in declared.iter().cloned() {
-                record.regions.clear();
-                keys.insert(at, record.encode_to_vec().as_slice())
-                    .map_err(StoreError::backend)?;
-            }
-            Ok(declared.len() as u64)
-        })
-        .await
+        }
     }
 
     async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError> {
-        self.write(move |tables| {
-            let Tables {
-                keys,
-                known,
-                expiring,
-                codes,
-                issued,
-                ..
-            } = tables;
-            let mut purged = 0;
-            for entry in expiring
-                .extract_from_if(..=(now, [0xff; KEY_LEN]), |_, _| true)
-                .map_err(StoreError::backend)?
-            {
-                let (_, row) = entry.map_err(StoreError::backend)?;
-                for (publish_at, tek) in Expiring::keys(row.value()) {
-                    keys.remove((publish_at, tek))
-                        .map_err(StoreError::backend)?;
-                    known.remove(tek).map_err(StoreError::backend)?;
-                    purged += 1;
-                }
+        let mut purged = 0;
+        // Expired keys a bounded part at a time, until a part finds fewer than it may take.
+        loop {
+            let part = self
+                .write(move |tables| {
+                    let Tables {
+                        keys,
+                        known,
+                        expiring,
+                        ..
+                    } = tables;
+                    let mut expired = Vec::new();
+                    let mut rows = 0;
+                    for entry in expiring
+                        .range(..=(now, [0xff; KEY_LEN]))
+                        .map_err(StoreError::backend)?
+                    {
+                        let (name, row) = entry.map_err(StoreError::backend)?;
+                        rows += Expiring::keys(row.value()).count();
+                        expired.push(name.value());
+                        if rows >= ROWS_PER_WRITE {
+                            break;
+                        }
+                    }
+                    let mut purged = 0;
+                    for name in expired {
+                        let row = expiring
+                            .remove(name)
+                            .map_err(StoreError::backend)?
+                            .expect("a row just read");
+                        for (publish_at, tek) in Expiring::keys(row.value()) {
+                            keys.remove((publish_at, tek))
+                                .map_err(StoreError::backend)?;
+                            known.remove(tek).map_err(StoreError::backend)?;
+                            purged += 1;
+                        }
+                    }
+                    Ok((purged, rows >= ROWS_PER_WRITE))
+                })
+                .await?;
+            purged += part.0;
+            if !part.1 {
+                break;
             }
+        }
+        self.write(move |tables| {
+            let Tables { codes, issued, .. } = tables;
             // Expired codes go as well.
             codes
                 .retain(|_, row| CodeRow::decode(row).map_or(true, |r| r.expires_at + 86_400 > now))
