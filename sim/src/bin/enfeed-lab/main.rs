@@ -3,6 +3,7 @@
 //! --help` lists the commands.
 
 mod bench;
+mod load;
 mod simulate;
 mod simulate_world;
 
