@@ -10,6 +10,10 @@ PYTHON ?= python3
 RUNS   ?= 20
 FUZZ_SECONDS ?= 30
 API_URL ?=
+# Keys data-prep publishes in `make bench`, and options of the benches' load test (see
+# `enfeed-lab bench --help`), e.g. BENCH_ARGS="--connection-per-upload --chaff 50".
+KEYS   ?= 1000000
+BENCH_ARGS ?=
 CONSOLE_DIST ?= $${CARGO_TARGET_DIR:-target}/console-dist
 
 # The Python tools of the serverless deployment live in a virtualenv at the repository root:
@@ -38,8 +42,8 @@ FUZZ_TARGETS     := export_reader upload certificate peers_file json_index text_
 LAMBDAS          := ingest codes dataprep consumer feeds
 LAMBDA_TARGET    := aarch64-unknown-linux-gnu
 
-.PHONY: run test test-console test-api fuzz bench scale demo lint doc build package lint-template \
-	scan-template sam-build smoke bench-lambda console-dist
+.PHONY: run test test-console test-api fuzz bench bench-compare scale demo lint doc build package \
+	lint-template scan-template sam-build smoke bench-lambda console-dist
 
 ## Serve one region: uploads, admin, feeds, scheduled data-prep (Ctrl-C stops it).
 run:
@@ -189,10 +193,22 @@ $(INFRA_VENV)/.cfn-lint-$(CFN_LINT_VERSION): | $(INFRA_VENV)/bin/python
 demo:
 	$(CARGO) run --release -p enfeed-sim --bin enfeed-lab -- simulate
 
-## The whole pipeline measured: data-prep of one million keys, consumer, uploads to the local
-## server (see docs/performance.md).
+## The whole pipeline measured: data-prep of KEYS keys, consumer, uploads to the local server
+## (see docs/performance.md).
 bench:
-	$(CARGO) run --release -p enfeed-sim --bin enfeed-lab -- bench --keys 1000000
+	$(CARGO) run --release -p enfeed-sim --bin enfeed-lab -- bench --keys $(KEYS) $(BENCH_ARGS)
+
+## Uploads side by side with PostgreSQL, in one run: a throwaway cluster of Debian's package
+## (installed with apt-get when missing) on loopback, driven by pgbench with an upload's store
+## work; then the local server's load test at the same concurrency, keep-alive and a new
+## connection per upload; both throughputs, latencies and their ratios (docs/performance.md).
+## BENCH_ARGS passes the load test's options.
+bench-compare:
+	ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; }
+	@ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 || \
+		{ echo "pgbench is missing: install Debian's postgresql package" >&2; exit 1; }
+	$(CARGO) run --release --locked -p enfeed-sim --bin enfeed-lab -- bench-compare $(BENCH_ARGS)
 
 ## The world-scale model of docs/scale.md: its tables, and the plot docs/scale.svg.
 scale:

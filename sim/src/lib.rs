@@ -8,7 +8,8 @@
 //! - [`phone`]: a simulated phone with the real Exposure Notification cryptography.
 //! - [`issuer`]: a health authority that signs verification certificates.
 //!
-//! The `enfeed-lab` command (`simulate`, `simulate-world`, `bench`) lives beside it.
+//! The `enfeed-lab` command (`simulate`, `simulate-world`, `bench`, `bench-compare`) lives
+//! beside it.
 
 pub mod issuer;
 pub mod phone;

@@ -6,28 +6,26 @@
 //! 2. Bytes per key on the wire in the phone feed, against the 16 bytes of a key.
 //! 3. The consumer's work on those chunks before storage: read, verify the signature, check
 //!    every key.
-//! 4. Uploads to the local server over loopback: a fixed number of uploads of 14 keys each
-//!    from a bounded number of concurrent clients; uploads per second, latency, and a count
-//!    of the stored keys afterwards.
+//! 4. Uploads to the local server over loopback ([`load`]): a fixed number of uploads of 14
+//!    keys each from a bounded number of concurrent clients; uploads per second, latency, and
+//!    a count of the stored keys afterwards.
 //! 5. The Lambda artifacts, if built (`make build`): their sizes.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use enfeed::domain::access::AccessPolicy;
 use enfeed::domain::export::{
     ExportLimits, OpenedExport, encode_export_bin, read_export, zip_export,
 };
 use enfeed::domain::key::{DiagnosisKey, INTERVALS_PER_DAY, RegionId, ReportType, interval_of};
 use enfeed::domain::signature::VerificationKey;
-use enfeed::entry::api;
-use enfeed::ports::{Clock as _, ManualClock, NewKeys, Origin, StoredKey, SystemClock};
+use enfeed::ports::{Clock as _, ManualClock, NewKeys, Origin, StoredKey};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::load;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -39,13 +37,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 20)]
     travellers: u32,
 
-    /// Uploads sent to the local server (0 skips the load test).
-    #[arg(long, default_value_t = 20_000)]
-    uploads: usize,
-
-    /// Concurrent upload clients, each on its own loopback address and connection.
-    #[arg(long, default_value_t = 64)]
-    clients: usize,
+    #[command(flatten)]
+    load: load::LoadArgs,
 }
 
 /// Peak resident memory of this process since the last reset, in bytes (Linux).
@@ -70,8 +63,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.keys > 0 {
         dataprep_and_consumer(&args).await?;
     }
-    if args.uploads > 0 {
-        uploads(&args).await?;
+    if args.load.uploads > 0 {
+        load::run(&args.load).await?;
     }
     lambda_artifacts();
     Ok(())
@@ -97,7 +90,9 @@ fn memory_gib() -> Option<f64> {
 
 async fn dataprep_and_consumer(args: &BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let now = 1_750_000_000;
+    // On the hour: data-prep seals to the hour, as stored times are kept (the keys below are
+    // stored as given, published at `now`).
+    let now = 1_749_999_600;
     let clock = Arc::new(ManualClock::new(now));
     let own: RegionId = "CH".parse()?;
     let mut config = enfeed::Config::new(own);
@@ -280,175 +275,6 @@ fn generated_key(
         revision: false,
         peer: None,
     }
-}
-
-/// The local server under load: `args.uploads` uploads of 14 keys, from `args.clients`
-/// clients at once, each with its own code; then every key must be in the store.
-async fn uploads(args: &BenchArgs) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let config = enfeed::Config::new("CH".parse()?);
-    let backend = Arc::new(enfeed::entry::local::open_backend(
-        config,
-        dir.path(),
-        Arc::new(SystemClock),
-        &[],
-    )?);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let app = api::router(
-        backend.clone(),
-        AccessPolicy::default(),
-        api::ApiSettings::default(),
-    );
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
-
-    // Codes first, many at a time (each is a write).
-    let mut codes = Vec::with_capacity(args.uploads);
-    let mut issuing = tokio::task::JoinSet::new();
-    for _ in 0..args.uploads {
-        let backend = backend.clone();
-        issuing.spawn(async move { backend.issue_code(Default::default()).await });
-        if issuing.len() >= 256 {
-            codes.push(issuing.join_next().await.expect("a task")??.code);
-        }
-    }
-    while let Some(code) = issuing.join_next().await {
-        codes.push(code??.code);
-    }
-
-    let mut rng = ChaCha20Rng::seed_from_u64(7);
-    let now = SystemClock.now();
-    let bodies: Vec<Vec<u8>> = codes
-        .iter()
-        .map(|code| upload_body(&mut rng, now, code))
-        .collect();
-    let per_client = bodies.len().div_ceil(args.clients.max(1));
-    let started = Instant::now();
-    let mut clients = tokio::task::JoinSet::new();
-    for (i, share) in bodies.chunks(per_client.max(1)).enumerate() {
-        let share = share.to_vec();
-        // A loopback address per client, as phones come from many addresses.
-        let source = std::net::Ipv4Addr::new(127, 0, (2 + i / 250) as u8, (2 + i % 250) as u8);
-        clients.spawn(async move { client(source, address, share).await });
-    }
-    let mut latencies = Vec::with_capacity(bodies.len());
-    while let Some(result) = clients.join_next().await {
-        latencies.extend(result??);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    server.abort();
-    latencies.sort_unstable();
-    let quantile = |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).max(1) - 1];
-    let stored = backend.keys.count().await?;
-    println!(
-        "uploads:              {} of 14 keys from {} clients in {elapsed:.2} s = {:.0} uploads/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        latencies.len(),
-        args.clients,
-        latencies.len() as f64 / elapsed,
-        quantile(0.5).as_secs_f64() * 1e3,
-        quantile(0.99).as_secs_f64() * 1e3,
-        latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
-    );
-    let expected = 14 * bodies.len() as u64;
-    println!(
-        "stored afterwards:    {} keys of {expected} uploaded: {} lost",
-        stored.local,
-        expected - stored.local.min(expected)
-    );
-    anyhow::ensure!(stored.local == expected, "uploads were lost");
-    Ok(())
-}
-
-/// One client: its uploads one after the other on one keep-alive connection; the latency
-/// of each. Every upload must be answered 200.
-async fn client(
-    source: std::net::Ipv4Addr,
-    server: SocketAddr,
-    bodies: Vec<Vec<u8>>,
-) -> anyhow::Result<Vec<Duration>> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::from((source, 0)))?;
-    let mut stream = socket.connect(server).await?;
-    stream.set_nodelay(true)?;
-    let mut latencies = Vec::with_capacity(bodies.len());
-    let mut buffer = Vec::with_capacity(4096);
-    for body in bodies {
-        let started = Instant::now();
-        let head = format!(
-            "POST /v1/publish HTTP/1.1\r\nhost: {server}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(&[head.as_bytes(), &body].concat()).await?;
-        let status = read_response(&mut stream, &mut buffer).await?;
-        latencies.push(started.elapsed());
-        anyhow::ensure!(
-            status == 200,
-            "upload answered {status}: {}",
-            String::from_utf8_lossy(&buffer)
-        );
-    }
-    Ok(latencies)
-}
-
-/// Reads one HTTP/1.1 response with a content-length into `buffer`; returns its status.
-async fn read_response(
-    stream: &mut tokio::net::TcpStream,
-    buffer: &mut Vec<u8>,
-) -> anyhow::Result<u16> {
-    buffer.clear();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buffer[..end])?.to_ascii_lowercase();
-            let status: u16 = head.get(9..12).context("a status line")?.parse()?;
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .context("a content-length")?
-                .trim()
-                .parse()?;
-            while buffer.len() < end + 4 + length {
-                let n = stream.read(&mut chunk).await?;
-                anyhow::ensure!(n > 0, "the server closed the connection");
-                buffer.extend_from_slice(&chunk[..n]);
-            }
-            buffer.drain(..end + 4);
-            return Ok(status);
-        }
-        let n = stream.read(&mut chunk).await?;
-        anyhow::ensure!(n > 0, "the server closed the connection");
-        buffer.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// The JSON of an upload of 14 keys, one per day of the last 14 days.
-fn upload_body(rng: &mut ChaCha20Rng, now: u64, code: &str) -> Vec<u8> {
-    use base64::Engine as _;
-    let today = interval_of(now) / INTERVALS_PER_DAY * INTERVALS_PER_DAY;
-    let keys: Vec<serde_json::Value> = (1..=14)
-        .map(|day| {
-            let mut key = [0u8; 16];
-            rng.fill_bytes(&mut key);
-            serde_json::json!({
-                "key": base64::engine::general_purpose::STANDARD.encode(key),
-                "rollingStartNumber": today - day * INTERVALS_PER_DAY,
-                "rollingPeriod": INTERVALS_PER_DAY,
-                "transmissionRisk": rng.next_u32() % 8,
-            })
-        })
-        .collect();
-    serde_json::to_vec(&serde_json::json!({
-        "temporaryExposureKeys": keys,
-        "regions": ["CH"],
-        "verificationPayload": code,
-    }))
-    .expect("JSON serializes")
 }
 
 /// Sizes of the Lambda artifacts of `make build`, where they exist.

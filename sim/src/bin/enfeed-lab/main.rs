@@ -3,6 +3,8 @@
 //! --help` lists the commands.
 
 mod bench;
+mod compare;
+mod load;
 mod simulate;
 mod simulate_world;
 
@@ -25,6 +27,10 @@ struct Lab {
 enum Command {
     /// Measure the whole pipeline: data-prep, the consumer, uploads to a local server.
     Bench(bench::BenchArgs),
+    /// Measure uploads side by side with PostgreSQL: a throwaway cluster driven by pgbench
+    /// with an upload's store work, then the local server's load test at the same
+    /// concurrency, on keep-alive connections and on a new connection per upload.
+    BenchCompare(compare::CompareArgs),
     /// Run a small live world of regions and phones on this machine, and report who was
     /// notified and what each phone downloaded.
     Simulate(simulate::SimulateArgs),
@@ -47,6 +53,7 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(async {
         match lab.command {
             Command::Bench(args) => bench::run(args).await,
+            Command::BenchCompare(args) => compare::run(args).await,
             Command::Simulate(args) => simulate::run(args).await,
             Command::SimulateWorld(args) => simulate_world::run(args).await,
         }
