@@ -153,13 +153,17 @@ pub async fn run(args: ServeArgs, recent_errors: Arc<RecentErrors>) -> anyhow::R
     }
 
     let interval = backend.config.dataprep_interval;
-    tokio::spawn(every(interval, backend.clone(), move |backend| async move {
-        // A backlog drains run after run within half an interval; the next goes on.
-        let budget = std::time::Duration::from_secs(interval / 2);
-        if let Err(e) = backend.drain_dataprep(budget).await {
-            tracing::error!(error = %e, "scheduled data-prep failed");
-        }
-    }));
+    tokio::spawn(every(
+        interval,
+        backend.clone(),
+        move |backend| async move {
+            // A backlog drains run after run within half an interval; the next goes on.
+            let budget = std::time::Duration::from_secs(interval / 2);
+            if let Err(e) = backend.drain_dataprep(budget).await {
+                tracing::error!(error = %e, "scheduled data-prep failed");
+            }
+        },
+    ));
     if backend.peering.as_ref().is_some_and(|p| p.has_registry()) {
         tokio::spawn(every(
             args.registry_refresh,

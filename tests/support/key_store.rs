@@ -152,8 +152,16 @@ pub async fn paged_reads(store: &dyn KeyStore) {
     // Keys over three days and both origins, some expired.
     let mut keys = Vec::new();
     for byte in 0..60u8 {
-        let mut key = local(byte, ReportType::ConfirmedTest, NOW - DAY + u64::from(byte) * 1800);
-        key.origin = if byte % 3 == 0 { Origin::Remote } else { Origin::Local };
+        let mut key = local(
+            byte,
+            ReportType::ConfirmedTest,
+            NOW - DAY + u64::from(byte) * 1800,
+        );
+        key.origin = if byte % 3 == 0 {
+            Origin::Remote
+        } else {
+            Origin::Local
+        };
         if key.origin == Origin::Remote {
             key.regions.clear();
             key.peer = Some("DE".parse().unwrap());
@@ -186,9 +194,15 @@ pub async fn paged_reads(store: &dyn KeyStore) {
     let mut paged = Vec::new();
     let mut from = None;
     loop {
-        let page = store.read_published(range, from.as_ref(), 11).await.unwrap();
+        let page = store
+            .read_published(range, from.as_ref(), 11)
+            .await
+            .unwrap();
         assert!(page.keys.len() <= 11);
-        let again = store.read_published(range, from.as_ref(), 11).await.unwrap();
+        let again = store
+            .read_published(range, from.as_ref(), 11)
+            .await
+            .unwrap();
         assert_eq!(again, page, "a repeated read takes the same keys");
         paged.extend(page.keys);
         match page.next {
@@ -196,7 +210,10 @@ pub async fn paged_reads(store: &dyn KeyStore) {
             None => break,
         }
     }
-    assert_eq!(paged, whole.keys, "pages are the whole read, in order, each key once");
+    assert_eq!(
+        paged, whole.keys,
+        "pages are the whole read, in order, each key once"
+    );
     // A read that takes exactly what is left says nothing more waits.
     let exact = store.read_published(range, None, expected).await.unwrap();
     assert!(exact.next.is_none());

@@ -38,8 +38,8 @@ pub use consumer_state::{ConsumerStateStore, PeerState};
 pub use fetch::{Fetch, FetchError};
 pub use issuers::{IssuerSource, IssuersUnreadable};
 pub use keys::{
-    IfRevised, Inserted, KeyCounts, KeyCursor, KeyPage, KeyStore, NewKeys, Origin,
-    PublishedRange, StoredKey, fold_revisions, pack_regions, unpack_regions,
+    IfRevised, Inserted, KeyCounts, KeyCursor, KeyPage, KeyStore, NewKeys, Origin, PublishedRange,
+    StoredKey, fold_revisions, pack_regions, unpack_regions,
 };
 pub use publication::PublicationStore;
 pub use registry::{Registry, RegistryError, RegistryTarget};

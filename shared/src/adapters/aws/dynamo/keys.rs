@@ -31,7 +31,12 @@ use crate::ports::{
 fn item_keys(items: &[Item]) -> Result<Vec<(String, String)>, StoreError> {
     items
         .iter()
-        .map(|item| Ok((get_s(item, "pk")?.to_string(), get_s(item, "sk")?.to_string())))
+        .map(|item| {
+            Ok((
+                get_s(item, "pk")?.to_string(),
+                get_s(item, "sk")?.to_string(),
+            ))
+        })
         .collect()
 }
 
@@ -100,7 +105,12 @@ impl DynamoStore {
 
     /// A query of the key items of partition `pk` published in `first..=last`, for the caller
     /// to filter and run.
-    fn published_query(&self, pk: &str, first: UnixSeconds, last: UnixSeconds) -> QueryFluentBuilder {
+    fn published_query(
+        &self,
+        pk: &str,
+        first: UnixSeconds,
+        last: UnixSeconds,
+    ) -> QueryFluentBuilder {
         self.client
             .query()
             .table_name(&self.table)

@@ -24,12 +24,12 @@ use crate::ports::{
 const ROWS_PER_WRITE: usize = 50_000;
 
 /// The cursor naming the key row `(publish_at, tek)`.
-fn cursor_of((publish_at, tek): (u64, Tek)) -> KeyCursor {
+fn cursor_of((publish_at, tek): Row) -> KeyCursor {
     KeyCursor(format!("{publish_at} {}", URL_SAFE_NO_PAD.encode(tek)))
 }
 
 /// The key row a cursor names.
-fn row_of(cursor: &KeyCursor) -> Result<(u64, Tek), StoreError> {
+fn row_of(cursor: &KeyCursor) -> Result<Row, StoreError> {
     let bad = || StoreError::Backend(format!("{:?} is not a place in the key table", cursor.0));
     let (publish_at, tek) = cursor.0.split_once(' ').ok_or_else(bad)?;
     let publish_at = publish_at.parse().map_err(|_| bad())?;
@@ -37,12 +37,15 @@ fn row_of(cursor: &KeyCursor) -> Result<(u64, Tek), StoreError> {
     Ok((publish_at, tek.try_into().map_err(|_| bad())?))
 }
 
+/// A key row's name: (`publish_at`, key data).
+type Row = (u64, Tek);
+
 /// The key rows of `after < publish_at <= through`, past `from` if given.
 fn rows_between(
     after: UnixSeconds,
     through: UnixSeconds,
-    from: Option<(u64, Tek)>,
-) -> (Bound<(u64, Tek)>, Bound<(u64, Tek)>) {
+    from: Option<Row>,
+) -> (Bound<Row>, Bound<Row>) {
     let start = match from {
         Some(row) => Bound::Excluded(row),
         None => Bound::Included((after + 1, [0; KEY_LEN])),
