@@ -317,13 +317,7 @@ async fn the_consumer_pulls_a_peer_feed_into_the_table_and_dataprep_publishes_it
     server.abort();
 
     cloud.clock.advance(60);
-    lambda::run_dataprep(
-        &cloud.backend().await,
-        scheduled_event("enfeed-dataprep"),
-        ONE_RUN,
-    )
-    .await
-    .unwrap();
+    cloud.scheduled_dataprep().await;
     assert_eq!(cloud.key_counts(Feed::Public).await.len(), 3);
     assert!(
         cloud.key_counts(Feed::AllToAll).await.is_empty(),

@@ -149,6 +149,14 @@ impl Cloud {
             .unwrap()
     }
 
+    /// A scheduled data-prep invocation of one run, by a freshly started function.
+    pub async fn scheduled_dataprep(&self) -> enfeed::services::dataprep::DataPrepReport {
+        let event = scheduled_event("enfeed-dataprep");
+        enfeed::entry::lambda::handlers::run_dataprep(&self.backend().await, event, ONE_RUN)
+            .await
+            .unwrap()
+    }
+
     /// The public key of the signing key, derived here from the PEM rather than asked of the
     /// backend.
     pub fn verification_keys(&self) -> Vec<VerificationKey> {

@@ -17,8 +17,8 @@ use rcgen::DnType;
 use serde_json::Value;
 
 use super::{
-    BUCKET, Cloud, ONE_RUN, api_event, json_body, lambda_request, scheduled_event,
-    with_client_cert, with_client_cert_of, with_iam_caller,
+    BUCKET, Cloud, api_event, json_body, lambda_request, scheduled_event, with_client_cert,
+    with_client_cert_of, with_iam_caller,
 };
 
 /// The ingest function as deployed: no signing keys path, and so no access to private keys.
@@ -64,13 +64,7 @@ async fn public_keys_are_served_by_a_function_that_cannot_read_the_private_ones(
     let response = function.serve(lambda_request(event)).await.unwrap();
     assert_eq!(response.status(), 200);
     cloud.clock.advance(60);
-    lambda::run_dataprep(
-        &cloud.backend().await,
-        scheduled_event("enfeed-dataprep"),
-        ONE_RUN,
-    )
-    .await
-    .unwrap();
+    cloud.scheduled_dataprep().await;
 
     let (status, published) = get(&ingest, "/v1/verification-keys", None).await;
     assert_eq!(status, 200, "{published}");
@@ -421,13 +415,7 @@ async fn f4_on_the_serverless_deployment_with_issuers_read_from_ssm_and_rotated_
         upload_certified(&ingest, &bob[..1], certificate(&at_v1, &bob[..1])).await,
         (200, None)
     );
-    lambda::run_dataprep(
-        &cloud.backend().await,
-        scheduled_event("enfeed-dataprep"),
-        ONE_RUN,
-    )
-    .await
-    .unwrap();
+    cloud.scheduled_dataprep().await;
     assert_eq!(
         cloud
             .key_counts(Feed::Region("AT".parse().unwrap()))

@@ -257,26 +257,25 @@ impl Postgres {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// How psql and pgbench reach the cluster: its loopback port, as the bench's role.
+    fn connection(&self) -> Vec<String> {
+        [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "enfeed",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
     fn psql(&self, sql: &str) -> anyhow::Result<()> {
-        let port = self.port.to_string();
-        self.run(
-            "psql",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "enfeed",
-                "-d",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-q",
-                "-c",
-                sql,
-            ],
-        )?;
+        let connection = self.connection();
+        let mut args: Vec<&str> = connection.iter().map(String::as_str).collect();
+        args.extend(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c", sql]);
+        self.run("psql", &args)?;
         Ok(())
     }
 
@@ -293,20 +292,15 @@ impl Postgres {
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs();
         let start = now / 86_400 * 144;
-        let (port, clients_arg) = (self.port.to_string(), clients.to_string());
+        let (connection, clients_arg) = (self.connection(), clients.to_string());
         let per_client = uploads.div_ceil(clients).to_string();
         let defines = [
             format!("now={now}"),
             format!("expires={}", now + 30 * 86_400),
             format!("start={start}"),
         ];
-        let mut args = vec![
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "enfeed",
+        let mut args: Vec<&str> = connection.iter().map(String::as_str).collect();
+        args.extend([
             "-n",
             "-M",
             "prepared",
@@ -321,7 +315,7 @@ impl Postgres {
             "-l",
             "--log-prefix",
             "pgbench",
-        ];
+        ]);
         for define in &defines {
             args.extend(["-D", define.as_str()]);
         }
