@@ -196,7 +196,7 @@ demo:
 ## The whole pipeline measured: data-prep of KEYS keys, consumer, uploads to the local server
 ## (see docs/performance.md).
 bench:
-	$(CARGO) run --release -p enfeed-sim --bin enfeed-lab -- bench --keys $(KEYS) $(BENCH_ARGS)
+	MALLOC_ARENA_MAX=2 $(CARGO) run --release -p enfeed-sim --bin enfeed-lab -- bench --keys $(KEYS) $(BENCH_ARGS)
 
 ## Uploads side by side with PostgreSQL, in one run: a throwaway cluster of Debian's package
 ## (installed with apt-get when missing) on loopback, driven by pgbench with an upload's store

@@ -105,11 +105,18 @@ async fn dataprep_and_consumer(args: &BenchArgs) -> anyhow::Result<()> {
         .map(|r| r.parse())
         .collect::<Result<_, _>>()?;
     let mut rng = ChaCha20Rng::seed_from_u64(42);
-    let mut remaining = args.keys;
-    while remaining > 0 {
-        let batch = remaining.min(20_000);
-        let keys = (0..batch)
-            .map(|_| generated_key(&mut rng, now, own, &others, args.travellers))
+    // Keys come in key order (random, but each above the one before), so that filling the store
+    // appends rather than rewrites its pages: the fill is set-up, not what is measured.
+    let step = u64::MAX / args.keys.max(1) as u64;
+    let mut stored_so_far = 0;
+    while stored_so_far < args.keys {
+        let batch = (args.keys - stored_so_far).min(20_000);
+        let keys = (stored_so_far..stored_so_far + batch)
+            .map(|i| {
+                let mut key = generated_key(&mut rng, now, own, &others, args.travellers);
+                key.key.key_data[..8].copy_from_slice(&(i as u64 * step).to_be_bytes());
+                key
+            })
             .collect();
         backend
             .keys
@@ -120,7 +127,7 @@ async fn dataprep_and_consumer(args: &BenchArgs) -> anyhow::Result<()> {
                 ..NewKeys::default()
             })
             .await?;
-        remaining -= batch;
+        stored_so_far += batch;
     }
     let stored = started.elapsed();
 
@@ -280,6 +287,7 @@ fn feeds(report: &enfeed::services::dataprep::DataPrepReport) -> usize {
         .iter()
         .map(|c| c.path.rsplit_once('/').map_or("", |(f, _)| f))
         .collect();
+    feeds.sort_unstable();
     feeds.dedup();
     feeds.len()
 }
