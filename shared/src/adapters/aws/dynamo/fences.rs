@@ -21,15 +21,15 @@ use std::sync::{Arc, Mutex};
 use ring::rand::{SecureRandom as _, SystemRandom};
 
 use super::codec::hex;
-use super::{DynamoStore, TTL_ATTRIBUTE, get_n, get_s, n, s, sdk_error, unless_condition_failed};
+use super::{
+    DynamoStore, Item, TTL_ATTRIBUTE, get_n, get_s, n, s, sdk_error, unless_condition_failed,
+};
 use crate::ports::{StoreError, UnixSeconds};
 
 /// How long a writer uses one fence.
 pub const FENCE_LIFETIME: u64 = 3600;
 /// The partition of the fence registry.
 const REGISTRY_PK: &str = "FENCES";
-/// Fences raised at once while sealing.
-const AT_ONCE: usize = 32;
 
 /// A writer's fence and the seal it last saw on it.
 #[derive(Clone, Debug)]
@@ -85,17 +85,15 @@ impl DynamoStore {
         let id = hex(&id);
         let expires = now + 2 * FENCE_LIFETIME;
         let mut seal = self.read_seal().await?;
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(fence_pk(&id)))
-            .item("sk", s("F"))
-            .item("seal", n(seal))
-            .item(TTL_ATTRIBUTE, n(expires))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-            .map_err(sdk_error)?;
+        let fence = Item::from([
+            ("pk".to_string(), s(fence_pk(&id))),
+            ("sk".to_string(), s("F")),
+            ("seal".to_string(), n(seal)),
+            (TTL_ATTRIBUTE.to_string(), n(expires)),
+        ]);
+        if !self.put_new(fence).await? {
+            return Err(StoreError::backend(format!("a fence {id} exists already")));
+        }
         self.client
             .put_item()
             .table_name(&self.table)
@@ -164,30 +162,25 @@ impl DynamoStore {
             .key_condition_expression("pk = :pk")
             .expression_attribute_values(":pk", s(REGISTRY_PK))
             .into_paginator()
-            .items()
             .send();
-        let mut running = tokio::task::JoinSet::new();
-        while let Some(item) = pages.next().await {
-            let item = item.map_err(sdk_error)?;
-            let id = get_s(&item, "sk")?.to_string();
-            let expired = get_n::<u64>(&item, TTL_ATTRIBUTE)? <= now;
-            if running.len() >= AT_ONCE {
-                running
-                    .join_next()
-                    .await
-                    .expect("tasks run")
-                    .map_err(StoreError::backend)??;
-            }
-            let store = self.clone();
-            running.spawn(async move {
-                match expired {
-                    true => store.remove_fence(&id).await,
-                    false => store.raise_fence(&id, seal).await,
+        // A page of registry entries at a time: the live fences raised, the others removed.
+        while let Some(found) = pages.next().await {
+            let (mut expired, mut live) = (Vec::new(), Vec::new());
+            for item in found.map_err(sdk_error)?.items() {
+                let entry = (REGISTRY_PK.to_string(), get_s(item, "sk")?.to_string());
+                match get_n::<u64>(item, TTL_ATTRIBUTE)? <= now {
+                    true => expired.push(entry),
+                    false => live.push(entry),
                 }
-            });
-        }
-        while let Some(done) = running.join_next().await {
-            done.map_err(StoreError::backend)??;
+            }
+            self.on_each_item(live, move |store, _, id| async move {
+                store.raise_fence(&id, seal).await.map(|()| true)
+            })
+            .await?;
+            self.on_each_item(expired, |store, _, id| async move {
+                store.remove_fence(&id).await.map(|()| true)
+            })
+            .await?;
         }
         Ok(())
     }

@@ -27,26 +27,23 @@ use crate::ports::{
     PublishedRange, StoreError, StoredKey, UnixSeconds, check_claim,
 };
 
-/// The keys (`pk`, `sk`) of `items`.
+/// The keys (`pk`, `sk`) of `item`.
+fn item_key(item: &Item) -> Result<(&str, &str), StoreError> {
+    Ok((get_s(item, "pk")?, get_s(item, "sk")?))
+}
+
+/// The keys of `items`.
 fn item_keys(items: &[Item]) -> Result<Vec<(String, String)>, StoreError> {
     items
         .iter()
-        .map(|item| {
-            Ok((
-                get_s(item, "pk")?.to_string(),
-                get_s(item, "sk")?.to_string(),
-            ))
-        })
+        .map(|item| item_key(item).map(|(pk, sk)| (pk.to_string(), sk.to_string())))
         .collect()
 }
 
 /// The cursor naming the key item (`pk`, `sk`).
 fn cursor_of(item: &Item) -> Result<KeyCursor, StoreError> {
-    Ok(KeyCursor(format!(
-        "{} {}",
-        get_s(item, "pk")?,
-        get_s(item, "sk")?
-    )))
+    let (pk, sk) = item_key(item)?;
+    Ok(KeyCursor(format!("{pk} {sk}")))
 }
 
 /// The attribute that marks a key item as revised (when): a key is revised once.
@@ -91,6 +88,12 @@ impl DynamoStore {
         }
     }
 
+    /// The earliest publication time of a key that may be unexpired at `at`: a key arrived, and
+    /// so may be published, at most T before it expires. Older partitions hold nothing to read.
+    fn horizon(&self, at: UnixSeconds) -> UnixSeconds {
+        at.saturating_sub(self.retention + BUCKET_SECONDS)
+    }
+
     /// Every partition of the key items of `origins` published in `first..=last`, in the
     /// order reads go through them.
     fn partitions(origins: &[Origin], first: UnixSeconds, last: UnixSeconds) -> Vec<String> {
@@ -123,7 +126,7 @@ impl DynamoStore {
 
     /// Runs `job` on each item (by its keys), a few dozen at a time: an hour of a large region
     /// is tens of thousands of items. Counts the items it answers `true` for.
-    async fn on_each_item<F, Fut>(
+    pub(super) async fn on_each_item<F, Fut>(
         &self,
         items: Vec<(String, String)>,
         job: F,
@@ -536,10 +539,10 @@ impl KeyStore for DynamoStore {
         if range.through <= range.after {
             return Ok(page);
         }
-        // A key unexpired at `now` arrived, and so may be published, after `now - T`: older
-        // partitions hold nothing to read.
-        let horizon = range.now.saturating_sub(self.retention + BUCKET_SECONDS);
-        let (first, last) = ((range.after + 1).max(horizon), range.through);
+        let (first, last) = (
+            (range.after + 1).max(self.horizon(range.now)),
+            range.through,
+        );
         if first > last {
             return Ok(page);
         }
@@ -596,8 +599,7 @@ impl KeyStore for DynamoStore {
         through: UnixSeconds,
     ) -> Result<u64, StoreError> {
         // Keys published a retention period before `through` have expired: not worth reading.
-        let first = (after + 1).max(through.saturating_sub(self.retention + BUCKET_SECONDS));
-        let last = through;
+        let (first, last) = ((after + 1).max(self.horizon(through)), through);
         if first > last {
             return Ok(0);
         }
