@@ -71,7 +71,9 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
         bin.display(),
         load_average()
     );
-    let store_work = tokio::task::spawn_blocking(move || postgres_side(&bin, uploads, clients));
+    let rate = args.load.rate;
+    let store_work =
+        tokio::task::spawn_blocking(move || postgres_side(&bin, uploads, clients, rate));
     tokio::pin!(store_work);
     let pg = tokio::select! {
         done = &mut store_work => done??,
@@ -139,7 +141,12 @@ fn compare(enfeed: &LoadResult, pg: &PgbenchResult, connection_per_upload: bool)
 
 /// The PostgreSQL side, start to end: a cluster started, the tables made and the codes
 /// issued, pgbench run; the cluster stopped and deleted on the way out, whatever happened.
-fn postgres_side(bin: &Path, uploads: usize, clients: usize) -> anyhow::Result<PgbenchResult> {
+fn postgres_side(
+    bin: &Path,
+    uploads: usize,
+    clients: usize,
+    rate: Option<u32>,
+) -> anyhow::Result<PgbenchResult> {
     let postgres = Postgres::start(bin)?;
     postgres.psql(SCHEMA)?;
     // Every client runs the same number of uploads: a code for each.
@@ -149,7 +156,7 @@ fn postgres_side(bin: &Path, uploads: usize, clients: usize) -> anyhow::Result<P
          SELECT sha256(convert_to(i::text, 'UTF8')), 0, 4102444800 FROM generate_series(1, {codes}) i;"
     ))?;
     postgres.psql("VACUUM ANALYZE")?;
-    postgres.pgbench(uploads, clients)
+    postgres.pgbench(uploads, clients, rate)
 }
 
 /// The newest PostgreSQL of Debian's packages.
@@ -280,8 +287,15 @@ impl Postgres {
     }
 
     /// `uploads` uploads' store work (rounded up to a whole number per client) from `clients`
-    /// clients at once. pgbench fails, and with it this, if any upload consumed no code.
-    fn pgbench(&self, uploads: usize, clients: usize) -> anyhow::Result<PgbenchResult> {
+    /// clients at once, at `rate` a second if given (`pgbench -R`: a transaction's latency then
+    /// counts from when it was due, as the load test's do). pgbench fails, and with it this,
+    /// if any upload consumed no code.
+    fn pgbench(
+        &self,
+        uploads: usize,
+        clients: usize,
+        rate: Option<u32>,
+    ) -> anyhow::Result<PgbenchResult> {
         let script = self.dir.path().join("upload.sql");
         std::fs::write(&script, upload_script())?;
         if let Some(account) = &self.account {
@@ -316,6 +330,10 @@ impl Postgres {
             "--log-prefix",
             "pgbench",
         ]);
+        let rate = rate.map(|rate| rate.to_string());
+        if let Some(rate) = &rate {
+            args.extend(["-R", rate.as_str()]);
+        }
         for define in &defines {
             args.extend(["-D", define.as_str()]);
         }
@@ -337,14 +355,14 @@ impl Postgres {
             if !is_log {
                 continue;
             }
-            // client, transaction, microseconds, script, epoch, microseconds of the epoch
+            // client, transaction, microseconds, script, epoch, microseconds of the epoch, and
+            // with a rate the microseconds it started after it was due.
             for line in std::fs::read_to_string(&path)?.lines() {
-                let micros: u64 = line
-                    .split_whitespace()
-                    .nth(2)
-                    .and_then(|t| t.parse().ok())
-                    .with_context(|| format!("a pgbench log line: {line}"))?;
-                latencies.push(Duration::from_micros(micros));
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let field = |n: usize| fields.get(n).and_then(|t| t.parse::<u64>().ok());
+                let micros = field(2).with_context(|| format!("a pgbench log line: {line}"))?;
+                let late = field(6).unwrap_or(0);
+                latencies.push(Duration::from_micros(micros + late));
             }
         }
         anyhow::ensure!(

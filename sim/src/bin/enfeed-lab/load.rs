@@ -7,8 +7,8 @@
 //!    at a time), as its system would. A code that collides with a live one is the server's to
 //!    draw again; any answer but 201 fails the run.
 //! 2. The clients, each on its own loopback address, send the uploads, with chaff requests
-//!    (`X-Chaff: 1`) mixed in if asked, as fast as answers come back: on one keep-alive
-//!    connection each, or on a new connection per request as phones do.
+//!    (`X-Chaff: 1`) mixed in if asked, as fast as answers come back or at a given rate: on
+//!    one keep-alive connection each, or on a new connection per request as phones do.
 //! 3. Every request must be answered 200.
 //! 4. Afterwards every key of every upload must be in the store, and none of the chaff's. A
 //!    chaff request carries an issued, unused code and keys of its own, so a server that
@@ -47,6 +47,12 @@ pub struct LoadArgs {
     /// top of the uploads.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..100))]
     pub chaff: u32,
+
+    /// Requests offered per second, spread evenly over the clients, instead of each client
+    /// sending its next as soon as its last is answered. A request's latency is counted from
+    /// when it was due, so a server that falls behind is not excused by its clients waiting.
+    #[arg(long)]
+    pub rate: Option<u32>,
 }
 
 /// What a load test measured.
@@ -142,7 +148,12 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadResult> {
         // A loopback address per client, as phones come from many addresses.
         let source = Ipv4Addr::new(127, 0, (2 + i / 250) as u8, (2 + i % 250) as u8);
         let fresh = args.connection_per_upload;
-        running.spawn(async move { client(source, address, share, fresh).await });
+        // Request k of client i is the (k * clients + i)th of all.
+        let schedule = args.rate.map(|rate| Schedule {
+            first: started + Duration::from_secs_f64(i as f64 / f64::from(rate)),
+            every: Duration::from_secs_f64(clients as f64 / f64::from(rate)),
+        });
+        running.spawn(async move { client(source, address, share, fresh, schedule).await });
     }
     let (mut upload_latencies, mut chaff_latencies) = (Vec::new(), Vec::new());
     while let Some(result) = running.join_next().await {
@@ -169,8 +180,12 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadResult> {
         true => "a new connection per request",
         false => "keep-alive",
     };
+    let offered = match args.rate {
+        Some(rate) => format!(", {rate} requests/s offered"),
+        None => String::new(),
+    };
     println!(
-        "uploads:              {} of 14 keys from {clients} clients ({connections}) in {:.2} s = {:.0} uploads/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (load average {load_before} before, {} after)",
+        "uploads:              {} of 14 keys from {clients} clients ({connections}{offered}) in {:.2} s = {:.0} uploads/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (load average {load_before} before, {} after)",
         result.uploads,
         elapsed.as_secs_f64(),
         result.uploads_per_second(),
@@ -263,14 +278,22 @@ async fn issue_codes(server: SocketAddr, admin: &str, count: usize) -> anyhow::R
     Ok(codes)
 }
 
+/// When a client's requests are due: the first, and then one every so often.
+#[derive(Clone, Copy)]
+struct Schedule {
+    first: Instant,
+    every: Duration,
+}
+
 /// One client from `source`: its requests one after the other, on one keep-alive connection
-/// or on a new connection each (`fresh`); whether each was chaff, and its latency. Every
-/// request must be answered 200.
+/// or on a new connection each (`fresh`), each when it is due if there is a schedule; whether
+/// each was chaff, and its latency (from when it was due). Every request must be answered 200.
 async fn client(
     source: Ipv4Addr,
     server: SocketAddr,
     requests: Vec<Request>,
     fresh: bool,
+    schedule: Option<Schedule>,
 ) -> anyhow::Result<Vec<(bool, Duration)>> {
     let mut http = reqwest::Client::builder()
         .local_address(IpAddr::V4(source))
@@ -282,8 +305,15 @@ async fn client(
     let http = http.build()?;
     let url = format!("http://{server}/v1/publish");
     let mut latencies = Vec::with_capacity(requests.len());
-    for request in requests {
-        let started = Instant::now();
+    for (k, request) in requests.into_iter().enumerate() {
+        let started = match schedule {
+            Some(Schedule { first, every }) => {
+                let due = first + every * k as u32;
+                tokio::time::sleep_until(due.into()).await;
+                due
+            }
+            None => Instant::now(),
+        };
         let mut sending = http
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")

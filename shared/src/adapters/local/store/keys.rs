@@ -11,6 +11,7 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use super::codec::{CodeRow, Expiring, KeyRecord};
 use super::codes::read_code;
+use super::staging::{self, StagedKey};
 use super::writer::Tables;
 use super::{KEYS, LocalStore, SEAL, Tek, read_u64};
 use crate::domain::key::KEY_LEN;
@@ -57,17 +58,9 @@ fn rows_between(
 impl KeyStore for LocalStore {
     async fn insert(&self, batch: NewKeys) -> Result<Inserted, StoreError> {
         self.write(move |tables| {
-            let Tables {
-                keys,
-                known,
-                expiring,
-                codes,
-                meta,
-                ..
-            } = tables;
             if let Some(claim) = &batch.claim
                 && let Some(n) = ports::check_claim(
-                    read_code(codes, &claim.code_hash)?
+                    read_code(&tables.codes, &claim.code_hash)?
                         .map(|row| row.code_use())
                         .as_ref(),
                     claim,
@@ -76,17 +69,29 @@ impl KeyStore for LocalStore {
             {
                 return Ok(Inserted::Replayed(n));
             }
+            // A revision changes the row of the key it revises: that row must have moved.
+            let staged = |key: &StoredKey| tables.staging.is_staged(&key.key.key_data);
+            if batch.revisions.iter().any(staged) {
+                staging::move_all(tables)?;
+            }
+            let Tables {
+                keys,
+                staging,
+                expiring,
+                codes,
+                meta,
+                ..
+            } = tables;
             // Every refusal before any write: a refused operation leaves nothing in the batch.
             let mut revised = Vec::with_capacity(batch.revisions.len());
             let mut new_keys: Vec<&StoredKey> = batch.keys.iter().collect();
             for revision in &batch.revisions {
                 let tek = revision.key.key_data;
-                let Some(at) = known.get(&tek).map_err(StoreError::backend)? else {
+                let Some(at) = staging.known(&tek)? else {
                     // A revision of a key never held here is a new key.
                     new_keys.push(revision);
                     continue;
                 };
-                let at = at.value();
                 let original = keys
                     .get((at, tek))
                     .map_err(StoreError::backend)?
@@ -105,25 +110,23 @@ impl KeyStore for LocalStore {
             }
             let seal = read_u64(meta, SEAL)?;
             let mut stored = 0u32;
-            let mut expires = std::collections::BTreeMap::<u64, Expiring>::new();
             for key in new_keys {
                 let tek = key.key.key_data;
-                if known.get(&tek).map_err(StoreError::backend)?.is_some() {
+                if staging.known(&tek)?.is_some() {
                     continue;
                 }
-                // Never behind the seal: data-prep has already read up to it.
-                let publish_at = key.publish_at.max(seal + 1);
                 let mut record = KeyRecord::from_key(key);
                 record.revision = false;
-                keys.insert((publish_at, tek), record.encode_to_vec().as_slice())
-                    .map_err(StoreError::backend)?;
-                known.insert(tek, publish_at).map_err(StoreError::backend)?;
-                expires
-                    .entry(key.expires_at)
-                    .or_default()
-                    .push(publish_at, tek);
+                staging.stage(StagedKey {
+                    tek,
+                    // Never behind the seal: data-prep has already read up to it.
+                    publish_at: key.publish_at.max(seal + 1),
+                    expires_at: key.expires_at,
+                    record: record.encode_to_vec(),
+                });
                 stored += 1;
             }
+            let mut expires = std::collections::BTreeMap::<u64, Expiring>::new();
             for (revision, original_at, mut original) in revised {
                 let tek = revision.key.key_data;
                 original.revised = true;
@@ -142,17 +145,7 @@ impl KeyStore for LocalStore {
                 stored += 1;
             }
             for (expires_at, keys) in expires {
-                // A row of an earlier write may have the same name (a revision expires with
-                // its key, and may come first in its write): add to it, never replace it.
-                let name = (expires_at, keys.first());
-                let mut row = match expiring.get(name).map_err(StoreError::backend)? {
-                    Some(earlier) => earlier.value().to_vec(),
-                    None => Vec::new(),
-                };
-                row.extend_from_slice(&keys.0);
-                expiring
-                    .insert(name, row.as_slice())
-                    .map_err(StoreError::backend)?;
+                staging::add_expiring(expiring, expires_at, &keys)?;
             }
             if let Some(claim) = &batch.claim {
                 let mut row = read_code(codes, &claim.code_hash)?.expect("checked above");
@@ -184,6 +177,7 @@ impl KeyStore for LocalStore {
         max_keys: usize,
     ) -> Result<KeyPage, StoreError> {
         let from = from.map(row_of).transpose()?;
+        self.settle().await?;
         self.blocking(move |db| {
             let mut page = KeyPage::default();
             if range.through <= range.after {
@@ -222,6 +216,7 @@ impl KeyStore for LocalStore {
         if through <= after {
             return Ok(0);
         }
+        self.settle().await?;
         let mut forgotten = 0;
         let mut from = None;
         loop {
@@ -259,6 +254,8 @@ impl KeyStore for LocalStore {
     }
 
     async fn purge_expired(&self, now: UnixSeconds) -> Result<u64, StoreError> {
+        // Keys staged later have their expiry rows written when they move, and are purged then.
+        self.settle().await?;
         let mut purged = 0;
         // Expired keys a bounded part at a time, until a part finds fewer than it may take.
         loop {
@@ -266,7 +263,7 @@ impl KeyStore for LocalStore {
                 .write(move |tables| {
                     let Tables {
                         keys,
-                        known,
+                        staging,
                         expiring,
                         ..
                     } = tables;
@@ -292,7 +289,7 @@ impl KeyStore for LocalStore {
                         for (publish_at, tek) in Expiring::keys(row.value()) {
                             keys.remove((publish_at, tek))
                                 .map_err(StoreError::backend)?;
-                            known.remove(tek).map_err(StoreError::backend)?;
+                            staging.forget(tek)?;
                             purged += 1;
                         }
                     }
@@ -320,6 +317,7 @@ impl KeyStore for LocalStore {
     }
 
     async fn count(&self) -> Result<KeyCounts, StoreError> {
+        self.settle().await?;
         self.blocking(|db| {
             let txn = db.begin_read().map_err(StoreError::backend)?;
             let keys = txn.open_table(KEYS).map_err(StoreError::backend)?;
@@ -379,6 +377,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn staged_keys_survive_a_restart_are_stored_once_and_read_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = LocalStore::open(&path).unwrap();
+        insert(&store, vec![key(3, 1000), key(1, 1000)]).await;
+        drop(store);
+        // Staged when the store closed: read back, still known, and read where they belong.
+        let store = LocalStore::open(&path).unwrap();
+        let again = NewKeys {
+            keys: vec![key(1, 1000), key(2, 1000), key(3, 1000)],
+            now: 50,
+            ..NewKeys::default()
+        };
+        assert_eq!(store.insert(again).await.unwrap(), Inserted::Stored(1));
+        let range = PublishedRange {
+            after: 0,
+            through: 100,
+            now: 60,
+        };
+        let page = store.read_published(range, None, 10).await.unwrap();
+        let read: Vec<u8> = page.keys.iter().map(|k| k.key.key_data[0]).collect();
+        assert_eq!(read, [1, 2, 3]);
+        assert_eq!(store.count().await.unwrap().local, 3);
+    }
+
+    #[tokio::test]
     async fn keys_of_one_write_expire_at_their_own_times() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(&dir.path().join("db")).unwrap();
@@ -396,7 +420,11 @@ mod tests {
     async fn a_store_with_the_per_key_expiry_index_of_earlier_versions_still_purges() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        insert(&LocalStore::open(&path).unwrap(), vec![key(1, 1000)]).await;
+        let store = LocalStore::open(&path).unwrap();
+        insert(&store, vec![key(1, 1000)]).await;
+        // Moved into the key tables, as earlier versions wrote it at once.
+        store.settle().await.unwrap();
+        drop(store);
         // As an earlier version wrote it: the key's expiry in the per-key index.
         {
             let db = Database::open(&path).unwrap();

@@ -2,7 +2,7 @@
 //! the wrong-code attempt counters in memory. Every write is one redb transaction, so each
 //! port's atomicity promise holds: an upload's keys and its code are stored together or not at
 //! all. One file per port it implements, as the ports are laid out, besides the record
-//! [`codec`] and the group-committing [`writer`].
+//! [`codec`], the group-committing [`writer`] and the [`staging`] of new keys.
 
 mod code_issuers;
 mod codec;
@@ -10,6 +10,7 @@ mod codes;
 mod consumer_state;
 mod keys;
 mod publication;
+mod staging;
 mod writer;
 
 use std::path::Path;
@@ -20,12 +21,16 @@ use redb::{Database, ReadableTable, TableDefinition, TableHandle};
 use crate::ports::StoreError;
 use codec::{Expiring, Tek};
 use codes::Attempts;
-use writer::{Answer, Job, Tables, Writer};
+use staging::Staged;
+use writer::{Answer, Job, MOVE_PART, Tables, Writer};
 
 /// Keys by (publish_at, key data): data-prep reads a time range.
 pub(super) const KEYS: TableDefinition<(u64, Tek), &[u8]> = TableDefinition::new("keys");
 /// Key data to publish_at: deduplication.
 pub(super) const KNOWN: TableDefinition<Tek, u64> = TableDefinition::new("known");
+/// New keys on their way into [`KEYS`], [`KNOWN`] and [`EXPIRING`], one row per batch of
+/// writes, numbered in order (see [`staging`]).
+pub(super) const STAGED: TableDefinition<u64, &[u8]> = TableDefinition::new("staged");
 /// What expires when, one row per write rather than per key: (expires_at, key data of the
 /// write's first key) to the [`Expiring`] keys of the write. The purge reads what expired.
 pub(super) const EXPIRING: TableDefinition<(u64, Tek), &[u8]> = TableDefinition::new("expiring");
@@ -80,11 +85,14 @@ impl LocalStore {
             })?;
         super::fs::owner_only(path).map_err(StoreError::backend)?;
         let txn = db.begin_write().map_err(StoreError::backend)?;
-        move_per_key_expiry(&txn, &mut Tables::open(&txn)?)?;
+        move_per_key_expiry(&txn)?;
+        let staged = Staged::load(&txn)?;
+        // Every table exists from here on, for readers too.
+        drop(Tables::open(&txn, &staged)?);
         txn.commit().map_err(StoreError::backend)?;
         let db = Arc::new(db);
         Ok(Self {
-            writer: Arc::new(Writer::start(db.clone())),
+            writer: Arc::new(Writer::start(db.clone(), staged)),
             db,
             attempts: Arc::default(),
         })
@@ -133,12 +141,24 @@ impl LocalStore {
     }
 }
 
+impl LocalStore {
+    /// Moves every key staged so far into the key tables, a part per write transaction: for a
+    /// read or a change of the key tables that must see every key stored before it.
+    async fn settle(&self) -> Result<(), StoreError> {
+        let Some(through) = self.writer.newest_staged() else {
+            return Ok(());
+        };
+        while self
+            .write(move |tables| staging::move_oldest(tables, MOVE_PART, Some(through)))
+            .await?
+        {}
+        Ok(())
+    }
+}
+
 /// Moves the per-key expiry index of a store written by an earlier version into [`EXPIRING`],
 /// a row per key, and drops it.
-fn move_per_key_expiry(
-    txn: &redb::WriteTransaction,
-    tables: &mut Tables,
-) -> Result<(), StoreError> {
+fn move_per_key_expiry(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     let exists = txn
         .list_tables()
         .map_err(StoreError::backend)?
@@ -147,6 +167,7 @@ fn move_per_key_expiry(
         return Ok(());
     }
     {
+        let mut expiring = txn.open_table(EXPIRING).map_err(StoreError::backend)?;
         let old = txn
             .open_table(EXPIRY_PER_KEY)
             .map_err(StoreError::backend)?;
@@ -155,8 +176,7 @@ fn move_per_key_expiry(
             let (expires_at, tek) = k.value();
             let mut row = Expiring::default();
             row.push(publish_at.value(), tek);
-            tables
-                .expiring
+            expiring
                 .insert((expires_at, tek), row.0.as_slice())
                 .map_err(StoreError::backend)?;
         }

@@ -1,21 +1,38 @@
 //! The writer thread of [`LocalStore`](super::LocalStore): every write operation waiting is
-//! run in one redb transaction, committed (with fsync) once, and only then answered.
+//! run in one redb transaction, committed (with fsync) once, and only then answered. When it
+//! has nothing else to do, it moves [`staged`](super::staging) keys into the key tables.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
 
 use redb::Database;
 
-use super::{CODES, EXPIRING, ISSUED, ISSUERS, KEYS, KNOWN, META, PEERS, Tek};
+use super::staging::{self, Staged, Staging};
+use super::{CODES, EXPIRING, ISSUED, ISSUERS, KEYS, META, PEERS, Tek};
 use crate::ports::StoreError;
 
 /// Most write operations one transaction commits together.
 const MAX_BATCH: usize = 512;
 
+/// How long the writer waits for work before it moves staged keys into the key tables.
+const IDLE: Duration = Duration::from_millis(20);
+
+/// Most staged keys moved in one transaction: a write that comes meanwhile waits for at most
+/// one such part.
+pub(super) const MOVE_PART: usize = 8_192;
+
+/// Staged keys past which every batch of writes also moves a part of them: how much memory a
+/// burst of uploads may take (about 40 MB), and how long it may last at the speed of appends
+/// (some 70,000 uploads).
+const MAX_STAGED: usize = 1_000_000;
+
 /// The tables of a batch's write transaction, opened once for the whole batch: opening a
 /// table and closing it again costs a write transaction as much as a few inserts.
 pub(super) struct Tables<'txn> {
     pub(super) keys: redb::Table<'txn, (u64, Tek), &'static [u8]>,
-    pub(super) known: redb::Table<'txn, Tek, u64>,
+    pub(super) staging: Staging<'txn>,
     pub(super) expiring: redb::Table<'txn, (u64, Tek), &'static [u8]>,
     pub(super) codes: redb::Table<'txn, [u8; 32], &'static [u8]>,
     pub(super) issuers: redb::Table<'txn, &'static str, &'static [u8]>,
@@ -25,10 +42,13 @@ pub(super) struct Tables<'txn> {
 }
 
 impl<'txn> Tables<'txn> {
-    pub(super) fn open(txn: &'txn redb::WriteTransaction) -> Result<Self, StoreError> {
+    pub(super) fn open(
+        txn: &'txn redb::WriteTransaction,
+        staged: &'txn Staged,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
             keys: txn.open_table(KEYS).map_err(StoreError::backend)?,
-            known: txn.open_table(KNOWN).map_err(StoreError::backend)?,
+            staging: Staging::open(txn, staged)?,
             expiring: txn.open_table(EXPIRING).map_err(StoreError::backend)?,
             codes: txn.open_table(CODES).map_err(StoreError::backend)?,
             issuers: txn.open_table(ISSUERS).map_err(StoreError::backend)?,
@@ -50,25 +70,45 @@ pub(super) type Answer = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 pub(super) struct Writer {
     pub(super) jobs: Option<std::sync::mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The newest staged row's number plus one, 0 when none is staged.
+    newest_staged: Arc<AtomicU64>,
 }
 
 impl Writer {
-    pub(super) fn start(db: Arc<Database>) -> Self {
+    pub(super) fn start(db: Arc<Database>, mut staged: Staged) -> Self {
+        let newest_staged = staged.newest();
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("enfeed-store-writer".into())
             .spawn(move || {
-                while let Ok(first) = queue.recv() {
-                    let batch = std::iter::once(first)
-                        .chain(std::iter::from_fn(|| queue.try_recv().ok()).take(MAX_BATCH - 1));
-                    commit_batch(&db, batch);
+                loop {
+                    let first = match staged.len() {
+                        0 => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                        _ => queue.recv_timeout(IDLE),
+                    };
+                    let (first, to_move) = match first {
+                        Ok(job) if staged.len() > MAX_STAGED => (Some(job), Move::AsManyAsNew),
+                        Ok(job) => (Some(job), Move::None),
+                        Err(RecvTimeoutError::Timeout) => (None, Move::Part),
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    };
+                    let more = std::iter::from_fn(|| queue.try_recv().ok());
+                    let batch = first.into_iter().chain(more).take(MAX_BATCH);
+                    commit_batch(&db, &mut staged, batch, to_move);
                 }
             })
             .expect("the writer thread starts");
         Self {
             jobs: Some(jobs),
             thread: Some(thread),
+            newest_staged,
         }
+    }
+
+    /// The newest row staged by a committed batch, if any is staged: every write answered
+    /// before this call is in it or in a row before it.
+    pub(super) fn newest_staged(&self) -> Option<u64> {
+        self.newest_staged.load(Ordering::Acquire).checked_sub(1)
     }
 }
 
@@ -81,14 +121,33 @@ impl Drop for Writer {
     }
 }
 
-/// Runs a batch of write operations in one transaction and commits it, unless one of them
-/// failed in storage: then nothing of the batch is committed and every operation fails.
-/// Operations refuse (codes, conflicts) before they write anything, so a refused operation
-/// leaves nothing behind in the batch.
-fn commit_batch(db: &Database, batch: impl Iterator<Item = Job>) {
+/// How many staged keys a batch moves besides its writes.
+#[derive(Clone, Copy, PartialEq)]
+enum Move {
+    None,
+    /// [`MOVE_PART`].
+    Part,
+    /// [`MOVE_PART`], or as many as the batch stages if that is more: too many wait, and
+    /// they do not grow.
+    AsManyAsNew,
+}
+
+/// Runs a batch of write operations in one transaction, moves keys staged by earlier batches
+/// as `to_move` says, and commits, unless one of them failed in storage: then nothing of the
+/// batch is committed and every operation fails. Operations refuse (codes, conflicts) before
+/// they write anything, so a refused operation leaves nothing behind in the batch.
+fn commit_batch(
+    db: &Database,
+    staged: &mut Staged,
+    batch: impl Iterator<Item = Job>,
+    to_move: Move,
+) {
     let started = std::time::Instant::now();
     let txn = db.begin_write().map_err(StoreError::backend);
-    let mut tables = txn.as_ref().ok().and_then(|txn| Tables::open(txn).ok());
+    let mut tables = txn
+        .as_ref()
+        .ok()
+        .and_then(|txn| Tables::open(txn, staged).ok());
     let mut failed = tables.is_none();
     let answers: Vec<Answer> = batch
         .map(|job| {
@@ -97,13 +156,25 @@ fn commit_batch(db: &Database, batch: impl Iterator<Item = Job>) {
             answer
         })
         .collect();
-    drop(tables);
-    let outcome = match (txn, failed) {
-        (Err(e), _) => Err(e),
-        (Ok(_), true) => Err(StoreError::Backend(
+    let finished = tables.map(|mut tables| {
+        let keys = match to_move {
+            Move::None => 0,
+            Move::Part => MOVE_PART,
+            Move::AsManyAsNew => MOVE_PART.max(tables.staging.new_keys()),
+        };
+        if keys > 0 {
+            staging::move_oldest(&mut tables, keys, None)?;
+        }
+        tables.staging.finish()
+    });
+    let outcome = match (txn, failed, finished) {
+        (Err(e), _, _) => Err(e),
+        (Ok(_), true, _) => Err(StoreError::Backend(
             "a write of the same batch failed in storage; nothing was written".into(),
         )),
-        (Ok(txn), false) => {
+        (Ok(_), false, Some(Err(e))) => Err(e),
+        (Ok(_), false, None) => unreachable!("a batch without tables has failed"),
+        (Ok(txn), false, Some(Ok(done))) => {
             let ran = started.elapsed();
             let committed = txn.commit().map_err(StoreError::backend);
             tracing::debug!(
@@ -112,9 +183,17 @@ fn commit_batch(db: &Database, batch: impl Iterator<Item = Job>) {
                 commit_us = (started.elapsed() - ran).as_micros() as u64,
                 "store batch committed"
             );
+            if committed.is_ok() {
+                staged.commit(done);
+            }
             committed
         }
     };
+    if let Err(e) = &outcome
+        && answers.is_empty()
+    {
+        tracing::warn!(error = %e, "moving staged keys failed; it is tried again");
+    }
     for answer in answers {
         answer(outcome.as_ref().map(|_| ()));
     }

@@ -1,0 +1,475 @@
+//! Staged keys of [`LocalStore`](super::LocalStore): how a burst of uploads is taken without a
+//! B-tree page written per key.
+//!
+//! The keys a batch of writes stores go, with their records, into one row of [`STAGED`],
+//! appended in order, and their key data into memory. They are moved into the key tables
+//! ([`KEYS`], the deduplication index [`KNOWN`] and [`EXPIRING`]) later, in bulk and in key
+//! order: a part at a time when the writer has nothing else to do, in every batch while too
+//! many wait, and all of them before the key tables are read or changed otherwise
+//! ([`LocalStore::settle`](super::LocalStore)). Deduplication sees staged keys as it sees
+//! moved ones, so a key is stored once. Opening the store reads the staged rows' key data back.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redb::ReadableTable;
+
+use super::codec::Expiring;
+use super::writer::Tables;
+use super::{KNOWN, STAGED, Tek};
+use crate::domain::key::KEY_LEN;
+use crate::ports::StoreError;
+
+/// A key on its way into the key tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct StagedKey {
+    pub(super) tek: Tek,
+    pub(super) publish_at: u64,
+    pub(super) expires_at: u64,
+    /// The [`KEYS`](super::KEYS) row's value.
+    pub(super) record: Vec<u8>,
+}
+
+impl StagedKey {
+    /// Appends the key to a [`STAGED`] row: key data, publish_at, expires_at (big endian), the
+    /// record's length (2 bytes) and the record.
+    fn encode(&self, row: &mut Vec<u8>) {
+        row.extend_from_slice(&self.tek);
+        row.extend_from_slice(&self.publish_at.to_be_bytes());
+        row.extend_from_slice(&self.expires_at.to_be_bytes());
+        row.extend_from_slice(&(self.record.len() as u16).to_be_bytes());
+        row.extend_from_slice(&self.record);
+    }
+
+    /// The keys of a [`STAGED`] row.
+    fn decode_all(mut row: &[u8]) -> Result<Vec<Self>, StoreError> {
+        const HEAD: usize = KEY_LEN + 8 + 8 + 2;
+        let mut keys = Vec::new();
+        while !row.is_empty() {
+            let broken = || StoreError::backend("a staged row is cut short");
+            let head = row.get(..HEAD).ok_or_else(broken)?;
+            let number = |at: usize| u64::from_be_bytes(head[at..at + 8].try_into().unwrap());
+            let len = u16::from_be_bytes([head[HEAD - 2], head[HEAD - 1]]) as usize;
+            let record = row.get(HEAD..HEAD + len).ok_or_else(broken)?;
+            keys.push(Self {
+                tek: head[..KEY_LEN].try_into().unwrap(),
+                publish_at: number(KEY_LEN),
+                expires_at: number(KEY_LEN + 8),
+                record: record.to_vec(),
+            });
+            row = &row[HEAD + len..];
+        }
+        Ok(keys)
+    }
+}
+
+/// The staged keys as committed: the writer thread's own, changed only after a commit.
+#[derive(Default)]
+pub(super) struct Staged {
+    /// Key data to publish_at and the [`STAGED`] row that holds the key.
+    keys: HashMap<Tek, (u64, u64)>,
+    /// The numbers of the [`STAGED`] rows.
+    rows: BTreeSet<u64>,
+    next_row: u64,
+    /// The newest row's number plus one, 0 when none is staged: for readers of the store.
+    newest: Arc<AtomicU64>,
+}
+
+impl Staged {
+    /// Reads back what the last process left staged.
+    pub(super) fn load(txn: &redb::WriteTransaction) -> Result<Self, StoreError> {
+        let table = txn.open_table(STAGED).map_err(StoreError::backend)?;
+        let mut staged = Self::default();
+        for entry in table.iter().map_err(StoreError::backend)? {
+            let (row, keys) = entry.map_err(StoreError::backend)?;
+            let row = row.value();
+            for key in StagedKey::decode_all(keys.value())? {
+                staged.keys.insert(key.tek, (key.publish_at, row));
+            }
+            staged.rows.insert(row);
+            staged.next_row = row + 1;
+        }
+        staged.publish_newest();
+        Ok(staged)
+    }
+
+    /// The newest row staged, as the last commit left it, for readers on other threads.
+    pub(super) fn newest(&self) -> Arc<AtomicU64> {
+        self.newest.clone()
+    }
+
+    fn publish_newest(&self) {
+        let newest = self.rows.last().map_or(0, |row| row + 1);
+        self.newest.store(newest, Ordering::Release);
+    }
+
+    /// Keys staged.
+    pub(super) fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Takes what a committed batch did.
+    pub(super) fn commit(&mut self, batch: Batch) {
+        for row in &batch.moved_rows {
+            self.rows.remove(row);
+        }
+        for tek in batch.moved.iter().chain(&batch.removed) {
+            self.keys.remove(tek);
+        }
+        if self.keys.is_empty() {
+            // The memory of a burst goes back once it has moved.
+            self.keys = HashMap::new();
+        }
+        if let Some(row) = batch.staged_row {
+            self.keys
+                .extend(batch.staged.into_iter().map(|(tek, at)| (tek, (at, row))));
+            self.rows.insert(row);
+            self.next_row = row + 1;
+        }
+        self.publish_newest();
+    }
+}
+
+/// What a batch did to the staged keys, for [`Staged::commit`] once it is committed.
+#[derive(Default)]
+pub(super) struct Batch {
+    staged: Vec<(Tek, u64)>,
+    staged_row: Option<u64>,
+    moved_rows: Vec<u64>,
+    moved: Vec<Tek>,
+    removed: Vec<Tek>,
+}
+
+/// The deduplication index and the staged keys in a batch's write transaction.
+pub(super) struct Staging<'txn> {
+    known: redb::Table<'txn, Tek, u64>,
+    rows: redb::Table<'txn, u64, &'static [u8]>,
+    committed: &'txn Staged,
+    /// Keys this batch stored, for its own [`STAGED`] row.
+    new: BTreeMap<Tek, StagedKey>,
+    batch: Batch,
+}
+
+impl<'txn> Staging<'txn> {
+    pub(super) fn open(
+        txn: &'txn redb::WriteTransaction,
+        committed: &'txn Staged,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            known: txn.open_table(KNOWN).map_err(StoreError::backend)?,
+            rows: txn.open_table(STAGED).map_err(StoreError::backend)?,
+            committed,
+            new: BTreeMap::new(),
+            batch: Batch::default(),
+        })
+    }
+
+    /// The publish_at of the key's first row, if the key is held (moved or staged).
+    pub(super) fn known(&self, tek: &Tek) -> Result<Option<u64>, StoreError> {
+        if let Some(key) = self.new.get(tek) {
+            return Ok(Some(key.publish_at));
+        }
+        if let Some((at, _)) = self.committed.keys.get(tek)
+            && !self.batch.removed.contains(tek)
+        {
+            return Ok(Some(*at));
+        }
+        Ok(self
+            .known
+            .get(tek)
+            .map_err(StoreError::backend)?
+            .map(|at| at.value()))
+    }
+
+    /// Keys this batch staged.
+    pub(super) fn new_keys(&self) -> usize {
+        self.new.len()
+    }
+
+    /// Whether the key's first row is still staged rather than in [`KEYS`](super::KEYS).
+    pub(super) fn is_staged(&self, tek: &Tek) -> bool {
+        self.new.contains_key(tek)
+            || (self.committed.keys.contains_key(tek)
+                && !self.batch.moved.contains(tek)
+                && !self.batch.removed.contains(tek))
+    }
+
+    /// Stages a new key.
+    pub(super) fn stage(&mut self, key: StagedKey) {
+        self.new.insert(key.tek, key);
+    }
+
+    /// Forgets a key of the deduplication index (its rows are the caller's to remove).
+    pub(super) fn forget(&mut self, tek: Tek) -> Result<(), StoreError> {
+        if self.new.remove(&tek).is_some() {
+            return Ok(());
+        }
+        if self.committed.keys.contains_key(&tek) {
+            self.batch.removed.push(tek);
+        }
+        self.known.remove(tek).map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    /// Ends the batch: writes the keys it staged as one [`STAGED`] row, and returns what
+    /// [`Staged::commit`] takes once the transaction is committed.
+    pub(super) fn finish(mut self) -> Result<Batch, StoreError> {
+        if !self.new.is_empty() {
+            let mut row = Vec::new();
+            for key in self.new.values() {
+                key.encode(&mut row);
+            }
+            let number = self.committed.next_row;
+            self.rows
+                .insert(number, row.as_slice())
+                .map_err(StoreError::backend)?;
+            self.batch.staged_row = Some(number);
+            self.batch.staged = self
+                .new
+                .into_values()
+                .map(|key| (key.tek, key.publish_at))
+                .collect();
+        }
+        Ok(self.batch)
+    }
+}
+
+/// Moves the keys of the oldest staged rows, up to row `through` if given, into the key
+/// tables, until at least `max_keys` have gone. Returns whether rows up to `through` remain.
+pub(super) fn move_oldest(
+    tables: &mut Tables,
+    max_keys: usize,
+    through: Option<u64>,
+) -> Result<bool, StoreError> {
+    let staging = &mut tables.staging;
+    let committed = staging.committed;
+    let done: HashSet<u64> = staging.batch.moved_rows.iter().copied().collect();
+    let mut waiting = committed
+        .rows
+        .iter()
+        .filter(|row| !done.contains(row))
+        .take_while(|row| through.is_none_or(|through| **row <= through));
+    let mut keys = Vec::new();
+    for &row in waiting.by_ref() {
+        keys.extend(take_row(staging, row)?);
+        if keys.len() >= max_keys {
+            break;
+        }
+    }
+    let more = waiting.next().is_some();
+    write_keys(tables, keys)?;
+    Ok(more)
+}
+
+/// Moves every key staged into the key tables, this batch's own included: for a write that
+/// reads or changes rows of [`KEYS`](super::KEYS) itself.
+pub(super) fn move_all(tables: &mut Tables) -> Result<(), StoreError> {
+    move_oldest(tables, usize::MAX, None)?;
+    let new = std::mem::take(&mut tables.staging.new);
+    write_keys(tables, new.into_values().collect())
+}
+
+/// Removes a staged row and returns its keys still staged: not removed since, and not staged
+/// again in a later row.
+fn take_row(staging: &mut Staging, row: u64) -> Result<Vec<StagedKey>, StoreError> {
+    let keys = staging
+        .rows
+        .remove(row)
+        .map_err(StoreError::backend)?
+        .ok_or_else(|| StoreError::backend("a staged row went missing"))?;
+    let keys = StagedKey::decode_all(keys.value())?;
+    staging.batch.moved_rows.push(row);
+    let removed: HashSet<&Tek> = staging.batch.removed.iter().collect();
+    let keys: Vec<StagedKey> = keys
+        .into_iter()
+        .filter(|key| {
+            staging.committed.keys.get(&key.tek) == Some(&(key.publish_at, row))
+                && !removed.contains(&key.tek)
+        })
+        .collect();
+    staging.batch.moved.extend(keys.iter().map(|key| key.tek));
+    Ok(keys)
+}
+
+/// Writes new keys into the key tables, each in its order.
+fn write_keys(tables: &mut Tables, mut keys: Vec<StagedKey>) -> Result<(), StoreError> {
+    keys.sort_unstable_by_key(|key| (key.publish_at, key.tek));
+    let mut expiring = BTreeMap::<u64, Expiring>::new();
+    for key in &keys {
+        tables
+            .keys
+            .insert((key.publish_at, key.tek), key.record.as_slice())
+            .map_err(StoreError::backend)?;
+        expiring
+            .entry(key.expires_at)
+            .or_default()
+            .push(key.publish_at, key.tek);
+    }
+    keys.sort_unstable_by_key(|key| key.tek);
+    for key in &keys {
+        tables
+            .staging
+            .known
+            .insert(key.tek, key.publish_at)
+            .map_err(StoreError::backend)?;
+    }
+    for (expires_at, keys) in expiring {
+        add_expiring(&mut tables.expiring, expires_at, &keys)?;
+    }
+    Ok(())
+}
+
+/// Adds keys to [`EXPIRING`](super::EXPIRING): a row of an earlier write may have the same
+/// name (a revision expires with its key, and may come first in its write), so it is added to,
+/// never replaced.
+pub(super) fn add_expiring(
+    table: &mut redb::Table<(u64, Tek), &'static [u8]>,
+    expires_at: u64,
+    keys: &Expiring,
+) -> Result<(), StoreError> {
+    let name = (expires_at, keys.first());
+    let mut row = match table.get(name).map_err(StoreError::backend)? {
+        Some(earlier) => earlier.value().to_vec(),
+        None => Vec::new(),
+    };
+    row.extend_from_slice(&keys.0);
+    table
+        .insert(name, row.as_slice())
+        .map_err(StoreError::backend)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::{Database, ReadableTableMetadata as _};
+
+    use super::*;
+    use crate::adapters::local::store::{EXPIRING, KEYS};
+
+    fn key(byte: u8, publish_at: u64) -> StagedKey {
+        StagedKey {
+            tek: [byte; KEY_LEN],
+            publish_at,
+            expires_at: 1_000 + u64::from(byte % 2),
+            record: vec![byte; 1 + byte as usize],
+        }
+    }
+
+    /// Runs `work` in one committed transaction, as the writer runs a batch.
+    fn batch(db: &Database, staged: &mut Staged, work: impl FnOnce(&mut Tables)) {
+        let txn = db.begin_write().unwrap();
+        let done = {
+            let mut tables = Tables::open(&txn, staged).unwrap();
+            work(&mut tables);
+            tables.staging.finish().unwrap()
+        };
+        txn.commit().unwrap();
+        staged.commit(done);
+    }
+
+    /// Rows of KEYS, KNOWN, EXPIRING and STAGED.
+    fn rows(db: &Database) -> [u64; 4] {
+        let txn = db.begin_write().unwrap();
+        [
+            txn.open_table(KEYS).unwrap().len().unwrap(),
+            txn.open_table(KNOWN).unwrap().len().unwrap(),
+            txn.open_table(EXPIRING).unwrap().len().unwrap(),
+            txn.open_table(STAGED).unwrap().len().unwrap(),
+        ]
+    }
+
+    fn reopened(db: &Database) -> Staged {
+        Staged::load(&db.begin_write().unwrap()).unwrap()
+    }
+
+    fn held(tables: &Tables, bytes: std::ops::RangeInclusive<u8>) -> Vec<Option<u64>> {
+        bytes
+            .map(|byte| tables.staging.known(&[byte; KEY_LEN]).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_staged_key_is_known_from_its_batch_on_and_moves_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("db")).unwrap();
+        let mut staged = Staged::default();
+        batch(&db, &mut staged, |tables| {
+            tables.staging.stage(key(1, 10));
+            tables.staging.stage(key(2, 20));
+            // Later writes of the same batch see it.
+            assert_eq!(held(tables, 1..=2), [Some(10), Some(20)]);
+        });
+        batch(&db, &mut staged, |tables| tables.staging.stage(key(3, 30)));
+        // One row per batch, nothing in the key tables yet.
+        assert_eq!(rows(&db), [0, 0, 0, 2]);
+        // A restart reads them back.
+        let mut staged = reopened(&db);
+        assert_eq!(staged.len(), 3);
+        batch(&db, &mut staged, |tables| {
+            assert_eq!(held(tables, 1..=3), [Some(10), Some(20), Some(30)]);
+            // The oldest row is a part of at least one key; one row remains.
+            assert!(move_oldest(tables, 1, None).unwrap());
+            tables.staging.stage(key(4, 40));
+        });
+        assert_eq!(rows(&db), [2, 2, 2, 2]);
+        assert_eq!(staged.len(), 2);
+        // Up to a row: the rows after it stay.
+        let through = staged.rows.first().copied();
+        batch(&db, &mut staged, |tables| {
+            assert!(!move_oldest(tables, 1, through).unwrap());
+        });
+        assert_eq!(rows(&db), [3, 3, 3, 1]);
+        batch(&db, &mut staged, |tables| {
+            move_all(tables).unwrap();
+            tables.staging.stage(key(5, 50));
+            move_all(tables).unwrap();
+        });
+        assert_eq!(rows(&db), [5, 5, 5, 0]);
+        assert_eq!(reopened(&db).len(), 0);
+        batch(&db, &mut staged, |tables| {
+            assert_eq!(
+                held(tables, 1..=6),
+                [Some(10), Some(20), Some(30), Some(40), Some(50), None]
+            );
+            let record = tables.keys.get((40, [4; KEY_LEN])).unwrap().unwrap();
+            assert_eq!(record.value(), key(4, 40).record);
+        });
+    }
+
+    #[test]
+    fn a_forgotten_key_is_forgotten_wherever_it_waited() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("db")).unwrap();
+        let mut staged = Staged::default();
+        batch(&db, &mut staged, |tables| {
+            tables.staging.stage(key(1, 10));
+            tables.staging.stage(key(2, 10));
+        });
+        batch(&db, &mut staged, |tables| move_all(tables).unwrap());
+        batch(&db, &mut staged, |tables| {
+            tables.staging.stage(key(3, 10));
+            tables.staging.stage(key(4, 10));
+        });
+        batch(&db, &mut staged, |tables| {
+            tables.staging.stage(key(5, 10));
+            // Moved, staged, and staged in this very batch.
+            for byte in [1, 3, 5] {
+                tables.staging.forget([byte; KEY_LEN]).unwrap();
+            }
+            assert_eq!(held(tables, 1..=5), [None, Some(10), None, Some(10), None]);
+        });
+        // Stored again after it was forgotten: known with its new row, also once moved.
+        batch(&db, &mut staged, |tables| tables.staging.stage(key(3, 50)));
+        batch(&db, &mut staged, |tables| move_all(tables).unwrap());
+        batch(&db, &mut staged, |tables| {
+            assert_eq!(
+                held(tables, 1..=5),
+                [None, Some(10), Some(50), Some(10), None]
+            );
+        });
+        // The forgotten key 1's row is the caller's to remove; the staged key 3 of 10 never
+        // reached the key tables.
+        assert_eq!(rows(&db)[..2], [4, 3]);
+    }
+}
