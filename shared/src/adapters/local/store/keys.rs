@@ -70,10 +70,8 @@ impl KeyStore for LocalStore {
                 return Ok(Inserted::Replayed(n));
             }
             // A revision changes the row of the key it revises: that row must have moved.
-            let staged = |key: &StoredKey| tables.staging.is_staged(&key.key.key_data);
-            if batch.revisions.iter().any(staged) {
-                staging::move_all(tables)?;
-            }
+            let revised = batch.revisions.iter().map(|key| &key.key.key_data);
+            staging::move_keys(tables, revised)?;
             let Tables {
                 keys,
                 staging,

@@ -188,7 +188,7 @@ impl<'txn> Staging<'txn> {
     }
 
     /// Whether the key's first row is still staged rather than in [`KEYS`](super::KEYS).
-    pub(super) fn is_staged(&self, tek: &Tek) -> bool {
+    fn is_staged(&self, tek: &Tek) -> bool {
         self.new.contains_key(tek)
             || (self.committed.keys.contains_key(tek)
                 && !self.batch.moved.contains(tek)
@@ -262,12 +262,26 @@ pub(super) fn move_oldest(
     Ok(more)
 }
 
-/// Moves every key staged into the key tables, this batch's own included: for a write that
-/// reads or changes rows of [`KEYS`](super::KEYS) itself.
-pub(super) fn move_all(tables: &mut Tables) -> Result<(), StoreError> {
-    move_oldest(tables, usize::MAX, None)?;
-    let new = std::mem::take(&mut tables.staging.new);
-    write_keys(tables, new.into_values().collect())
+/// Moves the staged keys with the given key data, and the others staged in the same rows,
+/// into the key tables, this batch's own included: for a write that changes their rows.
+pub(super) fn move_keys<'a>(
+    tables: &mut Tables,
+    teks: impl IntoIterator<Item = &'a Tek>,
+) -> Result<(), StoreError> {
+    let staging = &mut tables.staging;
+    let committed = staging.committed;
+    let (mut keys, mut rows) = (Vec::new(), BTreeSet::new());
+    for tek in teks {
+        if let Some(key) = staging.new.remove(tek) {
+            keys.push(key);
+        } else if staging.is_staged(tek) {
+            rows.insert(committed.keys[tek].1);
+        }
+    }
+    for row in rows {
+        keys.extend(take_row(staging, row)?);
+    }
+    write_keys(tables, keys)
 }
 
 /// Removes a staged row and returns its keys still staged: not removed since, and not staged
@@ -421,16 +435,28 @@ mod tests {
         });
         assert_eq!(rows(&db), [3, 3, 3, 1]);
         batch(&db, &mut staged, |tables| {
-            move_all(tables).unwrap();
             tables.staging.stage(key(5, 50));
-            move_all(tables).unwrap();
+            tables.staging.stage(key(6, 60));
+            // Key 4's row, and key 5 of this very batch; key 6 stays staged.
+            move_keys(tables, &[[4; KEY_LEN], [5; KEY_LEN], [9; KEY_LEN]]).unwrap();
         });
-        assert_eq!(rows(&db), [5, 5, 5, 0]);
+        assert_eq!(rows(&db), [5, 5, 5, 1]);
+        batch(&db, &mut staged, |tables| {
+            assert!(!move_oldest(tables, usize::MAX, None).unwrap());
+        });
         assert_eq!(reopened(&db).len(), 0);
         batch(&db, &mut staged, |tables| {
             assert_eq!(
-                held(tables, 1..=6),
-                [Some(10), Some(20), Some(30), Some(40), Some(50), None]
+                held(tables, 1..=7),
+                [
+                    Some(10),
+                    Some(20),
+                    Some(30),
+                    Some(40),
+                    Some(50),
+                    Some(60),
+                    None
+                ]
             );
             let record = tables.keys.get((40, [4; KEY_LEN])).unwrap().unwrap();
             assert_eq!(record.value(), key(4, 40).record);
@@ -446,7 +472,9 @@ mod tests {
             tables.staging.stage(key(1, 10));
             tables.staging.stage(key(2, 10));
         });
-        batch(&db, &mut staged, |tables| move_all(tables).unwrap());
+        batch(&db, &mut staged, |tables| {
+            move_oldest(tables, usize::MAX, None).unwrap();
+        });
         batch(&db, &mut staged, |tables| {
             tables.staging.stage(key(3, 10));
             tables.staging.stage(key(4, 10));
@@ -461,7 +489,9 @@ mod tests {
         });
         // Stored again after it was forgotten: known with its new row, also once moved.
         batch(&db, &mut staged, |tables| tables.staging.stage(key(3, 50)));
-        batch(&db, &mut staged, |tables| move_all(tables).unwrap());
+        batch(&db, &mut staged, |tables| {
+            move_oldest(tables, usize::MAX, None).unwrap();
+        });
         batch(&db, &mut staged, |tables| {
             assert_eq!(
                 held(tables, 1..=5),
