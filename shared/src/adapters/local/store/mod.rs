@@ -22,7 +22,7 @@ use crate::ports::StoreError;
 use codec::{Expiring, Tek};
 use codes::Attempts;
 use staging::Staged;
-use writer::{Answer, Job, MOVE_PART, Tables, Writer};
+use writer::{Answer, Job, SETTLE_PART, Tables, Writer};
 
 /// Keys by (publish_at, key data): data-prep reads a time range.
 pub(super) const KEYS: TableDefinition<(u64, Tek), &[u8]> = TableDefinition::new("keys");
@@ -149,7 +149,7 @@ impl LocalStore {
             return Ok(());
         };
         while self
-            .write(move |tables| staging::move_oldest(tables, MOVE_PART, Some(through)))
+            .write(move |tables| staging::move_oldest(tables, SETTLE_PART, Some(through)))
             .await?
         {}
         Ok(())

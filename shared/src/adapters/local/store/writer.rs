@@ -19,9 +19,14 @@ const MAX_BATCH: usize = 512;
 /// How long the writer waits for work before it moves staged keys into the key tables.
 const IDLE: Duration = Duration::from_millis(20);
 
-/// Most staged keys moved in one transaction: a write that comes meanwhile waits for at most
-/// one such part.
-pub(super) const MOVE_PART: usize = 8_192;
+/// Most staged keys the writer moves in one transaction besides writes, or when it is idle: a
+/// write that comes meanwhile waits for at most one such part (some 10-30 ms).
+const MOVE_PART: usize = 1_024;
+
+/// Staged keys moved per transaction when everything staged must move (data-prep's reads, the
+/// purge): larger parts, since each part rewrites the pages of the deduplication index that
+/// its keys fall on, and a part of random keys falls on most of them.
+pub(super) const SETTLE_PART: usize = 16_384;
 
 /// Staged keys past which every batch of writes also moves a part of them: how much memory a
 /// burst of uploads may take (about 40 MB), and how long it may last at the speed of appends
