@@ -93,18 +93,19 @@ fuzz:
 	done
 
 ## The Lambda functions for arm64 (provided.al2023): target/lambda/<function>/bootstrap. The
-## same command `sam build` runs in each function's folder; every setting (strip, LTO, ...) is
-## in Cargo.toml, so both build the same binaries.
+## same command `sam build` runs in each function's folder, run in functions/ so that both read
+## the functions' settings in functions/.cargo/config.toml (with the release profile of
+## Cargo.toml) and build the same binaries.
 build: $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
 	rustup target add $(LAMBDA_TARGET)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
-		$(CARGO) lambda build --release --arm64 --locked $(addprefix -p enfeed-,$(LAMBDAS))
+	cd functions && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
+		$(CARGO) lambda build --manifest-path ../Cargo.toml --release --arm64 --locked $(addprefix -p enfeed-,$(LAMBDAS))
 
 ## The same as deployable zips: target/lambda/<function>/bootstrap.zip.
 package: $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
 	rustup target add $(LAMBDA_TARGET)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
-		$(CARGO) lambda build --release --arm64 --locked --output-format zip \
+	cd functions && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
+		$(CARGO) lambda build --manifest-path ../Cargo.toml --release --arm64 --locked --output-format zip \
 		$(addprefix -p enfeed-,$(LAMBDAS))
 
 ## What the README's deployment runs: `sam validate --lint`, then `sam build` with the SAM CLI
@@ -124,10 +125,11 @@ smoke: $(VENV)/.moto-$(MOTO_VERSION)
 	$(VENV)/bin/python infra/smoke/smoke.py "$${CARGO_TARGET_DIR:-target}/debug"
 
 ## Each function's process start-to-ready time and first answer, RUNS starts each, on moto:
-## built for this machine with the release settings cargo-lambda uses for arm64, and the arm64
-## builds of `make build` under qemu-user if it is installed (see docs/performance.md).
+## built for this machine with the settings of `make build` (functions/.cargo/config.toml, in
+## the profile lambda-host), and the arm64 builds of `make build` under qemu-user if it is
+## installed (see docs/performance.md).
 bench-lambda: $(VENV)/.moto-$(MOTO_VERSION)
-	$(CARGO) build --profile lambda-host --locked $(addprefix -p enfeed-,$(LAMBDAS))
+	cd functions && $(CARGO) build --profile lambda-host --locked $(addprefix -p enfeed-,$(LAMBDAS))
 	$(VENV)/bin/python infra/smoke/bench_lambda.py --runs $(RUNS) \
 		"$${CARGO_TARGET_DIR:-target}/lambda-host"
 
