@@ -86,6 +86,8 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Answers go out whole at once: no waiting for the client's acknowledgement first.
+        let _ = tcp.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             let count = refused.fetch_add(1, Ordering::Relaxed) + 1;
             // Logged at the first refusal and then every thousandth, so a flood cannot flood
