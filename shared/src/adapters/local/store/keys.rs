@@ -124,7 +124,7 @@ impl KeyStore for LocalStore {
                 });
                 stored += 1;
             }
-            let mut expires = std::collections::BTreeMap::<u64, Expiring>::new();
+            let mut expires = Vec::with_capacity(revised.len());
             for (revision, original_at, mut original) in revised {
                 let tek = revision.key.key_data;
                 original.revised = true;
@@ -136,15 +136,10 @@ impl KeyStore for LocalStore {
                 record.expires_at = original.expires_at;
                 keys.insert((publish_at, tek), record.encode_to_vec().as_slice())
                     .map_err(StoreError::backend)?;
-                expires
-                    .entry(original.expires_at)
-                    .or_default()
-                    .push(publish_at, tek);
+                expires.push((original.expires_at, publish_at, tek));
                 stored += 1;
             }
-            for (expires_at, keys) in expires {
-                staging::add_expiring(expiring, expires_at, &keys)?;
-            }
+            staging::add_expiring(expiring, expires)?;
             if let Some(claim) = &batch.claim {
                 let mut row = read_code(codes, &claim.code_hash)?.expect("checked above");
                 row.used_by = Some(claim.upload_digest.to_vec());

@@ -139,9 +139,7 @@ impl LocalStore {
             .await
             .map_err(|_| StoreError::Backend("the store's writer stopped".into()))?
     }
-}
 
-impl LocalStore {
     /// Moves every key staged so far into the key tables, a part per write transaction: for a
     /// read or a change of the key tables that must see every key stored before it.
     async fn settle(&self) -> Result<(), StoreError> {

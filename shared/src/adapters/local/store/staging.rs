@@ -137,8 +137,8 @@ pub(super) struct Batch {
     staged: Vec<(Tek, u64)>,
     staged_row: Option<u64>,
     moved_rows: Vec<u64>,
-    moved: Vec<Tek>,
-    removed: Vec<Tek>,
+    moved: HashSet<Tek>,
+    removed: HashSet<Tek>,
 }
 
 /// The deduplication index and the staged keys in a batch's write transaction.
@@ -206,7 +206,7 @@ impl<'txn> Staging<'txn> {
             return Ok(());
         }
         if self.committed.keys.contains_key(&tek) {
-            self.batch.removed.push(tek);
+            self.batch.removed.insert(tek);
         }
         self.known.remove(tek).map_err(StoreError::backend)?;
         Ok(())
@@ -294,12 +294,11 @@ fn take_row(staging: &mut Staging, row: u64) -> Result<Vec<StagedKey>, StoreErro
         .ok_or_else(|| StoreError::backend("a staged row went missing"))?;
     let keys = StagedKey::decode_all(keys.value())?;
     staging.batch.moved_rows.push(row);
-    let removed: HashSet<&Tek> = staging.batch.removed.iter().collect();
     let keys: Vec<StagedKey> = keys
         .into_iter()
         .filter(|key| {
             staging.committed.keys.get(&key.tek) == Some(&(key.publish_at, row))
-                && !removed.contains(&key.tek)
+                && !staging.batch.removed.contains(&key.tek)
         })
         .collect();
     staging.batch.moved.extend(keys.iter().map(|key| key.tek));
@@ -309,17 +308,14 @@ fn take_row(staging: &mut Staging, row: u64) -> Result<Vec<StagedKey>, StoreErro
 /// Writes new keys into the key tables, each in its order.
 fn write_keys(tables: &mut Tables, mut keys: Vec<StagedKey>) -> Result<(), StoreError> {
     keys.sort_unstable_by_key(|key| (key.publish_at, key.tek));
-    let mut expiring = BTreeMap::<u64, Expiring>::new();
     for key in &keys {
         tables
             .keys
             .insert((key.publish_at, key.tek), key.record.as_slice())
             .map_err(StoreError::backend)?;
-        expiring
-            .entry(key.expires_at)
-            .or_default()
-            .push(key.publish_at, key.tek);
     }
+    let expiring = keys.iter().map(|k| (k.expires_at, k.publish_at, k.tek));
+    add_expiring(&mut tables.expiring, expiring)?;
     keys.sort_unstable_by_key(|key| key.tek);
     for key in &keys {
         tables
@@ -328,29 +324,34 @@ fn write_keys(tables: &mut Tables, mut keys: Vec<StagedKey>) -> Result<(), Store
             .insert(key.tek, key.publish_at)
             .map_err(StoreError::backend)?;
     }
-    for (expires_at, keys) in expiring {
-        add_expiring(&mut tables.expiring, expires_at, &keys)?;
-    }
     Ok(())
 }
 
-/// Adds keys to [`EXPIRING`](super::EXPIRING): a row of an earlier write may have the same
-/// name (a revision expires with its key, and may come first in its write), so it is added to,
-/// never replaced.
+/// Adds keys, given as (expires_at, publish_at, key data), to [`EXPIRING`](super::EXPIRING):
+/// a row per expiry time. A row of an earlier write may have the same name (a revision expires
+/// with its key, and may come first in its write), so it is added to, never replaced.
 pub(super) fn add_expiring(
     table: &mut redb::Table<(u64, Tek), &'static [u8]>,
-    expires_at: u64,
-    keys: &Expiring,
+    keys: impl IntoIterator<Item = (u64, u64, Tek)>,
 ) -> Result<(), StoreError> {
-    let name = (expires_at, keys.first());
-    let mut row = match table.get(name).map_err(StoreError::backend)? {
-        Some(earlier) => earlier.value().to_vec(),
-        None => Vec::new(),
-    };
-    row.extend_from_slice(&keys.0);
-    table
-        .insert(name, row.as_slice())
-        .map_err(StoreError::backend)?;
+    let mut by_expiry = BTreeMap::<u64, Expiring>::new();
+    for (expires_at, publish_at, tek) in keys {
+        by_expiry
+            .entry(expires_at)
+            .or_default()
+            .push(publish_at, tek);
+    }
+    for (expires_at, keys) in by_expiry {
+        let name = (expires_at, keys.first());
+        let mut row = match table.get(name).map_err(StoreError::backend)? {
+            Some(earlier) => earlier.value().to_vec(),
+            None => Vec::new(),
+        };
+        row.extend_from_slice(&keys.0);
+        table
+            .insert(name, row.as_slice())
+            .map_err(StoreError::backend)?;
+    }
     Ok(())
 }
 

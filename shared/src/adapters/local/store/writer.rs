@@ -127,7 +127,7 @@ impl Drop for Writer {
 }
 
 /// How many staged keys a batch moves besides its writes.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Move {
     None,
     /// [`MOVE_PART`].
