@@ -51,7 +51,7 @@ pub struct LoadArgs {
     /// Requests offered per second, spread evenly over the clients, instead of each client
     /// sending its next as soon as its last is answered. A request's latency is counted from
     /// when it was due, so a server that falls behind is not excused by its clients waiting.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate: Option<u32>,
 }
 
