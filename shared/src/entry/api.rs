@@ -54,7 +54,7 @@ use crate::entry::console::{self, BadOrigin, Caller, Delivery, Page, Sessions};
 use crate::ports::{Blob, UnixSeconds, VerifyError};
 use crate::services::code_issuers::{CodeIssuers, IssuerError};
 use crate::services::consumer::Poll;
-use crate::services::publish::{PublishError, PublishResponse, pad_answer};
+use crate::services::publish::{PublishError, PublishResponse, padded_answer};
 
 /// How the API treats its callers.
 #[derive(Clone, Debug)]
@@ -314,12 +314,12 @@ async fn publish(State(app): State<App>, request: Request) -> Response {
     } else {
         upload(&app, request).await
     };
-    let (status, mut answer) = match outcome {
-        Ok(answer) => (StatusCode::OK, json!(answer)),
-        Err(error) => (error.status, json!(error.body)),
+    let (status, answer) = match outcome {
+        Ok(answer) => (StatusCode::OK, padded_answer(&answer)),
+        Err(error) => (error.status, padded_answer(&error.body)),
     };
-    pad_answer(&mut answer);
-    (status, Json(answer)).into_response()
+    let json = HeaderValue::from_static("application/json");
+    (status, [(header::CONTENT_TYPE, json)], answer).into_response()
 }
 
 /// The header that marks a request as chaff.

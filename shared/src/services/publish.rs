@@ -13,12 +13,15 @@
 //! recent real success and comes after about as long. Every answer is padded to a random
 //! size, so sizes tell outcomes apart no better than timing does.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use rand_chacha::ChaCha12Rng;
+use rand_core::{RngCore as _, SeedableRng as _};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
 
@@ -133,24 +136,46 @@ impl RecentUploads {
 /// Smallest size, in bytes, an answer is padded to; the size is uniform up to twice this.
 pub const PADDED_SIZE: usize = 3072;
 
-/// The random `padding` an answer (a JSON object) gets: base64 of random bytes, so long that
-/// the whole answer is a random size between [`PADDED_SIZE`] and twice that, whatever it says.
-pub fn pad_answer(answer: &mut serde_json::Value) {
-    let random = SystemRandom::new();
-    let mut pick = [0u8; 2];
-    random
-        .fill(&mut pick)
-        .expect("the system random source works");
-    let target = PADDED_SIZE + usize::from(u16::from_be_bytes(pick)) % PADDED_SIZE;
-    // The field's name, quotes and separators take 13 bytes (`,"padding":""`); base64 comes in
-    // fours, rounded up so that the answer never ends below the target.
-    let unpadded = answer.to_string().len() + 13;
-    let chars = target.saturating_sub(unpadded).max(16).div_ceil(4) * 4;
-    let mut bytes = vec![0u8; chars / 4 * 3];
-    random
-        .fill(&mut bytes)
-        .expect("the system random source works");
-    answer["padding"] = BASE64.encode(bytes).into();
+/// `answer` (a JSON object) as the bytes of its JSON with a random `padding` added: base64 of
+/// random bytes, so long that the whole answer is a random size between [`PADDED_SIZE`] and
+/// twice that, whatever it says. The padding is random so that compressing the answer on its
+/// way (`Content-Encoding`) would not give its size away.
+pub fn padded_answer(answer: &impl Serialize) -> Vec<u8> {
+    const FIELD: &[u8] = b"\"padding\":\"";
+    let mut json = serde_json::to_vec(answer).expect("an answer serializes");
+    debug_assert_eq!(json.last(), Some(&b'}'), "an answer is a JSON object");
+    json.pop();
+    if json.len() > 1 {
+        json.push(b',');
+    }
+    PADDING_RANDOM.with_borrow_mut(|random| {
+        let target = PADDED_SIZE + random.next_u32() as usize % PADDED_SIZE;
+        // Base64 comes in fours, rounded up so that the answer never ends below the target.
+        let unpadded = json.len() + FIELD.len() + 2;
+        let chars = target.saturating_sub(unpadded).max(16).div_ceil(4) * 4;
+        let mut bytes = vec![0u8; chars / 4 * 3];
+        random.fill_bytes(&mut bytes);
+        json.extend_from_slice(FIELD);
+        let start = json.len();
+        json.resize(start + chars, 0);
+        BASE64
+            .encode_slice(&bytes, &mut json[start..])
+            .expect("room for the padding's base64");
+    });
+    json.extend_from_slice(b"\"}");
+    json
+}
+
+thread_local! {
+    /// The random source of padding, seeded from the system's: a system call per answer for a
+    /// few kilobytes of random bytes was a measurable share of an upload's time.
+    static PADDING_RANDOM: RefCell<ChaCha12Rng> = RefCell::new({
+        let mut seed = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut seed)
+            .expect("the system random source works");
+        ChaCha12Rng::from_seed(seed)
+    });
 }
 
 /// Takes uploads into the key store.
@@ -361,10 +386,12 @@ mod tests {
         let mut sizes = Vec::new();
         for answer in [json_answer(""), json_answer(&"x".repeat(2000))] {
             for _ in 0..20 {
-                let mut padded = answer.clone();
-                pad_answer(&mut padded);
-                let size = padded.to_string().len();
-                assert!((PADDED_SIZE..2 * PADDED_SIZE + 8).contains(&size), "{size}");
+                let padded = padded_answer(&answer);
+                let size = padded.len();
+                assert!((PADDED_SIZE..2 * PADDED_SIZE + 4).contains(&size), "{size}");
+                let read: serde_json::Value = serde_json::from_slice(&padded).unwrap();
+                assert_eq!(read["error"], answer["error"], "the answer is kept");
+                assert!(BASE64.decode(read["padding"].as_str().unwrap()).is_ok());
                 sizes.push(size);
             }
         }
