@@ -25,6 +25,9 @@ use enfeed::domain::key::{INTERVALS_PER_DAY, interval_of};
 use enfeed::entry::api;
 use enfeed::ports::{Clock as _, SystemClock};
 use rand_chacha::ChaCha20Rng;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
 use rand_core::{RngCore, SeedableRng};
 use reqwest::StatusCode;
 
@@ -308,6 +311,10 @@ struct Schedule {
 /// One client from `source`: its requests one after the other, on one keep-alive connection
 /// or on a new connection each (`fresh`), each when it is due if there is a schedule; whether
 /// each was chaff, and its latency (from when it was due). Every request must be answered 200.
+///
+/// It speaks HTTP/1.1 through hyper's connection API, without a client's pool, URL parsing and
+/// redirects: the clients share the machine with the server they measure, so what they spend
+/// per request is taken from the server.
 async fn client(
     source: Ipv4Addr,
     server: SocketAddr,
@@ -315,16 +322,8 @@ async fn client(
     fresh: bool,
     schedule: Option<Schedule>,
 ) -> anyhow::Result<Vec<(bool, Duration)>> {
-    let mut http = reqwest::Client::builder()
-        .local_address(IpAddr::V4(source))
-        .tcp_nodelay(true);
-    if fresh {
-        // No connection kept: each request opens its own, and the server closes it after.
-        http = http.pool_max_idle_per_host(0);
-    }
-    let http = http.build()?;
-    let url = format!("http://{server}/v1/publish");
     let mut latencies = Vec::with_capacity(requests.len());
+    let mut connection = None;
     for (k, request) in requests.into_iter().enumerate() {
         let started = match schedule {
             Some(Schedule { first, every }) => {
@@ -334,19 +333,25 @@ async fn client(
             }
             None => Instant::now(),
         };
-        let mut sending = http
-            .post(&url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(request.body);
+        let sender = match &mut connection {
+            Some(sender) if !fresh => sender,
+            _ => connection.insert(connect(source, server).await?),
+        };
+        let mut sending = hyper::Request::post("/v1/publish")
+            .header(hyper::header::HOST, server.to_string())
+            .header(hyper::header::CONTENT_TYPE, "application/json");
         if request.chaff {
             sending = sending.header(api::CHAFF_HEADER, "1");
         }
         if fresh {
-            sending = sending.header(reqwest::header::CONNECTION, "close");
+            sending = sending.header(hyper::header::CONNECTION, "close");
         }
-        let answer = sending.send().await?;
+        sender.ready().await?;
+        let answer = sender
+            .send_request(sending.body(Full::new(Bytes::from(request.body)))?)
+            .await?;
         let status = answer.status();
-        let body = answer.bytes().await?;
+        let body = answer.into_body().collect().await?.to_bytes();
         latencies.push((request.chaff, started.elapsed()));
         anyhow::ensure!(
             status == StatusCode::OK,
@@ -356,6 +361,20 @@ async fn client(
         );
     }
     Ok(latencies)
+}
+
+/// A new HTTP/1.1 connection from `source` to `server`, driven by a task of its own.
+async fn connect(
+    source: Ipv4Addr,
+    server: SocketAddr,
+) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+    let stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
 }
 
 /// The JSON of an upload of 14 keys, one per day of the last 14 days.
