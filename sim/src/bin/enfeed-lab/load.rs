@@ -24,10 +24,10 @@ use enfeed::domain::access::AccessPolicy;
 use enfeed::domain::key::{INTERVALS_PER_DAY, interval_of};
 use enfeed::entry::api;
 use enfeed::ports::{Clock as _, SystemClock};
-use rand_chacha::ChaCha20Rng;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use reqwest::StatusCode;
 
@@ -180,7 +180,9 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadResult> {
         }
     }
     let elapsed = started.elapsed();
-    let cpu = cpu_time().zip(cpu_before).map(|(after, before)| after - before);
+    let cpu = cpu_time()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     server.abort();
     upload_latencies.sort_unstable();
     chaff_latencies.sort_unstable();
