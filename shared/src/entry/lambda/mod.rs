@@ -350,16 +350,32 @@ pub async fn consumer_backend_from_env() -> Result<(Backend, Settings), AwsError
 /// Logs as JSON lines, which CloudWatch Logs indexes; the filter comes from `ENFEED_LOG`
 /// (default `info`).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ENFEED_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter)
+        .with_max_level(tracing::Level::TRACE)
         .with_current_span(true)
         .with_span_list(false)
         .with_ansi(false)
         .without_time() // CloudWatch stamps every line
+        .finish()
+        .with(log_filter(std::env::var("ENFEED_LOG").ok().as_deref()))
         .init();
+}
+
+/// The log filter of `ENFEED_LOG`: a level (`info`, `debug`), `target=level` pairs
+/// (`enfeed=debug`), or both, comma-separated; `info` when it is unset, empty or not a filter.
+/// A list of targets rather than the full `EnvFilter` grammar, whose regular expressions would
+/// be most of a function's logging code.
+fn log_filter(value: Option<&str>) -> tracing_subscriber::filter::Targets {
+    value
+        .filter(|value| !value.trim().is_empty())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing::level_filters::LevelFilter::INFO)
+        })
 }
 
 #[cfg(test)]
@@ -413,5 +429,30 @@ mod tests {
         );
         let bad = FunctionEnv::from_vars(vars(&[("ENFEED_REGION", "ch")])).unwrap_err();
         assert!(bad.to_string().contains("\"ch\""), "{bad}");
+    }
+
+    #[test]
+    fn the_log_filter_takes_a_level_and_targets_and_falls_back_to_info() {
+        use tracing::Level;
+        let enables = |value: Option<&str>, target: &str, level: Level| {
+            log_filter(value).would_enable(target, &level)
+        };
+        for unset in [None, Some(""), Some("  "), Some("enfeed=loud")] {
+            assert!(enables(unset, "enfeed::services", Level::INFO), "{unset:?}");
+            assert!(
+                !enables(unset, "enfeed::services", Level::DEBUG),
+                "{unset:?}"
+            );
+        }
+        assert!(enables(Some("debug"), "aws_smithy_runtime", Level::DEBUG));
+        assert!(!enables(Some("warn"), "enfeed", Level::INFO));
+        // A target names a module and everything under it; other targets get the default
+        // level, or nothing without one (as with `RUST_LOG`).
+        let targets = Some("warn,enfeed=debug");
+        assert!(enables(targets, "enfeed::adapters::aws", Level::DEBUG));
+        assert!(!enables(targets, "enfeed", Level::TRACE));
+        assert!(enables(targets, "hyper", Level::WARN));
+        assert!(!enables(targets, "hyper", Level::INFO));
+        assert!(!enables(Some("enfeed=debug"), "hyper", Level::ERROR));
     }
 }
