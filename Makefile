@@ -93,20 +93,20 @@ fuzz:
 	done
 
 ## The Lambda functions for arm64 (provided.al2023): target/lambda/<function>/bootstrap. The
-## same command `sam build` runs in each function's folder, run in functions/ so that both read
-## the functions' settings in functions/.cargo/config.toml (with the release profile of
-## Cargo.toml) and build the same binaries.
+## same command `sam build` runs, in the same place: each function's own folder, so that each
+## reads the functions' settings in functions/.cargo/config.toml (and data-prep those of its
+## folder), with the release profile of Cargo.toml, and both build the same binaries.
+LAMBDA_BUILD = for f in $(LAMBDAS); do (cd functions/$$f && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
+	$(CARGO) lambda build --manifest-path ../../Cargo.toml --release --arm64 --locked $(1) \
+	-p enfeed-$$f) || exit 1; done
 build: $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
 	rustup target add $(LAMBDA_TARGET)
-	cd functions && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
-		$(CARGO) lambda build --manifest-path ../Cargo.toml --release --arm64 --locked $(addprefix -p enfeed-,$(LAMBDAS))
+	$(call LAMBDA_BUILD)
 
 ## The same as deployable zips: target/lambda/<function>/bootstrap.zip.
 package: $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
 	rustup target add $(LAMBDA_TARGET)
-	cd functions && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
-		$(CARGO) lambda build --manifest-path ../Cargo.toml --release --arm64 --locked --output-format zip \
-		$(addprefix -p enfeed-,$(LAMBDAS))
+	$(call LAMBDA_BUILD,--output-format zip)
 
 ## What the README's deployment runs: `sam validate --lint`, then `sam build` with the SAM CLI
 ## from .venv-infra, cargo-lambda and Zig from .venv (first on PATH: cargo-lambda finds Zig
@@ -129,7 +129,8 @@ smoke: $(VENV)/.moto-$(MOTO_VERSION)
 ## the profile lambda-host), and the arm64 builds of `make build` under qemu-user if it is
 ## installed (see docs/performance.md).
 bench-lambda: $(VENV)/.moto-$(MOTO_VERSION)
-	cd functions && $(CARGO) build --profile lambda-host --locked $(addprefix -p enfeed-,$(LAMBDAS))
+	for f in $(LAMBDAS); do (cd functions/$$f && \
+		$(CARGO) build --profile lambda-host --locked -p enfeed-$$f) || exit 1; done
 	$(VENV)/bin/python infra/smoke/bench_lambda.py --runs $(RUNS) \
 		"$${CARGO_TARGET_DIR:-target}/lambda-host"
 
