@@ -96,17 +96,18 @@ fuzz:
 ## same command `sam build` runs, in the same place: each function's own folder, so that each
 ## reads the functions' settings in functions/.cargo/config.toml (and data-prep those of its
 ## folder), with the release profile of Cargo.toml, and both build the same binaries.
-LAMBDA_BUILD = for f in $(LAMBDAS); do (cd functions/$$f && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
-	$(CARGO) lambda build --manifest-path ../../Cargo.toml --release --arm64 --locked $(1) \
-	-p enfeed-$$f) || exit 1; done
+## IN_EACH_FUNCTION runs a command in each function's folder ($$f names the function).
+IN_EACH_FUNCTION = for f in $(LAMBDAS); do (cd functions/$$f && $(1)) || exit 1; done
+LAMBDA_BUILD = PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) lambda build \
+	--manifest-path ../../Cargo.toml --release --arm64 --locked $(1) -p enfeed-$$f
 build: $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
 	rustup target add $(LAMBDA_TARGET)
-	$(call LAMBDA_BUILD)
+	$(call IN_EACH_FUNCTION,$(call LAMBDA_BUILD))
 
 ## The same as deployable zips: target/lambda/<function>/bootstrap.zip.
 package: $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
 	rustup target add $(LAMBDA_TARGET)
-	$(call LAMBDA_BUILD,--output-format zip)
+	$(call IN_EACH_FUNCTION,$(call LAMBDA_BUILD,--output-format zip))
 
 ## What the README's deployment runs: `sam validate --lint`, then `sam build` with the SAM CLI
 ## from .venv-infra, cargo-lambda and Zig from .venv (first on PATH: cargo-lambda finds Zig
@@ -129,8 +130,7 @@ smoke: $(VENV)/.moto-$(MOTO_VERSION)
 ## the profile lambda-host), and the arm64 builds of `make build` under qemu-user if it is
 ## installed (see docs/performance.md).
 bench-lambda: $(VENV)/.moto-$(MOTO_VERSION)
-	for f in $(LAMBDAS); do (cd functions/$$f && \
-		$(CARGO) build --profile lambda-host --locked -p enfeed-$$f) || exit 1; done
+	$(call IN_EACH_FUNCTION,$(CARGO) build --profile lambda-host --locked -p enfeed-$$f)
 	$(VENV)/bin/python infra/smoke/bench_lambda.py --runs $(RUNS) \
 		"$${CARGO_TARGET_DIR:-target}/lambda-host"
 
