@@ -324,6 +324,7 @@ async fn client(
     fresh: bool,
     schedule: Option<Schedule>,
 ) -> anyhow::Result<Vec<(bool, Duration)>> {
+    let host = hyper::header::HeaderValue::from_str(&server.to_string())?;
     let mut latencies = Vec::with_capacity(requests.len());
     let mut connection = None;
     for (k, request) in requests.into_iter().enumerate() {
@@ -340,7 +341,7 @@ async fn client(
             _ => connection.insert(connect(source, server).await?),
         };
         let mut sending = hyper::Request::post("/v1/publish")
-            .header(hyper::header::HOST, server.to_string())
+            .header(hyper::header::HOST, host.clone())
             .header(hyper::header::CONTENT_TYPE, "application/json");
         if request.chaff {
             sending = sending.header(api::CHAFF_HEADER, "1");
