@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use prost::Message as _;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 use super::codec::{CodeRow, IssuedRow};
 use super::{CODES, LocalStore};
@@ -126,15 +126,12 @@ impl CodeStore for LocalStore {
         claim: &CodeClaim,
         now: UnixSeconds,
     ) -> Result<Diagnosis, StoreError> {
-        let claim = claim.clone();
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(StoreError::backend)?;
+        self.read_now(|txn| {
             let codes = txn.open_table(CODES).map_err(StoreError::backend)?;
             let code = read_code(&codes, &claim.code_hash)?.map(|row| row.code_use());
-            ports::check_claim(code.as_ref(), &claim, now)?;
+            ports::check_claim(code.as_ref(), claim, now)?;
             Ok(code.map(|code| code.diagnosis).unwrap_or_default())
         })
-        .await
     }
 }
 
