@@ -1,6 +1,6 @@
-//! Micro-benchmarks of the steps every key goes through (`cargo bench -p enfeed-core`): the
+//! Micro-benchmarks of the steps every key goes through (`cargo bench -p enfeed-sim`): the
 //! export file written by data-prep, and the same file read, verified and checked by a
-//! consumer. `enfeed bench` measures the whole pipeline on the embedded store.
+//! consumer. `enfeed-lab bench` measures the whole pipeline on the embedded store.
 
 use enfeed::adapters::ecdsa::EcdsaSigner;
 use enfeed::adapters::local::signing_keys;
