@@ -182,11 +182,6 @@ impl<'txn> Staging<'txn> {
             .map(|at| at.value()))
     }
 
-    /// Keys this batch staged.
-    pub(super) fn new_keys(&self) -> usize {
-        self.new.len()
-    }
-
     /// Whether the key's first row is still staged rather than in [`KEYS`](super::KEYS).
     fn is_staged(&self, tek: &Tek) -> bool {
         self.new.contains_key(tek)
