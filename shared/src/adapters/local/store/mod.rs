@@ -99,9 +99,9 @@ impl LocalStore {
     }
 
     /// Runs a point read on the calling thread: a read transaction over a few pages, most
-    /// often in redb's cache, which never waits for the writer. An upload's code is read this
-    /// way, because handing it to another thread and back cost more than the read (about 20 µs
-    /// of processor time an upload, docs/performance.md).
+    /// often in redb's cache, which never waits for the writer. For the reads on the path of
+    /// every upload or code issuer's request, where handing the read to another thread and back
+    /// cost more than the read (about 20 µs of processor time an upload, docs/performance.md).
     fn read_now<T>(
         &self,
         work: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
@@ -109,8 +109,8 @@ impl LocalStore {
         work(&self.db.begin_read().map_err(StoreError::backend)?)
     }
 
-    /// Runs blocking database work, a scan or anything longer than a point read, off the
-    /// async threads.
+    /// Runs other blocking database work off the async threads: scans, and reads off the
+    /// request paths.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
