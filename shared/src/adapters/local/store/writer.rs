@@ -19,8 +19,8 @@ const MAX_BATCH: usize = 512;
 /// How long the writer waits for work before it moves staged keys into the key tables.
 const IDLE: Duration = Duration::from_millis(20);
 
-/// Most staged keys the writer moves in one transaction besides writes, or when it is idle: a
-/// write that comes meanwhile waits for at most one such part (some 10-30 ms).
+/// Staged keys the writer moves in one transaction when it is idle: a write that comes
+/// meanwhile waits for at most one such part (some 10-30 ms).
 const MOVE_PART: usize = 1_024;
 
 /// Staged keys moved per transaction when everything staged must move (data-prep's reads, the
@@ -98,10 +98,11 @@ impl Writer {
                         0 => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
                         _ => queue.recv_timeout(IDLE),
                     };
+                    // Staged keys the batch moves besides its writes.
                     let (first, to_move) = match first {
-                        Ok(job) if staged.len() > MAX_STAGED => (Some(job), Move::CatchUp),
-                        Ok(job) => (Some(job), Move::None),
-                        Err(RecvTimeoutError::Timeout) => (None, Move::Part),
+                        Ok(job) if staged.len() > MAX_STAGED => (Some(job), CATCH_UP_PART),
+                        Ok(job) => (Some(job), 0),
+                        Err(RecvTimeoutError::Timeout) => (None, MOVE_PART),
                         Err(RecvTimeoutError::Disconnected) => break,
                     };
                     let more = std::iter::from_fn(|| queue.try_recv().ok());
@@ -133,25 +134,15 @@ impl Drop for Writer {
     }
 }
 
-/// How many staged keys a batch moves besides its writes.
-#[derive(Clone, Copy)]
-enum Move {
-    None,
-    /// [`MOVE_PART`].
-    Part,
-    /// [`CATCH_UP_PART`]: too many wait.
-    CatchUp,
-}
-
-/// Runs a batch of write operations in one transaction, moves keys staged by earlier batches
-/// as `to_move` says, and commits, unless one of them failed in storage: then nothing of the
+/// Runs a batch of write operations in one transaction, moves at least `to_move` keys staged
+/// by earlier batches (if as many wait), and commits, unless one of them failed in storage: then nothing of the
 /// batch is committed and every operation fails. Operations refuse (codes, conflicts) before
 /// they write anything, so a refused operation leaves nothing behind in the batch.
 fn commit_batch(
     db: &Database,
     staged: &mut Staged,
     batch: impl Iterator<Item = Job>,
-    to_move: Move,
+    to_move: usize,
 ) {
     let started = std::time::Instant::now();
     let txn = db.begin_write().map_err(StoreError::backend);
@@ -168,13 +159,8 @@ fn commit_batch(
         })
         .collect();
     let finished = tables.map(|mut tables| {
-        let keys = match to_move {
-            Move::None => 0,
-            Move::Part => MOVE_PART,
-            Move::CatchUp => CATCH_UP_PART,
-        };
-        if keys > 0 {
-            staging::move_oldest(&mut tables, keys, None)?;
+        if to_move > 0 {
+            staging::move_oldest(&mut tables, to_move, None)?;
         }
         tables.staging.finish()
     });
