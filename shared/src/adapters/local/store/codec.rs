@@ -7,31 +7,52 @@ use crate::ports::{CodeUse, Origin, StoreError, StoredKey, pack_regions, unpack_
 
 pub(super) type Tek = [u8; KEY_LEN];
 
-/// The keys of one write that expire at the same time, as [`EXPIRING`] keeps them: each key's
-/// publish_at (8 bytes, big endian) and key data.
+/// The name of a [`KEYS`](super::KEYS) row: the key's `publish_at`, and its number among the
+/// rows of that `publish_at`, in the order they were written.
+pub(super) type Row = (u64, u64);
+
+/// A [`KEYS`](super::KEYS) row's value: the key data, then the encoded [`KeyRecord`].
+pub(super) fn key_row(tek: &Tek, record: &[u8]) -> Vec<u8> {
+    [tek.as_slice(), record].concat()
+}
+
+/// The key data and the record of a [`KEYS`](super::KEYS) row's value.
+pub(super) fn read_key_row(value: &[u8]) -> Result<(Tek, KeyRecord), StoreError> {
+    use prost::Message as _;
+    let (tek, record) = value
+        .split_first_chunk::<KEY_LEN>()
+        .ok_or_else(|| StoreError::backend("a key row is cut short"))?;
+    Ok((
+        *tek,
+        KeyRecord::decode(record).map_err(StoreError::backend)?,
+    ))
+}
+
+/// The keys of one write that expire at the same time, as [`EXPIRING`](super::EXPIRING) keeps
+/// them: each key's row (publish_at and number, 8 bytes each, big endian) and key data.
 #[derive(Default)]
 pub(super) struct Expiring(pub(super) Vec<u8>);
 
 impl Expiring {
-    const ENTRY: usize = 8 + KEY_LEN;
+    const ENTRY: usize = 8 + 8 + KEY_LEN;
 
-    pub(super) fn push(&mut self, publish_at: u64, tek: Tek) {
+    pub(super) fn push(&mut self, (publish_at, number): Row, tek: Tek) {
         self.0.extend_from_slice(&publish_at.to_be_bytes());
+        self.0.extend_from_slice(&number.to_be_bytes());
         self.0.extend_from_slice(&tek);
     }
 
     /// The key data of the first key: with the expiry time, it names the row.
     pub(super) fn first(&self) -> Tek {
-        self.0[8..Self::ENTRY].try_into().expect("a whole entry")
+        self.0[16..Self::ENTRY].try_into().expect("a whole entry")
     }
 
-    pub(super) fn keys(row: &[u8]) -> impl Iterator<Item = (u64, Tek)> + '_ {
+    pub(super) fn keys(row: &[u8]) -> impl Iterator<Item = (Row, Tek)> + '_ {
         row.chunks_exact(Self::ENTRY).map(|entry| {
-            let (publish_at, tek) = entry.split_at(8);
-            (
-                u64::from_be_bytes(publish_at.try_into().expect("8 bytes")),
-                tek.try_into().expect("a key's length"),
-            )
+            let number =
+                |at: usize| u64::from_be_bytes(entry[at..at + 8].try_into().expect("8 bytes"));
+            let tek = entry[16..].try_into().expect("a key's length");
+            ((number(0), number(8)), tek)
         })
     }
 }

@@ -1,5 +1,5 @@
-//! [`KeyStore`] on the embedded store. Key rows are named by (`publish_at`, key data): that is
-//! the store's order, and a [`KeyCursor`] names a row.
+//! [`KeyStore`] on the embedded store. Key rows are named by (`publish_at`, number in the order
+//! written): that is the store's order, and a [`KeyCursor`] names a row.
 
 use std::ops::Bound;
 
@@ -9,11 +9,11 @@ use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD};
 use prost::Message as _;
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::codec::{CodeRow, Expiring, KeyRecord};
+use super::codec::{CodeRow, Expiring, KeyRecord, Row, key_row, read_key_row};
 use super::codes::read_code;
 use super::staging::{self, StagedKey};
 use super::writer::Tables;
-use super::{KEYS, LocalStore, SEAL, Tek, read_u64};
+use super::{KEYS, LocalStore, SEAL, Tek, next_row, read_u64};
 use crate::domain::key::KEY_LEN;
 use crate::ports::{
     self, IfRevised, Inserted, KeyCounts, KeyCursor, KeyPage, KeyStore, NewKeys, PublishedRange,
@@ -24,34 +24,52 @@ use crate::ports::{
 /// backlog is worked through in several, each bounded in memory.
 const ROWS_PER_WRITE: usize = 50_000;
 
-/// The cursor naming the key row `(publish_at, tek)`.
-fn cursor_of((publish_at, tek): Row) -> KeyCursor {
-    KeyCursor(format!("{publish_at} {}", URL_SAFE_NO_PAD.encode(tek)))
+/// The cursor naming a key row: "publish_at number".
+fn cursor_of((publish_at, number): Row) -> KeyCursor {
+    KeyCursor(format!("{publish_at} {number}"))
 }
 
-/// The key row a cursor names.
-fn row_of(cursor: &KeyCursor) -> Result<Row, StoreError> {
+/// Where a cursor says a read goes on: past a row; or, for a cursor of an earlier version,
+/// which named a row by its key data, past the rows of its publish_at up to that key data (the
+/// upgrade numbered the rows of earlier versions in key data order, and no row is written
+/// behind the seal after it).
+fn resume_after(
+    keys: &impl ReadableTable<Row, &'static [u8]>,
+    cursor: &KeyCursor,
+) -> Result<Bound<Row>, StoreError> {
     let bad = || StoreError::Backend(format!("{:?} is not a place in the key table", cursor.0));
-    let (publish_at, tek) = cursor.0.split_once(' ').ok_or_else(bad)?;
-    let publish_at = publish_at.parse().map_err(|_| bad())?;
-    let tek = URL_SAFE_NO_PAD.decode(tek).map_err(|_| bad())?;
-    Ok((publish_at, tek.try_into().map_err(|_| bad())?))
+    let (publish_at, place) = cursor.0.split_once(' ').ok_or_else(bad)?;
+    let publish_at: u64 = publish_at.parse().map_err(|_| bad())?;
+    if let Ok(number) = place.parse() {
+        return Ok(Bound::Excluded((publish_at, number)));
+    }
+    let old: Tek = URL_SAFE_NO_PAD
+        .decode(place)
+        .ok()
+        .and_then(|tek| tek.try_into().ok())
+        .ok_or_else(bad)?;
+    let mut resume = Bound::Included((publish_at, 0));
+    let rows = keys
+        .range((publish_at, 0)..=(publish_at, u64::MAX))
+        .map_err(StoreError::backend)?;
+    for entry in rows {
+        let (row, value) = entry.map_err(StoreError::backend)?;
+        if read_key_row(value.value())?.0 > old {
+            break;
+        }
+        resume = Bound::Excluded(row.value());
+    }
+    Ok(resume)
 }
 
-/// A key row's name: (`publish_at`, key data).
-type Row = (u64, Tek);
-
-/// The key rows of `after < publish_at <= through`, past `from` if given.
+/// The key rows of `after < publish_at <= through`, from `start` if given.
 fn rows_between(
     after: UnixSeconds,
     through: UnixSeconds,
-    from: Option<Row>,
+    start: Option<Bound<Row>>,
 ) -> (Bound<Row>, Bound<Row>) {
-    let start = match from {
-        Some(row) => Bound::Excluded(row),
-        None => Bound::Included((after + 1, [0; KEY_LEN])),
-    };
-    (start, Bound::Included((through, [0xff; KEY_LEN])))
+    let start = start.unwrap_or(Bound::Included((after + 1, 0)));
+    (start, Bound::Included((through, u64::MAX)))
 }
 
 #[async_trait]
@@ -85,16 +103,16 @@ impl KeyStore for LocalStore {
             let mut new_keys: Vec<&StoredKey> = batch.keys.iter().collect();
             for revision in &batch.revisions {
                 let tek = revision.key.key_data;
-                let Some(at) = staging.known(&tek)? else {
+                let Some(at) = staging.row(&tek)? else {
                     // A revision of a key never held here is a new key.
                     new_keys.push(revision);
                     continue;
                 };
                 let original = keys
-                    .get((at, tek))
+                    .get(at)
                     .map_err(StoreError::backend)?
                     .ok_or_else(|| StoreError::backend("a known key without its row"))?;
-                let original = KeyRecord::decode(original.value()).map_err(StoreError::backend)?;
+                let (_, original) = read_key_row(original.value())?;
                 if !revision.may_revise(original.origin(), original.peer_region()?) {
                     continue;
                 }
@@ -128,15 +146,19 @@ impl KeyStore for LocalStore {
             for (revision, original_at, mut original) in revised {
                 let tek = revision.key.key_data;
                 original.revised = true;
-                keys.insert((original_at, tek), original.encode_to_vec().as_slice())
-                    .map_err(StoreError::backend)?;
+                keys.insert(
+                    original_at,
+                    key_row(&tek, &original.encode_to_vec()).as_slice(),
+                )
+                .map_err(StoreError::backend)?;
                 // After the seal, and after the key it revises: never in a file before it.
-                let publish_at = revision.publish_at.max(seal + 1).max(original_at + 1);
+                let publish_at = revision.publish_at.max(seal + 1).max(original_at.0 + 1);
                 let mut record = KeyRecord::from_key(revision);
                 record.expires_at = original.expires_at;
-                keys.insert((publish_at, tek), record.encode_to_vec().as_slice())
+                let row = next_row(keys, publish_at)?;
+                keys.insert(row, key_row(&tek, &record.encode_to_vec()).as_slice())
                     .map_err(StoreError::backend)?;
-                expires.push((original.expires_at, publish_at, tek));
+                expires.push((original.expires_at, row, tek));
                 stored += 1;
             }
             staging::add_expiring(expiring, expires)?;
@@ -169,7 +191,7 @@ impl KeyStore for LocalStore {
         from: Option<&KeyCursor>,
         max_keys: usize,
     ) -> Result<KeyPage, StoreError> {
-        let from = from.map(row_of).transpose()?;
+        let from = from.cloned();
         self.settle().await?;
         self.blocking(move |db| {
             let mut page = KeyPage::default();
@@ -178,14 +200,14 @@ impl KeyStore for LocalStore {
             }
             let txn = db.begin_read().map_err(StoreError::backend)?;
             let keys = txn.open_table(KEYS).map_err(StoreError::backend)?;
-            let rows = rows_between(range.after, range.through, from);
+            let start = from.map(|from| resume_after(&keys, &from)).transpose()?;
+            let rows = rows_between(range.after, range.through, start);
             let mut last = None;
             for entry in keys.range(rows).map_err(StoreError::backend)? {
                 let (k, v) = entry.map_err(StoreError::backend)?;
-                let (publish_at, tek) = k.value();
-                let key = KeyRecord::decode(v.value())
-                    .map_err(StoreError::backend)?
-                    .into_key(tek, publish_at)?;
+                let row = k.value();
+                let (tek, record) = read_key_row(v.value())?;
+                let key = record.into_key(tek, row.0)?;
                 if key.expires_at <= range.now {
                     continue;
                 }
@@ -194,7 +216,7 @@ impl KeyStore for LocalStore {
                     break;
                 }
                 page.keys.push(key);
-                last = Some((publish_at, tek));
+                last = Some(row);
             }
             Ok(page)
         })
@@ -218,21 +240,21 @@ impl KeyStore for LocalStore {
                 .write(move |Tables { keys, .. }| {
                     let mut declared = Vec::new();
                     let mut last = None;
-                    let rows = rows_between(after, through, from);
+                    let rows = rows_between(after, through, from.map(Bound::Excluded));
                     for entry in keys.range(rows).map_err(StoreError::backend)? {
                         let (k, v) = entry.map_err(StoreError::backend)?;
-                        let record = KeyRecord::decode(v.value()).map_err(StoreError::backend)?;
+                        let (tek, record) = read_key_row(v.value())?;
                         if !record.regions.is_empty() {
-                            declared.push((k.value(), record));
+                            declared.push((k.value(), tek, record));
                         }
                         last = Some(k.value());
                         if declared.len() == ROWS_PER_WRITE {
                             break;
                         }
                     }
-                    for (at, mut record) in declared.iter().cloned() {
+                    for (row, tek, mut record) in declared.iter().cloned() {
                         record.regions.clear();
-                        keys.insert(at, record.encode_to_vec().as_slice())
+                        keys.insert(row, key_row(&tek, &record.encode_to_vec()).as_slice())
                             .map_err(StoreError::backend)?;
                     }
                     Ok((last, declared.len()))
@@ -279,9 +301,8 @@ impl KeyStore for LocalStore {
                             .remove(name)
                             .map_err(StoreError::backend)?
                             .expect("a row just read");
-                        for (publish_at, tek) in Expiring::keys(row.value()) {
-                            keys.remove((publish_at, tek))
-                                .map_err(StoreError::backend)?;
+                        for (key_row, tek) in Expiring::keys(row.value()) {
+                            keys.remove(key_row).map_err(StoreError::backend)?;
                             staging.forget(tek)?;
                             purged += 1;
                         }
@@ -317,7 +338,7 @@ impl KeyStore for LocalStore {
             let mut counts = KeyCounts::default();
             for entry in keys.iter().map_err(StoreError::backend)? {
                 let (_, v) = entry.map_err(StoreError::backend)?;
-                let record = KeyRecord::decode(v.value()).map_err(StoreError::backend)?;
+                let (_, record) = read_key_row(v.value())?;
                 // A revision is a second row of a key counted already.
                 match (record.revision, record.remote) {
                     (true, _) => {}
@@ -333,9 +354,9 @@ impl KeyStore for LocalStore {
 
 #[cfg(test)]
 mod tests {
-    use redb::Database;
+    use redb::{Database, TableDefinition, TableHandle as _};
 
-    use super::super::{EXPIRING, EXPIRY_PER_KEY};
+    use super::super::{OLD_KEYS, OLD_KNOWN};
     use super::*;
     use crate::domain::key::{DiagnosisKey, ReportType};
     use crate::ports::Origin;
@@ -391,7 +412,8 @@ mod tests {
         };
         let page = store.read_published(range, None, 10).await.unwrap();
         let read: Vec<u8> = page.keys.iter().map(|k| k.key.key_data[0]).collect();
-        assert_eq!(read, [1, 2, 3]);
+        // In the order they were written (data-prep sorts each file by key data).
+        assert_eq!(read, [1, 3, 2]);
         assert_eq!(store.count().await.unwrap().local, 3);
     }
 
@@ -410,31 +432,90 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_store_with_the_per_key_expiry_index_of_earlier_versions_still_purges() {
+    async fn a_store_of_an_earlier_version_is_upgraded_and_its_cursors_still_resume() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        let store = LocalStore::open(&path).unwrap();
-        insert(&store, vec![key(1, 1000)]).await;
-        // Moved into the key tables, as earlier versions wrote it at once.
-        store.settle().await.unwrap();
-        drop(store);
-        // As an earlier version wrote it: the key's expiry in the per-key index.
+        let (a, b, c) = ([5; KEY_LEN], [2; KEY_LEN], [9; KEY_LEN]);
+        // As an earlier version wrote them: rows named by (publish_at, key data).
         {
-            let db = Database::open(&path).unwrap();
+            let db = Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();
-            txn.open_table(EXPIRING)
-                .unwrap()
-                .retain(|_, _| false)
-                .unwrap();
-            txn.open_table(EXPIRY_PER_KEY)
-                .unwrap()
-                .insert((1000, [1; KEY_LEN]), 100)
-                .unwrap();
+            {
+                let mut keys = txn.open_table(OLD_KEYS).unwrap();
+                let mut known = txn.open_table(OLD_KNOWN).unwrap();
+                for (tek, publish_at, expires_at) in
+                    [(a, 100, 1000), (b, 100, 2000), (c, 200, 1000)]
+                {
+                    let mut stored = key(tek[0], expires_at);
+                    stored.publish_at = publish_at;
+                    let record = KeyRecord::from_key(&stored).encode_to_vec();
+                    keys.insert((publish_at, tek), record.as_slice()).unwrap();
+                    known.insert(tek, publish_at).unwrap();
+                }
+                let old_expiry = TableDefinition::<(u64, Tek), u64>::new("expiry");
+                txn.open_table(old_expiry)
+                    .unwrap()
+                    .insert((1000, a), 100)
+                    .unwrap();
+            }
             txn.commit().unwrap();
         }
         let store = LocalStore::open(&path).unwrap();
-        assert_eq!(store.purge_expired(999).await.unwrap(), 0);
-        assert_eq!(store.purge_expired(1000).await.unwrap(), 1);
-        assert_eq!(store.count().await.unwrap().local, 0);
+        let range = PublishedRange {
+            after: 0,
+            through: 300,
+            now: 60,
+        };
+        let read = |from: Option<KeyCursor>| {
+            let store = store.clone();
+            async move {
+                let page = store
+                    .read_published(range, from.as_ref(), 10)
+                    .await
+                    .unwrap();
+                page.keys
+                    .iter()
+                    .map(|k| k.key.key_data[0])
+                    .collect::<Vec<u8>>()
+            }
+        };
+        assert_eq!(read(None).await, [2, 5, 9]);
+        // Cursors of the earlier form, saved by a data-prep run before the upgrade.
+        let old_cursor =
+            |tek: [u8; KEY_LEN]| KeyCursor(format!("100 {}", URL_SAFE_NO_PAD.encode(tek)));
+        assert_eq!(read(Some(old_cursor(b))).await, [5, 9]);
+        assert_eq!(read(Some(old_cursor([3; KEY_LEN]))).await, [5, 9]);
+        assert_eq!(read(Some(old_cursor([1; KEY_LEN]))).await, [2, 5, 9]);
+        assert_eq!(read(Some(old_cursor([0xff; KEY_LEN]))).await, [9]);
+        // Still known, and they expire when their records say.
+        assert_eq!(store.count().await.unwrap().local, 3);
+        assert_eq!(
+            store
+                .insert(NewKeys {
+                    keys: vec![key(9, 1000)],
+                    now: 50,
+                    ..NewKeys::default()
+                })
+                .await
+                .unwrap(),
+            Inserted::Stored(0)
+        );
+        assert_eq!(store.purge_expired(1000).await.unwrap(), 2);
+        assert_eq!(read(None).await, [2]);
+        drop(store);
+        let db = Database::open(&path).unwrap();
+        let tables: Vec<String> = db
+            .begin_read()
+            .unwrap()
+            .list_tables()
+            .unwrap()
+            .map(|table| table.name().to_owned())
+            .collect();
+        for old in ["keys", "known", "expiry", "expiring"] {
+            assert!(
+                !tables.iter().any(|name| name == old),
+                "{old} is still there"
+            );
+        }
     }
 }

@@ -19,24 +19,30 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use crate::ports::StoreError;
-use codec::{Expiring, Tek};
+use codec::{Row, Tek};
 use codes::Attempts;
 use staging::Staged;
 use writer::{Answer, Job, SETTLE_PART, Tables, Writer};
 
-/// Keys by (publish_at, key data): data-prep reads a time range.
-pub(super) const KEYS: TableDefinition<(u64, Tek), &[u8]> = TableDefinition::new("keys");
-/// Key data to publish_at: deduplication.
-pub(super) const KNOWN: TableDefinition<Tek, u64> = TableDefinition::new("known");
+/// Keys by [`Row`]: (publish_at, number in the order written). Data-prep reads a time range;
+/// a new key is appended at the end of its publish_at, so a burst of keys fills pages in order
+/// rather than one page per key. The value is the key data, then its [`codec::KeyRecord`].
+pub(super) const KEYS: TableDefinition<Row, &[u8]> = TableDefinition::new("key_rows");
+/// Key data to the key's first row: deduplication.
+pub(super) const KNOWN: TableDefinition<Tek, Row> = TableDefinition::new("known_keys");
 /// New keys on their way into [`KEYS`], [`KNOWN`] and [`EXPIRING`], one row per batch of
 /// writes, numbered in order (see [`staging`]).
 pub(super) const STAGED: TableDefinition<u64, &[u8]> = TableDefinition::new("staged");
 /// What expires when, one row per write rather than per key: (expires_at, key data of the
-/// write's first key) to the [`Expiring`] keys of the write. The purge reads what expired.
-pub(super) const EXPIRING: TableDefinition<(u64, Tek), &[u8]> = TableDefinition::new("expiring");
-/// The per-key expiry index of earlier versions, (expires_at, key data) to publish_at; moved
-/// into [`EXPIRING`] when the store is opened.
-pub(super) const EXPIRY_PER_KEY: TableDefinition<(u64, Tek), u64> = TableDefinition::new("expiry");
+/// write's first key) to the [`Expiring`](codec::Expiring) keys of the write. The purge reads
+/// what expired.
+pub(super) const EXPIRING: TableDefinition<(u64, Tek), &[u8]> =
+    TableDefinition::new("expiring_keys");
+/// The tables of earlier versions, which named a key row by (publish_at, key data): rebuilt
+/// into [`KEYS`], [`KNOWN`] and [`EXPIRING`] when the store is opened (see [`upgrade`]).
+pub(super) const OLD_KEYS: TableDefinition<(u64, Tek), &[u8]> = TableDefinition::new("keys");
+pub(super) const OLD_KNOWN: TableDefinition<Tek, u64> = TableDefinition::new("known");
+const OLD_EXPIRY_TABLES: [&str; 2] = ["expiring", "expiry"];
 /// Code hash to code record.
 pub(super) const CODES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("codes");
 /// Code issuers by name: their [`codec::IssuerRow`].
@@ -85,7 +91,7 @@ impl LocalStore {
             })?;
         super::fs::owner_only(path).map_err(StoreError::backend)?;
         let txn = db.begin_write().map_err(StoreError::backend)?;
-        move_per_key_expiry(&txn)?;
+        upgrade(&txn)?;
         let staged = Staged::load(&txn)?;
         // Every table exists from here on, for readers too.
         drop(Tables::open(&txn, &staged)?);
@@ -166,34 +172,75 @@ impl LocalStore {
     }
 }
 
-/// Moves the per-key expiry index of a store written by an earlier version into [`EXPIRING`],
-/// a row per key, and drops it.
-fn move_per_key_expiry(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    let exists = txn
+/// Rebuilds the key tables of a store written by an earlier version, which named a key row by
+/// (publish_at, key data), into [`KEYS`], [`KNOWN`] and [`EXPIRING`], and drops the old tables.
+/// Rows are numbered in their old order, so a data-prep cursor of the old form still names a
+/// place (see `keys::resume_after`). Each key's expiry comes from its record.
+fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let written_before = txn
         .list_tables()
         .map_err(StoreError::backend)?
-        .any(|table| table.name() == EXPIRY_PER_KEY.name());
-    if !exists {
+        .any(|table| table.name() == OLD_KEYS.name());
+    if !written_before {
         return Ok(());
     }
     {
+        let old_keys = txn.open_table(OLD_KEYS).map_err(StoreError::backend)?;
+        let old_known = txn.open_table(OLD_KNOWN).map_err(StoreError::backend)?;
+        let mut keys = txn.open_table(KEYS).map_err(StoreError::backend)?;
+        let mut known = txn.open_table(KNOWN).map_err(StoreError::backend)?;
         let mut expiring = txn.open_table(EXPIRING).map_err(StoreError::backend)?;
-        let old = txn
-            .open_table(EXPIRY_PER_KEY)
-            .map_err(StoreError::backend)?;
-        for entry in old.iter().map_err(StoreError::backend)? {
-            let (k, publish_at) = entry.map_err(StoreError::backend)?;
-            let (expires_at, tek) = k.value();
-            let mut row = Expiring::default();
-            row.push(publish_at.value(), tek);
-            expiring
-                .insert((expires_at, tek), row.0.as_slice())
+        let mut last: Option<Row> = None;
+        let mut expiries = Vec::new();
+        for entry in old_keys.iter().map_err(StoreError::backend)? {
+            let (name, value) = entry.map_err(StoreError::backend)?;
+            let (publish_at, tek) = name.value();
+            let row = match last {
+                Some((at, number)) if at == publish_at => (at, number + 1),
+                _ => (publish_at, 0),
+            };
+            last = Some(row);
+            let record = <codec::KeyRecord as prost::Message>::decode(value.value())
                 .map_err(StoreError::backend)?;
+            keys.insert(row, codec::key_row(&tek, value.value()).as_slice())
+                .map_err(StoreError::backend)?;
+            let first = old_known.get(tek).map_err(StoreError::backend)?;
+            if first.is_some_and(|at| at.value() == publish_at) {
+                known.insert(tek, row).map_err(StoreError::backend)?;
+            }
+            expiries.push((record.expires_at, row, tek));
+            if expiries.len() == 50_000 {
+                staging::add_expiring(&mut expiring, expiries.drain(..))?;
+            }
         }
+        staging::add_expiring(&mut expiring, expiries)?;
     }
-    txn.delete_table(EXPIRY_PER_KEY)
-        .map_err(StoreError::backend)?;
+    let old_names = [OLD_KEYS.name(), OLD_KNOWN.name()];
+    let old: Vec<_> = txn
+        .list_tables()
+        .map_err(StoreError::backend)?
+        .filter(|table| {
+            old_names.contains(&table.name()) || OLD_EXPIRY_TABLES.contains(&table.name())
+        })
+        .collect();
+    for table in old {
+        txn.delete_table(table).map_err(StoreError::backend)?;
+    }
     Ok(())
+}
+
+/// The name of the next row of `publish_at` in [`KEYS`]: one past its last row.
+pub(super) fn next_row(
+    keys: &impl ReadableTable<Row, &'static [u8]>,
+    publish_at: u64,
+) -> Result<Row, StoreError> {
+    let last = keys
+        .range((publish_at, 0)..=(publish_at, u64::MAX))
+        .map_err(StoreError::backend)?
+        .next_back()
+        .transpose()
+        .map_err(StoreError::backend)?;
+    Ok((publish_at, last.map_or(0, |(row, _)| row.value().1 + 1)))
 }
 
 pub(super) fn read_u64(

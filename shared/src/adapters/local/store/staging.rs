@@ -3,9 +3,9 @@
 //!
 //! The keys a batch of writes stores go, with their records, into one row of [`STAGED`],
 //! appended in order, and their key data into memory. They are moved into the key tables
-//! ([`KEYS`], the deduplication index [`KNOWN`] and [`EXPIRING`]) later, in bulk and in key
-//! order: a part at a time when the writer has nothing else to do, in every batch while too
-//! many wait, and all of them before the key tables are read or changed otherwise
+//! ([`KEYS`], the deduplication index [`KNOWN`] and [`EXPIRING`]) later, in bulk: a part at a
+//! time when the writer has nothing else to do, in every batch while too many wait, and all of
+//! them before the key tables are read or changed otherwise
 //! ([`LocalStore::settle`](super::LocalStore)). Deduplication sees staged keys as it sees
 //! moved ones, so a key is stored once. Opening the store reads the staged rows' key data back.
 
@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::ReadableTable;
 
-use super::codec::Expiring;
+use super::codec::{Expiring, Row, key_row};
 use super::writer::Tables;
-use super::{KNOWN, STAGED, Tek};
+use super::{KNOWN, STAGED, Tek, next_row};
 use crate::domain::key::KEY_LEN;
 use crate::ports::StoreError;
 
@@ -27,7 +27,7 @@ pub(super) struct StagedKey {
     pub(super) tek: Tek,
     pub(super) publish_at: u64,
     pub(super) expires_at: u64,
-    /// The [`KEYS`](super::KEYS) row's value.
+    /// The encoded [`KeyRecord`](super::codec::KeyRecord).
     pub(super) record: Vec<u8>,
 }
 
@@ -143,7 +143,7 @@ pub(super) struct Batch {
 
 /// The deduplication index and the staged keys in a batch's write transaction.
 pub(super) struct Staging<'txn> {
-    known: redb::Table<'txn, Tek, u64>,
+    known: redb::Table<'txn, Tek, Row>,
     rows: redb::Table<'txn, u64, &'static [u8]>,
     committed: &'txn Staged,
     /// Keys this batch stored, for its own [`STAGED`] row.
@@ -175,11 +175,16 @@ impl<'txn> Staging<'txn> {
         {
             return Ok(Some(*at));
         }
+        Ok(self.row(tek)?.map(|(at, _)| at))
+    }
+
+    /// The key's first row in [`KEYS`](super::KEYS), if the key has moved there.
+    pub(super) fn row(&self, tek: &Tek) -> Result<Option<Row>, StoreError> {
         Ok(self
             .known
             .get(tek)
             .map_err(StoreError::backend)?
-            .map(|at| at.value()))
+            .map(|row| row.value()))
     }
 
     /// Whether the key's first row is still staged rather than in [`KEYS`](super::KEYS).
@@ -300,41 +305,50 @@ fn take_row(staging: &mut Staging, row: u64) -> Result<Vec<StagedKey>, StoreErro
     Ok(keys)
 }
 
-/// Writes new keys into the key tables, each in its order.
+/// Writes new keys into the key tables: each at the end of its publish_at in
+/// [`KEYS`](super::KEYS), in the order they came, and into the deduplication index in key order.
 fn write_keys(tables: &mut Tables, mut keys: Vec<StagedKey>) -> Result<(), StoreError> {
-    keys.sort_unstable_by_key(|key| (key.publish_at, key.tek));
+    // Stable: the keys of one publish_at keep their order.
+    keys.sort_by_key(|key| key.publish_at);
+    let mut rows: Vec<Row> = Vec::with_capacity(keys.len());
     for key in &keys {
+        let row = match rows.last() {
+            Some(&(at, number)) if at == key.publish_at => (at, number + 1),
+            _ => next_row(&tables.keys, key.publish_at)?,
+        };
         tables
             .keys
-            .insert((key.publish_at, key.tek), key.record.as_slice())
+            .insert(row, key_row(&key.tek, &key.record).as_slice())
             .map_err(StoreError::backend)?;
+        rows.push(row);
     }
-    let expiring = keys.iter().map(|k| (k.expires_at, k.publish_at, k.tek));
+    let expiring = keys
+        .iter()
+        .zip(&rows)
+        .map(|(k, row)| (k.expires_at, *row, k.tek));
     add_expiring(&mut tables.expiring, expiring)?;
-    keys.sort_unstable_by_key(|key| key.tek);
-    for key in &keys {
+    let mut known: Vec<(Tek, Row)> = keys.iter().map(|key| key.tek).zip(rows).collect();
+    known.sort_unstable_by_key(|(tek, _)| *tek);
+    for (tek, row) in known {
         tables
             .staging
             .known
-            .insert(key.tek, key.publish_at)
+            .insert(tek, row)
             .map_err(StoreError::backend)?;
     }
     Ok(())
 }
 
-/// Adds keys, given as (expires_at, publish_at, key data), to [`EXPIRING`](super::EXPIRING):
+/// Adds keys, given as (expires_at, row, key data), to [`EXPIRING`](super::EXPIRING):
 /// a row per expiry time. A row of an earlier write may have the same name (a revision expires
 /// with its key, and may come first in its write), so it is added to, never replaced.
 pub(super) fn add_expiring(
     table: &mut redb::Table<(u64, Tek), &'static [u8]>,
-    keys: impl IntoIterator<Item = (u64, u64, Tek)>,
+    keys: impl IntoIterator<Item = (u64, Row, Tek)>,
 ) -> Result<(), StoreError> {
     let mut by_expiry = BTreeMap::<u64, Expiring>::new();
-    for (expires_at, publish_at, tek) in keys {
-        by_expiry
-            .entry(expires_at)
-            .or_default()
-            .push(publish_at, tek);
+    for (expires_at, row, tek) in keys {
+        by_expiry.entry(expires_at).or_default().push(row, tek);
     }
     for (expires_at, keys) in by_expiry {
         let name = (expires_at, keys.first());
@@ -454,8 +468,10 @@ mod tests {
                     None
                 ]
             );
-            let record = tables.keys.get((40, [4; KEY_LEN])).unwrap().unwrap();
-            assert_eq!(record.value(), key(4, 40).record);
+            let row = tables.staging.row(&[4; KEY_LEN]).unwrap().unwrap();
+            assert_eq!(row.0, 40);
+            let value = tables.keys.get(row).unwrap().unwrap();
+            assert_eq!(value.value(), key_row(&[4; KEY_LEN], &key(4, 40).record));
         });
     }
 

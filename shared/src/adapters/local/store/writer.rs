@@ -43,7 +43,7 @@ const CATCH_UP_PART: usize = 65_536;
 /// The tables of a batch's write transaction, opened once for the whole batch: opening a
 /// table and closing it again costs a write transaction as much as a few inserts.
 pub(super) struct Tables<'txn> {
-    pub(super) keys: redb::Table<'txn, (u64, Tek), &'static [u8]>,
+    pub(super) keys: redb::Table<'txn, super::Row, &'static [u8]>,
     pub(super) staging: Staging<'txn>,
     pub(super) expiring: redb::Table<'txn, (u64, Tek), &'static [u8]>,
     pub(super) codes: redb::Table<'txn, [u8; 32], &'static [u8]>,
