@@ -13,7 +13,7 @@ use super::codec::{CodeRow, Expiring, KeyRecord, Row, key_row, read_key_row};
 use super::codes::read_code;
 use super::staging::{self, StagedKey};
 use super::writer::Tables;
-use super::{KEYS, LocalStore, SEAL, Tek, next_row, read_u64};
+use super::{KEYS, LocalStore, SEAL, Tek, next_key_row, read_u64};
 use crate::domain::key::KEY_LEN;
 use crate::ports::{
     self, IfRevised, Inserted, KeyCounts, KeyCursor, KeyPage, KeyStore, NewKeys, PublishedRange,
@@ -155,7 +155,7 @@ impl KeyStore for LocalStore {
                 let publish_at = revision.publish_at.max(seal + 1).max(original_at.0 + 1);
                 let mut record = KeyRecord::from_key(revision);
                 record.expires_at = original.expires_at;
-                let row = next_row(keys, publish_at)?;
+                let row = next_key_row(keys, publish_at, None)?;
                 keys.insert(row, key_row(&tek, &record.encode_to_vec()).as_slice())
                     .map_err(StoreError::backend)?;
                 expires.push((original.expires_at, row, tek));

@@ -195,10 +195,7 @@ fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         for entry in old_keys.iter().map_err(StoreError::backend)? {
             let (name, value) = entry.map_err(StoreError::backend)?;
             let (publish_at, tek) = name.value();
-            let row = match last {
-                Some((at, number)) if at == publish_at => (at, number + 1),
-                _ => (publish_at, 0),
-            };
+            let row = next_key_row(&keys, publish_at, last)?;
             last = Some(row);
             let record = <codec::KeyRecord as prost::Message>::decode(value.value())
                 .map_err(StoreError::backend)?;
@@ -229,11 +226,19 @@ fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The name of the next row of `publish_at` in [`KEYS`]: one past its last row.
-pub(super) fn next_row(
+/// The name of the next row of `publish_at` in [`KEYS`]: the one after `written`, the row just
+/// written, if that is of the same publish_at (no lookup); otherwise one past the publish_at's
+/// last row in the table.
+pub(super) fn next_key_row(
     keys: &impl ReadableTable<Row, &'static [u8]>,
     publish_at: u64,
+    written: Option<Row>,
 ) -> Result<Row, StoreError> {
+    if let Some((at, number)) = written
+        && at == publish_at
+    {
+        return Ok((at, number + 1));
+    }
     let last = keys
         .range((publish_at, 0)..=(publish_at, u64::MAX))
         .map_err(StoreError::backend)?

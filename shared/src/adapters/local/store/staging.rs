@@ -17,7 +17,7 @@ use redb::ReadableTable;
 
 use super::codec::{Expiring, Row, key_row};
 use super::writer::Tables;
-use super::{KNOWN, STAGED, Tek, next_row};
+use super::{KNOWN, STAGED, Tek, next_key_row};
 use crate::domain::key::KEY_LEN;
 use crate::ports::StoreError;
 
@@ -312,10 +312,7 @@ fn write_keys(tables: &mut Tables, mut keys: Vec<StagedKey>) -> Result<(), Store
     keys.sort_by_key(|key| key.publish_at);
     let mut rows: Vec<Row> = Vec::with_capacity(keys.len());
     for key in &keys {
-        let row = match rows.last() {
-            Some(&(at, number)) if at == key.publish_at => (at, number + 1),
-            _ => next_row(&tables.keys, key.publish_at)?,
-        };
+        let row = next_key_row(&tables.keys, key.publish_at, rows.last().copied())?;
         tables
             .keys
             .insert(row, key_row(&key.tek, &key.record).as_slice())
