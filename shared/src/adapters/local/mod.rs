@@ -1,7 +1,8 @@
 //! The embedded adapters: what `enfeed serve` runs on, with no cloud services. One data
 //! directory holds everything:
 //!
-//! - `enfeed.redb`: keys, codes, publication and consumer state ([`LocalStore`]);
+//! - `enfeed.redb`: keys, codes, publication and consumer state ([`LocalStore`]), and
+//!   `enfeed.index.redb` beside it: its deduplication index, rebuilt from the first if lost;
 //! - `feeds/`: published chunks and indexes ([`FileBlobStore`]);
 //! - `signing-keys/`: the region's ECDSA P-256 signing keys ([`signing_keys`]);
 //! - `admin-token`, `code-pepper`: its other [`secrets`].

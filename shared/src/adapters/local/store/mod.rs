@@ -1,13 +1,15 @@
-//! [`LocalStore`]: keys, codes, code issuers and publication state in one embedded redb database file, and
-//! the wrong-code attempt counters in memory. Every write is one redb transaction, so each
-//! port's atomicity promise holds: an upload's keys and its code are stored together or not at
-//! all. One file per port it implements, as the ports are laid out, besides the record
-//! [`codec`], the group-committing [`writer`] and the [`staging`] of new keys.
+//! [`LocalStore`]: keys, codes, code issuers and publication state in one embedded redb database
+//! file, its deduplication index in a second, and the wrong-code attempt counters in memory.
+//! Every write is one redb transaction of the first file, so each port's atomicity promise
+//! holds: an upload's keys and its code are stored together or not at all. One module per port
+//! it implements, as the ports are laid out, besides the record [`codec`], the group-committing
+//! [`writer`], the [`staging`] of new keys and the [`index`].
 
 mod code_issuers;
 mod codec;
 mod codes;
 mod consumer_state;
+mod index;
 mod keys;
 mod publication;
 mod staging;
@@ -21,16 +23,16 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHand
 use crate::ports::StoreError;
 use codec::{Row, Tek};
 use codes::Attempts;
+use index::Unindexed;
 use staging::Staged;
 use writer::{Answer, Job, SETTLE_PART, Tables, Writer};
 
 /// Keys by [`Row`]: (publish_at, number in the order written). Data-prep reads a time range;
 /// a new key is appended at the end of its publish_at, so a burst of keys fills pages in order
 /// rather than one page per key. The value is the key data, then its [`codec::KeyRecord`].
+/// Which row holds a key is the [`index`]'s to say.
 pub(super) const KEYS: TableDefinition<Row, &[u8]> = TableDefinition::new("key_rows");
-/// Key data to the key's first row: deduplication.
-pub(super) const KNOWN: TableDefinition<Tek, Row> = TableDefinition::new("known_keys");
-/// New keys on their way into [`KEYS`], [`KNOWN`] and [`EXPIRING`], one row per batch of
+/// New keys on their way into [`KEYS`], the [`index`] and [`EXPIRING`], one row per batch of
 /// writes, numbered in order (see [`staging`]).
 pub(super) const STAGED: TableDefinition<u64, &[u8]> = TableDefinition::new("staged");
 /// What expires when, one row per write rather than per key: (expires_at, key data of the
@@ -39,7 +41,8 @@ pub(super) const STAGED: TableDefinition<u64, &[u8]> = TableDefinition::new("sta
 pub(super) const EXPIRING: TableDefinition<(u64, Tek), &[u8]> =
     TableDefinition::new("expiring_keys");
 /// The tables of earlier versions, which named a key row by (publish_at, key data): rebuilt
-/// into [`KEYS`], [`KNOWN`] and [`EXPIRING`] when the store is opened (see [`upgrade`]).
+/// into [`KEYS`] and [`EXPIRING`] when the store is opened (see [`upgrade`]), and the index
+/// from them.
 pub(super) const OLD_KEYS: TableDefinition<(u64, Tek), &[u8]> = TableDefinition::new("keys");
 pub(super) const OLD_KNOWN: TableDefinition<Tek, u64> = TableDefinition::new("known");
 const OLD_EXPIRY_TABLES: [&str; 2] = ["expiring", "expiry"];
@@ -77,7 +80,8 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
-    /// Opens (or creates) the database file at `path`. Only one process may have it open.
+    /// Opens (or creates) the database file at `path`, and its index file beside it
+    /// (`enfeed.redb` has `enfeed.index.redb`). Only one process may have them open.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
@@ -91,14 +95,16 @@ impl LocalStore {
             })?;
         super::fs::owner_only(path).map_err(StoreError::backend)?;
         let txn = db.begin_write().map_err(StoreError::backend)?;
-        upgrade(&txn)?;
+        let upgraded = upgrade(&txn)?;
+        let mut unindexed = Unindexed::open(path, &txn, upgraded)?;
         let staged = Staged::load(&txn)?;
         // Every table exists from here on, for readers too.
-        drop(Tables::open(&txn, &staged)?);
+        let applied = unindexed.catch_up();
+        drop(Tables::open(&txn, &staged, unindexed.view(&txn, applied)?)?);
         txn.commit().map_err(StoreError::backend)?;
         let db = Arc::new(db);
         Ok(Self {
-            writer: Arc::new(Writer::start(db.clone(), staged)),
+            writer: Arc::new(Writer::start(db.clone(), staged, unindexed)),
             db,
             attempts: Arc::default(),
         })
@@ -173,22 +179,21 @@ impl LocalStore {
 }
 
 /// Rebuilds the key tables of a store written by an earlier version, which named a key row by
-/// (publish_at, key data), into [`KEYS`], [`KNOWN`] and [`EXPIRING`], and drops the old tables.
-/// Rows are numbered in their old order, so a data-prep cursor of the old form still names a
-/// place (see `keys::resume_after`). Each key's expiry comes from its record.
-fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+/// (publish_at, key data), into [`KEYS`] and [`EXPIRING`], and drops the old tables; returns
+/// whether it did (the index is then rebuilt from [`KEYS`]). Rows are numbered in their old
+/// order, so a data-prep cursor of the old form still names a place (see
+/// `keys::resume_after`). Each key's expiry comes from its record.
+fn upgrade(txn: &redb::WriteTransaction) -> Result<bool, StoreError> {
     let written_before = txn
         .list_tables()
         .map_err(StoreError::backend)?
         .any(|table| table.name() == OLD_KEYS.name());
     if !written_before {
-        return Ok(());
+        return Ok(false);
     }
     {
         let old_keys = txn.open_table(OLD_KEYS).map_err(StoreError::backend)?;
-        let old_known = txn.open_table(OLD_KNOWN).map_err(StoreError::backend)?;
         let mut keys = txn.open_table(KEYS).map_err(StoreError::backend)?;
-        let mut known = txn.open_table(KNOWN).map_err(StoreError::backend)?;
         let mut expiring = txn.open_table(EXPIRING).map_err(StoreError::backend)?;
         let mut last: Option<Row> = None;
         let mut expiries = Vec::new();
@@ -201,10 +206,6 @@ fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
                 .map_err(StoreError::backend)?;
             keys.insert(row, codec::key_row(&tek, value.value()).as_slice())
                 .map_err(StoreError::backend)?;
-            let first = old_known.get(tek).map_err(StoreError::backend)?;
-            if first.is_some_and(|at| at.value() == publish_at) {
-                known.insert(tek, row).map_err(StoreError::backend)?;
-            }
             expiries.push((record.expires_at, row, tek));
             if expiries.len() == 50_000 {
                 staging::add_expiring(&mut expiring, expiries.drain(..))?;
@@ -223,7 +224,7 @@ fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     for table in old {
         txn.delete_table(table).map_err(StoreError::backend)?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The name of the next row of `publish_at` in [`KEYS`]: the one after `written`, the row just

@@ -3,7 +3,7 @@
 //!
 //! The keys a batch of writes stores go, with their records, into one row of [`STAGED`],
 //! appended in order, and their key data into memory. They are moved into the key tables
-//! ([`KEYS`], the deduplication index [`KNOWN`] and [`EXPIRING`]) later, in bulk: a part at a
+//! ([`KEYS`], the deduplication [`index`](super::index) and [`EXPIRING`]) later, in bulk: a part at a
 //! time when the writer has nothing else to do, in every batch while too many wait, and all of
 //! them before the key tables are read or changed otherwise
 //! ([`LocalStore::settle`](super::LocalStore)). Deduplication sees staged keys as it sees
@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use redb::ReadableTable;
 
 use super::codec::{Expiring, Row, key_row};
+use super::index::{IndexDone, IndexView};
 use super::writer::Tables;
-use super::{KNOWN, STAGED, Tek, next_key_row};
+use super::{STAGED, Tek, next_key_row};
 use crate::domain::key::KEY_LEN;
 use crate::ports::StoreError;
 
@@ -143,7 +144,7 @@ pub(super) struct Batch {
 
 /// The deduplication index and the staged keys in a batch's write transaction.
 pub(super) struct Staging<'txn> {
-    known: redb::Table<'txn, Tek, Row>,
+    index: IndexView<'txn>,
     rows: redb::Table<'txn, u64, &'static [u8]>,
     committed: &'txn Staged,
     /// Keys this batch stored, for its own [`STAGED`] row.
@@ -155,9 +156,10 @@ impl<'txn> Staging<'txn> {
     pub(super) fn open(
         txn: &'txn redb::WriteTransaction,
         committed: &'txn Staged,
+        index: IndexView<'txn>,
     ) -> Result<Self, StoreError> {
         Ok(Self {
-            known: txn.open_table(KNOWN).map_err(StoreError::backend)?,
+            index,
             rows: txn.open_table(STAGED).map_err(StoreError::backend)?,
             committed,
             new: BTreeMap::new(),
@@ -180,11 +182,7 @@ impl<'txn> Staging<'txn> {
 
     /// The key's first row in [`KEYS`](super::KEYS), if the key has moved there.
     pub(super) fn row(&self, tek: &Tek) -> Result<Option<Row>, StoreError> {
-        Ok(self
-            .known
-            .get(tek)
-            .map_err(StoreError::backend)?
-            .map(|row| row.value()))
+        self.index.get(tek)
     }
 
     /// Whether the key's first row is still staged rather than in [`KEYS`](super::KEYS).
@@ -208,13 +206,15 @@ impl<'txn> Staging<'txn> {
         if self.committed.keys.contains_key(&tek) {
             self.batch.removed.insert(tek);
         }
-        self.known.remove(tek).map_err(StoreError::backend)?;
+        self.index.remove(tek);
         Ok(())
     }
 
-    /// Ends the batch: writes the keys it staged as one [`STAGED`] row, and returns what
-    /// [`Staged::commit`] takes once the transaction is committed.
-    pub(super) fn finish(mut self) -> Result<Batch, StoreError> {
+    /// Ends the batch: writes the keys it staged as one [`STAGED`] row, and its changes of the
+    /// index, and returns what [`Staged::commit`] and
+    /// [`Unindexed::commit`](super::index::Unindexed::commit) take once the transaction is
+    /// committed.
+    pub(super) fn finish(mut self) -> Result<(Batch, IndexDone), StoreError> {
         if !self.new.is_empty() {
             let mut row = Vec::new();
             for key in self.new.values() {
@@ -231,7 +231,7 @@ impl<'txn> Staging<'txn> {
                 .map(|key| (key.tek, key.publish_at))
                 .collect();
         }
-        Ok(self.batch)
+        Ok((self.batch, self.index.finish()?))
     }
 }
 
@@ -306,7 +306,7 @@ fn take_row(staging: &mut Staging, row: u64) -> Result<Vec<StagedKey>, StoreErro
 }
 
 /// Writes new keys into the key tables: each at the end of its publish_at in
-/// [`KEYS`](super::KEYS), in the order they came, and into the deduplication index in key order.
+/// [`KEYS`](super::KEYS), in the order they came, and into the deduplication index.
 fn write_keys(tables: &mut Tables, mut keys: Vec<StagedKey>) -> Result<(), StoreError> {
     // Stable: the keys of one publish_at keep their order.
     keys.sort_by_key(|key| key.publish_at);
@@ -324,14 +324,8 @@ fn write_keys(tables: &mut Tables, mut keys: Vec<StagedKey>) -> Result<(), Store
         .zip(&rows)
         .map(|(k, row)| (k.expires_at, *row, k.tek));
     add_expiring(&mut tables.expiring, expiring)?;
-    let mut known: Vec<(Tek, Row)> = keys.iter().map(|key| key.tek).zip(rows).collect();
-    known.sort_unstable_by_key(|(tek, _)| *tek);
-    for (tek, row) in known {
-        tables
-            .staging
-            .known
-            .insert(tek, row)
-            .map_err(StoreError::backend)?;
+    for (key, row) in keys.iter().zip(rows) {
+        tables.staging.index.insert(key.tek, row);
     }
     Ok(())
 }
@@ -366,6 +360,7 @@ mod tests {
     use redb::{Database, ReadableTableMetadata as _};
 
     use super::*;
+    use crate::adapters::local::store::index::Unindexed;
     use crate::adapters::local::store::{EXPIRING, KEYS};
 
     fn key(byte: u8, publish_at: u64) -> StagedKey {
@@ -377,34 +372,64 @@ mod tests {
         }
     }
 
-    /// Runs `work` in one committed transaction, as the writer runs a batch.
-    fn batch(db: &Database, staged: &mut Staged, work: impl FnOnce(&mut Tables)) {
-        let txn = db.begin_write().unwrap();
-        let done = {
-            let mut tables = Tables::open(&txn, staged).unwrap();
-            work(&mut tables);
-            tables.staging.finish().unwrap()
-        };
-        txn.commit().unwrap();
-        staged.commit(done);
+    /// A store's file as its writer thread holds it: the staged keys and the index's changes
+    /// in memory besides.
+    struct Held {
+        path: std::path::PathBuf,
+        db: Database,
+        staged: Staged,
+        unindexed: Unindexed,
     }
 
-    /// Rows of KEYS, KNOWN, EXPIRING and STAGED.
-    fn rows(db: &Database) -> [u64; 4] {
-        let txn = db.begin_write().unwrap();
-        [
-            txn.open_table(KEYS).unwrap().len().unwrap(),
-            txn.open_table(KNOWN).unwrap().len().unwrap(),
-            txn.open_table(EXPIRING).unwrap().len().unwrap(),
-            txn.open_table(STAGED).unwrap().len().unwrap(),
-        ]
+    impl Held {
+        fn open(path: &std::path::Path) -> Self {
+            let db = Database::create(path).unwrap();
+            let txn = db.begin_write().unwrap();
+            let unindexed = Unindexed::open(path, &txn, false).unwrap();
+            let staged = Staged::load(&txn).unwrap();
+            txn.commit().unwrap();
+            Self {
+                path: path.to_owned(),
+                db,
+                staged,
+                unindexed,
+            }
+        }
+
+        fn reopened(self) -> Self {
+            let path = self.path.clone();
+            drop(self);
+            Self::open(&path)
+        }
+
+        /// Runs `work` in one committed transaction, as the writer runs a batch.
+        fn batch(&mut self, work: impl FnOnce(&mut Tables)) {
+            let applied = self.unindexed.catch_up();
+            let txn = self.db.begin_write().unwrap();
+            let (done, index) = {
+                let view = self.unindexed.view(&txn, applied).unwrap();
+                let mut tables = Tables::open(&txn, &self.staged, view).unwrap();
+                work(&mut tables);
+                tables.staging.finish().unwrap()
+            };
+            txn.commit().unwrap();
+            self.staged.commit(done);
+            self.unindexed.commit(index);
+        }
+
+        /// Rows of KEYS, keys indexed, rows of EXPIRING and STAGED.
+        fn rows(&self) -> [u64; 4] {
+            let txn = self.db.begin_write().unwrap();
+            [
+                txn.open_table(KEYS).unwrap().len().unwrap(),
+                self.unindexed.indexed() as u64,
+                txn.open_table(EXPIRING).unwrap().len().unwrap(),
+                txn.open_table(STAGED).unwrap().len().unwrap(),
+            ]
+        }
     }
 
-    fn reopened(db: &Database) -> Staged {
-        Staged::load(&db.begin_write().unwrap()).unwrap()
-    }
-
-    fn held(tables: &Tables, bytes: std::ops::RangeInclusive<u8>) -> Vec<Option<u64>> {
+    fn known_at(tables: &Tables, bytes: std::ops::RangeInclusive<u8>) -> Vec<Option<u64>> {
         bytes
             .map(|byte| tables.staging.known(&[byte; KEY_LEN]).unwrap())
             .collect()
@@ -413,48 +438,48 @@ mod tests {
     #[test]
     fn a_staged_key_is_known_from_its_batch_on_and_moves_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("db")).unwrap();
-        let mut staged = Staged::default();
-        batch(&db, &mut staged, |tables| {
+        let mut held = Held::open(&dir.path().join("db"));
+        held.batch(|tables| {
             tables.staging.stage(key(1, 10));
             tables.staging.stage(key(2, 20));
             // Later writes of the same batch see it.
-            assert_eq!(held(tables, 1..=2), [Some(10), Some(20)]);
+            assert_eq!(known_at(tables, 1..=2), [Some(10), Some(20)]);
         });
-        batch(&db, &mut staged, |tables| tables.staging.stage(key(3, 30)));
+        held.batch(|tables| tables.staging.stage(key(3, 30)));
         // One row per batch, nothing in the key tables yet.
-        assert_eq!(rows(&db), [0, 0, 0, 2]);
+        assert_eq!(held.rows(), [0, 0, 0, 2]);
         // A restart reads them back.
-        let mut staged = reopened(&db);
-        assert_eq!(staged.len(), 3);
-        batch(&db, &mut staged, |tables| {
-            assert_eq!(held(tables, 1..=3), [Some(10), Some(20), Some(30)]);
+        let mut held = held.reopened();
+        assert_eq!(held.staged.len(), 3);
+        held.batch(|tables| {
+            assert_eq!(known_at(tables, 1..=3), [Some(10), Some(20), Some(30)]);
             // The oldest row is a part of at least one key; one row remains.
             assert!(move_oldest(tables, 1, None).unwrap());
             tables.staging.stage(key(4, 40));
         });
-        assert_eq!(rows(&db), [2, 2, 2, 2]);
-        assert_eq!(staged.len(), 2);
+        assert_eq!(held.rows(), [2, 2, 2, 2]);
+        assert_eq!(held.staged.len(), 2);
         // Up to a row: the rows after it stay.
-        let through = staged.rows.first().copied();
-        batch(&db, &mut staged, |tables| {
+        let through = held.staged.rows.first().copied();
+        held.batch(|tables| {
             assert!(!move_oldest(tables, 1, through).unwrap());
         });
-        assert_eq!(rows(&db), [3, 3, 3, 1]);
-        batch(&db, &mut staged, |tables| {
+        assert_eq!(held.rows(), [3, 3, 3, 1]);
+        held.batch(|tables| {
             tables.staging.stage(key(5, 50));
             tables.staging.stage(key(6, 60));
             // Key 4's row, and key 5 of this very batch; key 6 stays staged.
             move_keys(tables, &[[4; KEY_LEN], [5; KEY_LEN], [9; KEY_LEN]]).unwrap();
         });
-        assert_eq!(rows(&db), [5, 5, 5, 1]);
-        batch(&db, &mut staged, |tables| {
+        assert_eq!(held.rows(), [5, 5, 5, 1]);
+        held.batch(|tables| {
             assert!(!move_oldest(tables, usize::MAX, None).unwrap());
         });
-        assert_eq!(reopened(&db).len(), 0);
-        batch(&db, &mut staged, |tables| {
+        held = held.reopened();
+        assert_eq!(held.staged.len(), 0);
+        held.batch(|tables| {
             assert_eq!(
-                held(tables, 1..=7),
+                known_at(tables, 1..=7),
                 [
                     Some(10),
                     Some(20),
@@ -475,40 +500,42 @@ mod tests {
     #[test]
     fn a_forgotten_key_is_forgotten_wherever_it_waited() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("db")).unwrap();
-        let mut staged = Staged::default();
-        batch(&db, &mut staged, |tables| {
+        let mut held = Held::open(&dir.path().join("db"));
+        held.batch(|tables| {
             tables.staging.stage(key(1, 10));
             tables.staging.stage(key(2, 10));
         });
-        batch(&db, &mut staged, |tables| {
+        held.batch(|tables| {
             move_oldest(tables, usize::MAX, None).unwrap();
         });
-        batch(&db, &mut staged, |tables| {
+        held.batch(|tables| {
             tables.staging.stage(key(3, 10));
             tables.staging.stage(key(4, 10));
         });
-        batch(&db, &mut staged, |tables| {
+        held.batch(|tables| {
             tables.staging.stage(key(5, 10));
             // Moved, staged, and staged in this very batch.
             for byte in [1, 3, 5] {
                 tables.staging.forget([byte; KEY_LEN]).unwrap();
             }
-            assert_eq!(held(tables, 1..=5), [None, Some(10), None, Some(10), None]);
+            assert_eq!(
+                known_at(tables, 1..=5),
+                [None, Some(10), None, Some(10), None]
+            );
         });
         // Stored again after it was forgotten: known with its new row, also once moved.
-        batch(&db, &mut staged, |tables| tables.staging.stage(key(3, 50)));
-        batch(&db, &mut staged, |tables| {
+        held.batch(|tables| tables.staging.stage(key(3, 50)));
+        held.batch(|tables| {
             move_oldest(tables, usize::MAX, None).unwrap();
         });
-        batch(&db, &mut staged, |tables| {
+        held.batch(|tables| {
             assert_eq!(
-                held(tables, 1..=5),
+                known_at(tables, 1..=5),
                 [None, Some(10), Some(50), Some(10), None]
             );
         });
         // The forgotten key 1's row is the caller's to remove; the staged key 3 of 10 never
         // reached the key tables.
-        assert_eq!(rows(&db)[..2], [4, 3]);
+        assert_eq!(held.rows()[..2], [4, 3]);
     }
 }

@@ -1,6 +1,7 @@
 //! The writer thread of [`LocalStore`](super::LocalStore): every write operation waiting is
 //! run in one redb transaction, committed (with fsync) once, and only then answered. When it
-//! has nothing else to do, it moves [`staged`](super::staging) keys into the key tables.
+//! has nothing else to do, it moves [`staged`](super::staging) keys into the key tables. The
+//! deduplication index has a thread of its own ([`index`](super::index)).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use redb::Database;
 
+use super::index::{IndexView, Unindexed};
 use super::staging::{self, Staged, Staging};
 use super::{CODES, EXPIRING, ISSUED, ISSUERS, KEYS, META, PEERS, Tek};
 use crate::ports::StoreError;
@@ -20,7 +22,7 @@ const MAX_BATCH: usize = 512;
 const IDLE: Duration = Duration::from_millis(20);
 
 /// Staged keys the writer moves in one transaction when it is idle: a write that comes
-/// meanwhile waits for at most one such part (some 10-30 ms).
+/// meanwhile waits for at most one such part.
 const MOVE_PART: usize = 1_024;
 
 /// Staged keys moved per transaction when everything staged must move (data-prep's reads, the
@@ -57,10 +59,11 @@ impl<'txn> Tables<'txn> {
     pub(super) fn open(
         txn: &'txn redb::WriteTransaction,
         staged: &'txn Staged,
+        index: IndexView<'txn>,
     ) -> Result<Self, StoreError> {
         Ok(Self {
             keys: txn.open_table(KEYS).map_err(StoreError::backend)?,
-            staging: Staging::open(txn, staged)?,
+            staging: Staging::open(txn, staged, index)?,
             expiring: txn.open_table(EXPIRING).map_err(StoreError::backend)?,
             codes: txn.open_table(CODES).map_err(StoreError::backend)?,
             issuers: txn.open_table(ISSUERS).map_err(StoreError::backend)?,
@@ -87,12 +90,14 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn start(db: Arc<Database>, mut staged: Staged) -> Self {
+    pub(super) fn start(db: Arc<Database>, mut staged: Staged, mut unindexed: Unindexed) -> Self {
         let newest_staged = staged.newest();
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("enfeed-store-writer".into())
             .spawn(move || {
+                // Stopped (and joined) when the writer stops.
+                let applier = unindexed.start(db.clone());
                 loop {
                     let first = match staged.len() {
                         0 => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -107,7 +112,9 @@ impl Writer {
                     };
                     let more = std::iter::from_fn(|| queue.try_recv().ok());
                     let batch = first.into_iter().chain(more).take(MAX_BATCH);
-                    commit_batch(&db, &mut staged, batch, to_move);
+                    unindexed.wait_while_full();
+                    let logged = commit_batch(&db, &mut staged, &mut unindexed, batch, to_move);
+                    applier.logged(logged);
                 }
             })
             .expect("the writer thread starts");
@@ -135,21 +142,24 @@ impl Drop for Writer {
 }
 
 /// Runs a batch of write operations in one transaction, moves at least `to_move` keys staged
-/// by earlier batches (if as many wait), and commits, unless one of them failed in storage: then nothing of the
-/// batch is committed and every operation fails. Operations refuse (codes, conflicts) before
-/// they write anything, so a refused operation leaves nothing behind in the batch.
+/// by earlier batches (if as many wait), and commits, unless one of them failed in storage:
+/// then nothing of the batch is committed and every operation fails. Operations refuse (codes,
+/// conflicts) before they write anything, so a refused operation leaves nothing behind in the
+/// batch. Returns the changes of the index it logged.
 fn commit_batch(
     db: &Database,
     staged: &mut Staged,
+    unindexed: &mut Unindexed,
     batch: impl Iterator<Item = Job>,
     to_move: usize,
-) {
+) -> usize {
     let started = std::time::Instant::now();
+    let applied = unindexed.catch_up();
     let txn = db.begin_write().map_err(StoreError::backend);
-    let mut tables = txn
-        .as_ref()
-        .ok()
-        .and_then(|txn| Tables::open(txn, staged).ok());
+    let mut tables = txn.as_ref().ok().and_then(|txn| {
+        let index = unindexed.view(txn, applied).ok()?;
+        Tables::open(txn, staged, index).ok()
+    });
     let mut failed = tables.is_none();
     let answers: Vec<Answer> = batch
         .map(|job| {
@@ -180,10 +190,13 @@ fn commit_batch(
                 commit_us = (started.elapsed() - ran).as_micros() as u64,
                 "store batch committed"
             );
+            let (done, index) = done;
+            let logged = index.len();
             if committed.is_ok() {
                 staged.commit(done);
+                unindexed.commit(index);
             }
-            committed
+            committed.map(|()| logged)
         }
     };
     if let Err(e) = &outcome
@@ -194,4 +207,5 @@ fn commit_batch(
     for answer in answers {
         answer(outcome.as_ref().map(|_| ()));
     }
+    outcome.unwrap_or(0)
 }

@@ -1,0 +1,640 @@
+//! The deduplication index of [`LocalStore`](super::LocalStore) (key data to the key's first
+//! row) in a file of its own, written by a thread of its own.
+//!
+//! Key data is random, so every change of the index falls on a page of its own, and a
+//! transaction rewrites each page it changes: the index costs a write the more, the more keys it
+//! holds (14 µs a key among 4M in parts of 65,536, 3.4 µs in parts of 262,144;
+//! docs/performance.md). In the store's file it held up every upload behind a moving part.
+//! Here, the writer of the store's file only appends each batch's changes of the index, as one
+//! row of [`INDEX_LOG`], in the same transaction as the rows they name, and keeps them in memory
+//! ([`Unindexed`]) until this file has them; the index's own thread applies them in large
+//! parts, in key order, and the writer then deletes the rows it applied. A lookup sees the
+//! batch's own changes, then [`Unindexed`], then this file.
+//!
+//! Nothing is lost in a crash: a change is in the store's file from its batch's commit on, and
+//! its log row is deleted only after this file has committed it. The index is derived from the
+//! key rows: a store without its index file (or of an earlier version, whose index was in the
+//! store's file) has it rebuilt when it is opened.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+
+use super::codec::{Row, read_key_row};
+use super::{KEYS, Tek};
+use crate::domain::key::KEY_LEN;
+use crate::ports::StoreError;
+
+/// In the index file: key data to the key's first row in [`KEYS`].
+const KNOWN: TableDefinition<Tek, Row> = TableDefinition::new("known_keys");
+/// In the index file: [`APPLIED`], the number of the next [`INDEX_LOG`] row to apply.
+const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
+const APPLIED: &str = "applied";
+/// In the store's file: changes of the index not yet applied to the index file, one row per
+/// batch of writes, numbered in order (see [`Change`]).
+pub(super) const INDEX_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("index_log");
+/// The index of earlier versions, in the store's file: dropped, and rebuilt in the index file.
+pub(super) const OLD_INDEX: &str = "known_keys";
+
+/// Changes the index's thread applies in one transaction: large, since a part of random keys
+/// rewrites most pages of the index it falls on, the more of them the larger the part.
+const APPLY_PART: usize = 262_144;
+
+/// How long the index's thread waits for a whole part before it applies what there is.
+const APPLY_AFTER: Duration = Duration::from_secs(1);
+
+/// Changes held in memory past which the store's writer waits for the index's thread: how much
+/// memory a burst may take (some 80 bytes a change) while the index falls behind.
+pub(super) const MAX_UNINDEXED: usize = 2_000_000;
+
+/// Bytes of the index file's page cache.
+const CACHE_BYTES: usize = 16 << 20;
+
+/// A change of the index: the key's first row, or `None` when the key is forgotten. In an
+/// [`INDEX_LOG`] row: key data, a byte (1 with a row, 0 without), publish_at and number (big
+/// endian, zero without a row).
+type Change = (Tek, Option<Row>);
+const CHANGE_LEN: usize = KEY_LEN + 1 + 8 + 8;
+
+fn encode(changes: &[Change]) -> Vec<u8> {
+    let mut row = Vec::with_capacity(changes.len() * CHANGE_LEN);
+    for (tek, first) in changes {
+        let (publish_at, number) = first.unwrap_or_default();
+        row.extend_from_slice(tek);
+        row.push(u8::from(first.is_some()));
+        row.extend_from_slice(&publish_at.to_be_bytes());
+        row.extend_from_slice(&number.to_be_bytes());
+    }
+    row
+}
+
+fn decode(row: &[u8]) -> Result<impl Iterator<Item = Change> + '_, StoreError> {
+    if !row.len().is_multiple_of(CHANGE_LEN) {
+        return Err(StoreError::backend("an index log row is cut short"));
+    }
+    Ok(row.chunks_exact(CHANGE_LEN).map(|change| {
+        let number = |at: usize| u64::from_be_bytes(change[at..at + 8].try_into().unwrap());
+        let tek = change[..KEY_LEN].try_into().unwrap();
+        let first = (change[KEY_LEN] == 1).then(|| (number(KEY_LEN + 1), number(KEY_LEN + 9)));
+        (tek, first)
+    }))
+}
+
+/// The index file's path beside the store's: `enfeed.redb` has `enfeed.index.redb`.
+fn index_path(store: &Path) -> PathBuf {
+    store.with_extension("index.redb")
+}
+
+/// The index file, and the next [`INDEX_LOG`] row its thread applies: every row before it is
+/// in the file. Cheap to clone.
+#[derive(Clone)]
+struct IndexFile {
+    file: Arc<Database>,
+    applied: Arc<AtomicU64>,
+}
+
+impl IndexFile {
+    fn read_applied(&self) -> Result<Option<u64>, StoreError> {
+        let txn = self.file.begin_read().map_err(StoreError::backend)?;
+        match txn.open_table(STATE) {
+            Ok(state) => Ok(state
+                .get(APPLIED)
+                .map_err(StoreError::backend)?
+                .map(|v| v.value())),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(StoreError::backend(e)),
+        }
+    }
+
+    /// Writes the index anew from the key rows, a part at a time, and marks every
+    /// [`INDEX_LOG`] row before `next` applied. A revision is a later row of a key indexed
+    /// already, so it is left out.
+    fn rebuild(&self, store: &redb::WriteTransaction, next: u64) -> Result<(), StoreError> {
+        let keys = store.open_table(KEYS).map_err(StoreError::backend)?;
+        let clear = self.file.begin_write().map_err(StoreError::backend)?;
+        clear.delete_table(KNOWN).map_err(StoreError::backend)?;
+        clear.delete_table(STATE).map_err(StoreError::backend)?;
+        clear.commit().map_err(StoreError::backend)?;
+        let mut rows = keys.iter().map_err(StoreError::backend)?;
+        let mut part = Vec::new();
+        loop {
+            part.clear();
+            for entry in rows.by_ref() {
+                let (row, value) = entry.map_err(StoreError::backend)?;
+                let (tek, record) = read_key_row(value.value())?;
+                if !record.revision {
+                    part.push((tek, Some(row.value())));
+                }
+                if part.len() == APPLY_PART {
+                    break;
+                }
+            }
+            if part.is_empty() {
+                break;
+            }
+            self.write(&mut part, None)?;
+        }
+        self.write(&mut part, Some(next))?;
+        self.applied.store(next, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes changes in one transaction, in key order (the changes of one key keep their
+    /// order), with the next log row to apply, if given.
+    fn write(&self, changes: &mut [Change], applied: Option<u64>) -> Result<(), StoreError> {
+        changes.sort_by_key(|(tek, _)| *tek);
+        let txn = self.file.begin_write().map_err(StoreError::backend)?;
+        {
+            let mut known = txn.open_table(KNOWN).map_err(StoreError::backend)?;
+            for (tek, first) in changes.iter() {
+                match first {
+                    Some(row) => known.insert(tek, row).map(drop),
+                    None => known.remove(tek).map(drop),
+                }
+                .map_err(StoreError::backend)?;
+            }
+            let mut state = txn.open_table(STATE).map_err(StoreError::backend)?;
+            if let Some(applied) = applied {
+                state
+                    .insert(APPLIED, applied)
+                    .map_err(StoreError::backend)?;
+            }
+        }
+        txn.commit().map_err(StoreError::backend)
+    }
+
+    /// The index's thread: applies [`INDEX_LOG`] rows in parts of [`APPLY_PART`] changes, or
+    /// what there is after [`APPLY_AFTER`] without a whole part. `waiting`: changes logged.
+    fn run(&self, store: &Database, woken: &mpsc::Receiver<usize>, mut waiting: usize) {
+        loop {
+            if waiting < APPLY_PART {
+                match woken.recv_timeout(APPLY_AFTER) {
+                    Ok(logged) => {
+                        waiting += logged;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Timeout) if waiting == 0 => continue,
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            while let Ok(logged) = woken.try_recv() {
+                waiting += logged;
+            }
+            match self.apply(store) {
+                Ok(applied) => waiting = waiting.saturating_sub(applied),
+                Err(e) => {
+                    tracing::warn!(error = %e, "applying changes to the index failed; it is tried again");
+                    std::thread::sleep(APPLY_AFTER);
+                }
+            }
+        }
+    }
+
+    /// Applies the next [`INDEX_LOG`] rows of the store, at least [`APPLY_PART`] changes if as
+    /// many wait; returns how many changes it applied.
+    fn apply(&self, store: &Database) -> Result<usize, StoreError> {
+        let from = self.applied.load(Ordering::Acquire);
+        let txn = store.begin_read().map_err(StoreError::backend)?;
+        let log = txn.open_table(INDEX_LOG).map_err(StoreError::backend)?;
+        let mut changes = Vec::new();
+        let mut next = from;
+        for entry in log.range(from..).map_err(StoreError::backend)? {
+            let (row, logged) = entry.map_err(StoreError::backend)?;
+            changes.extend(decode(logged.value())?);
+            next = row.value() + 1;
+            if changes.len() >= APPLY_PART {
+                break;
+            }
+        }
+        if next == from {
+            return Ok(0);
+        }
+        self.write(&mut changes, Some(next))?;
+        self.applied.store(next, Ordering::Release);
+        Ok(changes.len())
+    }
+}
+
+/// The changes of the index the index file does not have yet, as the store's writer thread
+/// knows them (committed batches only), and the index file to read the rest from.
+pub(super) struct Unindexed {
+    file: IndexFile,
+    /// Each key's latest change not yet applied, and the [`INDEX_LOG`] row that holds it.
+    changes: HashMap<Tek, (Option<Row>, u64)>,
+    /// The key data of each [`INDEX_LOG`] row not yet applied.
+    rows: BTreeMap<u64, Vec<Tek>>,
+    next_row: u64,
+}
+
+impl Unindexed {
+    /// Opens the index file beside the store's file at `store_path` (and rebuilds the index
+    /// from [`KEYS`] if the file is new, if the store kept its index itself, or if `rebuild`),
+    /// and reads back the changes it has not applied. `txn` is the store's opening transaction.
+    pub(super) fn open(
+        store_path: &Path,
+        txn: &redb::WriteTransaction,
+        rebuild: bool,
+    ) -> Result<Self, StoreError> {
+        let path = index_path(store_path);
+        let file = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(StoreError::backend)?;
+        super::super::fs::owner_only(&path).map_err(StoreError::backend)?;
+        let mut unindexed = Self {
+            file: IndexFile {
+                file: Arc::new(file),
+                applied: Arc::default(),
+            },
+            changes: HashMap::new(),
+            rows: BTreeMap::new(),
+            next_row: 0,
+        };
+        let kept_before = txn
+            .list_tables()
+            .map_err(StoreError::backend)?
+            .any(|table| table.name() == OLD_INDEX);
+        if kept_before {
+            txn.delete_table(TableDefinition::<Tek, Row>::new(OLD_INDEX))
+                .map_err(StoreError::backend)?;
+        }
+        let mut log = txn.open_table(INDEX_LOG).map_err(StoreError::backend)?;
+        let applied = match unindexed.file.read_applied()? {
+            Some(applied) if !kept_before && !rebuild => applied,
+            // Every change logged so far is in the key rows the index is rebuilt from.
+            _ => {
+                let last = log.last().map_err(StoreError::backend)?;
+                let next = last.map_or(0, |(row, _)| row.value() + 1);
+                unindexed.file.rebuild(txn, next)?;
+                next
+            }
+        };
+        log.retain_in(..applied, |_, _| false)
+            .map_err(StoreError::backend)?;
+        for entry in log.iter().map_err(StoreError::backend)? {
+            let (row, changes) = entry.map_err(StoreError::backend)?;
+            let changes: Vec<Change> = decode(changes.value())?.collect();
+            unindexed.add(row.value(), changes);
+        }
+        unindexed.next_row = unindexed.next_row.max(applied);
+        unindexed.file.applied.store(applied, Ordering::Release);
+        Ok(unindexed)
+    }
+
+    fn add(&mut self, row: u64, changes: Vec<Change>) {
+        let mut teks = Vec::with_capacity(changes.len());
+        for (tek, first) in changes {
+            self.changes.insert(tek, (first, row));
+            teks.push(tek);
+        }
+        self.rows.insert(row, teks);
+        self.next_row = row + 1;
+    }
+
+    /// Keys indexed: in the index file or among the changes held in memory.
+    #[cfg(test)]
+    pub(super) fn indexed(&self) -> usize {
+        let txn = self.file.file.begin_read().unwrap();
+        let mut known: HashMap<Tek, Option<Row>> = match txn.open_table(KNOWN) {
+            Ok(table) => table
+                .iter()
+                .unwrap()
+                .map(|entry| {
+                    let (tek, row) = entry.unwrap();
+                    (tek.value(), Some(row.value()))
+                })
+                .collect(),
+            Err(_) => HashMap::new(),
+        };
+        known.extend(self.changes.iter().map(|(tek, (first, _))| (*tek, *first)));
+        known.values().filter(|first| first.is_some()).count()
+    }
+
+    /// Changes held in memory.
+    pub(super) fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    /// Forgets the changes the index file has applied since, and returns the number of the
+    /// first [`INDEX_LOG`] row it has not: the rows before it are to be deleted.
+    pub(super) fn catch_up(&mut self) -> u64 {
+        let applied = self.file.applied.load(Ordering::Acquire);
+        while let Some(entry) = self.rows.first_entry()
+            && *entry.key() < applied
+        {
+            let (row, teks) = entry.remove_entry();
+            for tek in teks {
+                if self.changes.get(&tek).is_some_and(|(_, at)| *at == row) {
+                    self.changes.remove(&tek);
+                }
+            }
+        }
+        if self.changes.is_empty() && self.changes.capacity() > 0 {
+            // The memory of a burst goes back once it is applied.
+            self.changes = HashMap::new();
+        }
+        applied
+    }
+
+    /// While more than [`MAX_UNINDEXED`] changes wait in memory, waits for the index's thread.
+    pub(super) fn wait_while_full(&mut self) {
+        while self.len() > MAX_UNINDEXED {
+            self.catch_up();
+            if self.len() > MAX_UNINDEXED {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    /// Takes a committed batch's changes.
+    pub(super) fn commit(&mut self, done: IndexDone) {
+        if let Some((row, changes)) = done.logged {
+            self.add(row, changes);
+        }
+    }
+
+    /// Starts the index's thread, which applies the [`INDEX_LOG`] rows of `store` to the index
+    /// file; it stops when the [`Applier`] is dropped.
+    pub(super) fn start(&self, store: Arc<Database>) -> Applier {
+        let (wake, woken) = mpsc::channel::<usize>();
+        let file = self.file.clone();
+        let waiting = self.len();
+        let thread = std::thread::Builder::new()
+            .name("enfeed-store-index".into())
+            .spawn(move || file.run(&store, &woken, waiting))
+            .expect("the index's thread starts");
+        Applier {
+            wake: Some(wake),
+            thread: Some(thread),
+        }
+    }
+
+    /// The index as a batch of writes sees it; `applied` is what [`Unindexed::catch_up`] last
+    /// returned.
+    pub(super) fn view<'a>(
+        &'a self,
+        txn: &'a redb::WriteTransaction,
+        applied: u64,
+    ) -> Result<IndexView<'a>, StoreError> {
+        let file = self.file.file.begin_read().map_err(StoreError::backend)?;
+        Ok(IndexView {
+            known: match file.open_table(KNOWN) {
+                Ok(known) => Some(known),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(StoreError::backend(e)),
+            },
+            log: txn.open_table(INDEX_LOG).map_err(StoreError::backend)?,
+            unindexed: self,
+            applied,
+            changes: BTreeMap::new(),
+        })
+    }
+}
+
+/// The index's thread; joined on drop.
+pub(super) struct Applier {
+    wake: Option<mpsc::Sender<usize>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Applier {
+    /// Tells the index's thread that a batch logged `changes`.
+    pub(super) fn logged(&self, changes: usize) {
+        if let Some(wake) = &self.wake {
+            let _ = wake.send(changes);
+        }
+    }
+}
+
+impl Drop for Applier {
+    fn drop(&mut self) {
+        drop(self.wake.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The index in a batch's write transaction.
+pub(super) struct IndexView<'a> {
+    known: Option<redb::ReadOnlyTable<Tek, Row>>,
+    log: redb::Table<'a, u64, &'static [u8]>,
+    unindexed: &'a Unindexed,
+    /// The first [`INDEX_LOG`] row the index file has not applied, when the batch began.
+    applied: u64,
+    /// This batch's changes.
+    changes: BTreeMap<Tek, Option<Row>>,
+}
+
+impl IndexView<'_> {
+    /// The key's first row, if the key is indexed.
+    pub(super) fn get(&self, tek: &Tek) -> Result<Option<Row>, StoreError> {
+        if let Some(first) = self.changes.get(tek) {
+            return Ok(*first);
+        }
+        if let Some((first, _)) = self.unindexed.changes.get(tek) {
+            return Ok(*first);
+        }
+        let Some(known) = &self.known else {
+            return Ok(None);
+        };
+        Ok(known
+            .get(tek)
+            .map_err(StoreError::backend)?
+            .map(|row| row.value()))
+    }
+
+    pub(super) fn insert(&mut self, tek: Tek, first: Row) {
+        self.changes.insert(tek, Some(first));
+    }
+
+    pub(super) fn remove(&mut self, tek: Tek) {
+        self.changes.insert(tek, None);
+    }
+
+    /// Ends the batch: deletes the log rows the index file has applied, and logs the batch's
+    /// changes as one row.
+    pub(super) fn finish(mut self) -> Result<IndexDone, StoreError> {
+        self.log
+            .retain_in(..self.applied, |_, _| false)
+            .map_err(StoreError::backend)?;
+        if self.changes.is_empty() {
+            return Ok(IndexDone::default());
+        }
+        let changes: Vec<Change> = self.changes.into_iter().collect();
+        let row = self.unindexed.next_row;
+        self.log
+            .insert(row, encode(&changes).as_slice())
+            .map_err(StoreError::backend)?;
+        Ok(IndexDone {
+            logged: Some((row, changes)),
+        })
+    }
+}
+
+/// What a batch logged, for [`Unindexed::commit`] once it is committed.
+#[derive(Default)]
+pub(super) struct IndexDone {
+    logged: Option<(u64, Vec<Change>)>,
+}
+
+impl IndexDone {
+    /// Changes logged.
+    pub(super) fn len(&self) -> usize {
+        self.logged.as_ref().map_or(0, |(_, changes)| changes.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+    use redb::ReadableTableMetadata as _;
+
+    use super::*;
+    use crate::adapters::local::store::codec::{KeyRecord, key_row};
+
+    fn tek(byte: u8) -> Tek {
+        [byte; KEY_LEN]
+    }
+
+    /// The store's file and its index as the writer thread holds them.
+    struct Held {
+        path: PathBuf,
+        db: Arc<Database>,
+        unindexed: Unindexed,
+    }
+
+    impl Held {
+        fn open(path: &Path) -> Self {
+            let db = Database::create(path).unwrap();
+            let txn = db.begin_write().unwrap();
+            let unindexed = Unindexed::open(path, &txn, false).unwrap();
+            txn.commit().unwrap();
+            Self {
+                path: path.to_owned(),
+                db: Arc::new(db),
+                unindexed,
+            }
+        }
+
+        fn reopened(self) -> Self {
+            let path = self.path.clone();
+            drop(self);
+            Self::open(&path)
+        }
+
+        /// Runs `work` on the index in one committed transaction, as the writer runs a batch.
+        fn batch(&mut self, work: impl FnOnce(&mut IndexView)) {
+            let applied = self.unindexed.catch_up();
+            let txn = self.db.begin_write().unwrap();
+            let done = {
+                let mut view = self.unindexed.view(&txn, applied).unwrap();
+                work(&mut view);
+                view.finish().unwrap()
+            };
+            txn.commit().unwrap();
+            self.unindexed.commit(done);
+        }
+
+        fn get(&mut self, byte: u8) -> Option<Row> {
+            let mut first = None;
+            self.batch(|view| first = view.get(&tek(byte)).unwrap());
+            first
+        }
+
+        /// Applies what the log holds, as the index's thread does.
+        fn apply(&self) -> usize {
+            self.unindexed.file.apply(&self.db).unwrap()
+        }
+
+        fn log_rows(&self) -> u64 {
+            let txn = self.db.begin_read().unwrap();
+            txn.open_table(INDEX_LOG).unwrap().len().unwrap()
+        }
+    }
+
+    #[test]
+    fn a_change_is_seen_before_and_after_the_index_file_has_it_and_its_log_row_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut held = Held::open(&dir.path().join("db"));
+        held.batch(|view| {
+            view.insert(tek(1), (10, 0));
+            view.insert(tek(2), (10, 1));
+            // The batch's own changes.
+            assert_eq!(view.get(&tek(1)).unwrap(), Some((10, 0)));
+        });
+        held.batch(|view| view.remove(tek(2)));
+        // In memory, and logged.
+        assert_eq!((held.get(1), held.get(2)), (Some((10, 0)), None));
+        assert_eq!((held.unindexed.len(), held.log_rows()), (2, 2));
+        // In the index file: no longer in memory, and the next batch deletes the log rows.
+        assert_eq!(held.apply(), 3);
+        assert_eq!((held.get(1), held.get(2)), (Some((10, 0)), None));
+        assert_eq!((held.unindexed.len(), held.log_rows()), (0, 0));
+        assert_eq!(held.apply(), 0);
+        // A change not yet applied when the store closes is read back from its log row.
+        held.batch(|view| {
+            view.remove(tek(1));
+            view.insert(tek(3), (20, 0));
+        });
+        let mut held = held.reopened();
+        assert_eq!((held.get(1), held.get(3)), (None, Some((20, 0))));
+        assert_eq!(held.unindexed.indexed(), 1);
+        assert_eq!(held.apply(), 2);
+        let mut held = held.reopened();
+        assert_eq!((held.get(1), held.get(3)), (None, Some((20, 0))));
+        assert_eq!(held.log_rows(), 0);
+    }
+
+    #[test]
+    fn an_index_lost_or_kept_by_an_earlier_version_is_rebuilt_from_the_key_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut held = Held::open(&path);
+        // Key rows as a batch writes them, one of them a revision; and a change not applied.
+        let txn = held.db.begin_write().unwrap();
+        {
+            let mut keys = txn.open_table(KEYS).unwrap();
+            for (row, byte, revision) in
+                [((10, 0), 1, false), ((10, 1), 2, false), ((11, 0), 1, true)]
+            {
+                let record = KeyRecord {
+                    revision,
+                    ..KeyRecord::default()
+                };
+                keys.insert(row, key_row(&tek(byte), &record.encode_to_vec()).as_slice())
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        held.batch(|view| view.insert(tek(2), (10, 1)));
+        drop(held);
+        std::fs::remove_file(index_path(&path)).unwrap();
+        let mut held = Held::open(&path);
+        assert_eq!((held.get(1), held.get(2)), (Some((10, 0)), Some((10, 1))));
+        // Nothing left to apply: the log rows were in the key rows.
+        assert_eq!((held.unindexed.len(), held.log_rows()), (0, 0));
+        assert_eq!(held.unindexed.indexed(), 2);
+        // An earlier version's index in the store's file: dropped, and rebuilt.
+        let txn = held.db.begin_write().unwrap();
+        txn.open_table(TableDefinition::<Tek, Row>::new(OLD_INDEX))
+            .unwrap()
+            .insert(tek(9), (1, 1))
+            .unwrap();
+        txn.commit().unwrap();
+        let mut held = held.reopened();
+        assert_eq!((held.get(1), held.get(9)), (Some((10, 0)), None));
+        let txn = held.db.begin_read().unwrap();
+        assert!(
+            txn.list_tables()
+                .unwrap()
+                .all(|table| table.name() != OLD_INDEX)
+        );
+    }
+}
