@@ -418,6 +418,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_store_whose_index_file_is_lost_rebuilds_it_and_still_stores_a_key_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("enfeed.redb");
+        let store = LocalStore::open(&path).unwrap();
+        insert(&store, vec![key(1, 1000), key(2, 1000)]).await;
+        // Moved into the key tables, its index changes logged.
+        assert_eq!(store.count().await.unwrap().local, 2);
+        drop(store);
+        std::fs::remove_file(dir.path().join("enfeed.index.redb")).unwrap();
+        let store = LocalStore::open(&path).unwrap();
+        let again = NewKeys {
+            keys: vec![key(1, 1000), key(2, 1000), key(3, 1000)],
+            now: 50,
+            ..NewKeys::default()
+        };
+        assert_eq!(store.insert(again).await.unwrap(), Inserted::Stored(1));
+        assert_eq!(store.count().await.unwrap().local, 3);
+    }
+
+    #[tokio::test]
     async fn keys_of_one_write_expire_at_their_own_times() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(&dir.path().join("db")).unwrap();
