@@ -215,8 +215,14 @@ impl IndexFile {
         if next == from {
             return Ok(0);
         }
+        let started = std::time::Instant::now();
         self.write(&mut changes, Some(next))?;
         self.applied.store(next, Ordering::Release);
+        tracing::debug!(
+            changes = changes.len(),
+            write_us = started.elapsed().as_micros() as u64,
+            "index changes applied"
+        );
         Ok(changes.len())
     }
 }
@@ -344,12 +350,20 @@ impl Unindexed {
 
     /// While more than [`MAX_UNINDEXED`] changes wait in memory, waits for the index's thread.
     pub(super) fn wait_while_full(&mut self) {
+        if self.len() <= MAX_UNINDEXED {
+            return;
+        }
+        let started = std::time::Instant::now();
         while self.len() > MAX_UNINDEXED {
             self.catch_up();
             if self.len() > MAX_UNINDEXED {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
+        tracing::debug!(
+            waited_us = started.elapsed().as_micros() as u64,
+            "writes waited for the index"
+        );
     }
 
     /// Takes a committed batch's changes.

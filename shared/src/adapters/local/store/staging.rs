@@ -193,6 +193,11 @@ impl<'txn> Staging<'txn> {
                 && !self.batch.removed.contains(tek))
     }
 
+    /// Keys this batch staged.
+    pub(super) fn new_keys(&self) -> usize {
+        self.new.len()
+    }
+
     /// Stages a new key.
     pub(super) fn stage(&mut self, key: StagedKey) {
         self.new.insert(key.tek, key);

@@ -26,8 +26,7 @@ const IDLE: Duration = Duration::from_millis(20);
 const MOVE_PART: usize = 1_024;
 
 /// Staged keys moved per transaction when everything staged must move (data-prep's reads, the
-/// purge): larger parts, since each part rewrites the pages of the deduplication index that
-/// its keys fall on, and a part of random keys falls on most of them.
+/// purge): a write that comes meanwhile waits for one part at most (some 40 ms).
 pub(super) const SETTLE_PART: usize = 16_384;
 
 /// Staged keys past which every batch of writes also moves a part of them: how much memory a
@@ -35,12 +34,20 @@ pub(super) const SETTLE_PART: usize = 16_384;
 /// appends (some 70,000 uploads).
 const MAX_STAGED: usize = 1_000_000;
 
-/// Staged keys a batch moves besides its writes while more than [`MAX_STAGED`] wait: a large
-/// part, because a part's keys share the index pages they fall on, the more of them the larger
-/// the part. Past the bound, 150,000 uploads at 5,000/s were served at 2,064/s with parts of
-/// 1,024 keys, 3,238/s with 16,384 and 4,165-4,787/s with 65,536, each part holding the
-/// batch's writes for some 0.1-0.3 s (docs/performance.md).
-const CATCH_UP_PART: usize = 65_536;
+/// Staged keys a batch moves besides its writes while more than [`MAX_STAGED`] wait, for each
+/// key it stages: the stage shrinks as fast as it grew, and each batch of a long burst carries
+/// a small part rather than a few batches a large one (which every client waiting for them
+/// waited for too, docs/performance.md).
+const CATCH_UP_PER_KEY: usize = 2;
+
+/// What a batch moves of the keys staged by earlier batches.
+#[derive(Clone, Copy)]
+enum ToMove {
+    Nothing,
+    Keys(usize),
+    /// [`CATCH_UP_PER_KEY`] for each key the batch stages.
+    CatchUp,
+}
 
 /// The tables of a batch's write transaction, opened once for the whole batch: opening a
 /// table and closing it again costs a write transaction as much as a few inserts.
@@ -105,9 +112,9 @@ impl Writer {
                     };
                     // Staged keys the batch moves besides its writes.
                     let (first, to_move) = match first {
-                        Ok(job) if staged.len() > MAX_STAGED => (Some(job), CATCH_UP_PART),
-                        Ok(job) => (Some(job), 0),
-                        Err(RecvTimeoutError::Timeout) => (None, MOVE_PART),
+                        Ok(job) if staged.len() > MAX_STAGED => (Some(job), ToMove::CatchUp),
+                        Ok(job) => (Some(job), ToMove::Nothing),
+                        Err(RecvTimeoutError::Timeout) => (None, ToMove::Keys(MOVE_PART)),
                         Err(RecvTimeoutError::Disconnected) => break,
                     };
                     let more = std::iter::from_fn(|| queue.try_recv().ok());
@@ -141,8 +148,8 @@ impl Drop for Writer {
     }
 }
 
-/// Runs a batch of write operations in one transaction, moves at least `to_move` keys staged
-/// by earlier batches (if as many wait), and commits, unless one of them failed in storage:
+/// Runs a batch of write operations in one transaction, moves keys staged by earlier batches
+/// as `to_move` says (at least as many, if as many wait), and commits, unless one of them failed in storage:
 /// then nothing of the batch is committed and every operation fails. Operations refuse (codes,
 /// conflicts) before they write anything, so a refused operation leaves nothing behind in the
 /// batch. Returns the changes of the index it logged.
@@ -151,7 +158,7 @@ fn commit_batch(
     staged: &mut Staged,
     unindexed: &mut Unindexed,
     batch: impl Iterator<Item = Job>,
-    to_move: usize,
+    to_move: ToMove,
 ) -> usize {
     let started = std::time::Instant::now();
     let applied = unindexed.catch_up();
@@ -169,6 +176,11 @@ fn commit_batch(
         })
         .collect();
     let finished = tables.map(|mut tables| {
+        let to_move = match to_move {
+            ToMove::Nothing => 0,
+            ToMove::Keys(keys) => keys,
+            ToMove::CatchUp => CATCH_UP_PER_KEY * tables.staging.new_keys(),
+        };
         if to_move > 0 {
             staging::move_oldest(&mut tables, to_move, None)?;
         }
