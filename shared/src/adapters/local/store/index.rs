@@ -37,9 +37,9 @@ const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
 const APPLIED: &str = "applied";
 /// In the store's file: changes of the index not yet applied to the index file, one row per
 /// batch of writes, numbered in order (see [`Change`]).
-pub(super) const INDEX_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("index_log");
+const INDEX_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("index_log");
 /// The index of earlier versions, in the store's file: dropped, and rebuilt in the index file.
-pub(super) const OLD_INDEX: &str = "known_keys";
+const OLD_INDEX: &str = "known_keys";
 
 /// Changes the index's thread applies in one transaction: large, since a part of random keys
 /// rewrites most pages of the index it falls on, the more of them the larger the part.
@@ -50,7 +50,7 @@ const APPLY_AFTER: Duration = Duration::from_secs(1);
 
 /// Changes held in memory past which the store's writer waits for the index's thread: how much
 /// memory a burst may take (some 80 bytes a change) while the index falls behind.
-pub(super) const MAX_UNINDEXED: usize = 2_000_000;
+const MAX_UNINDEXED: usize = 2_000_000;
 
 /// Bytes of the index file's page cache.
 const CACHE_BYTES: usize = 16 << 20;
