@@ -380,14 +380,15 @@ mod tests {
         }
     }
 
-    async fn insert(store: &LocalStore, keys: Vec<StoredKey>) {
+    /// Stores keys without a code; returns what the store did.
+    async fn insert(store: &LocalStore, keys: Vec<StoredKey>) -> Inserted {
         let batch = NewKeys {
             keys,
             claim: None,
             now: 50,
             ..NewKeys::default()
         };
-        store.insert(batch).await.unwrap();
+        store.insert(batch).await.unwrap()
     }
 
     #[tokio::test]
@@ -399,12 +400,8 @@ mod tests {
         drop(store);
         // Staged when the store closed: read back, still known, and read where they belong.
         let store = LocalStore::open(&path).unwrap();
-        let again = NewKeys {
-            keys: vec![key(1, 1000), key(2, 1000), key(3, 1000)],
-            now: 50,
-            ..NewKeys::default()
-        };
-        assert_eq!(store.insert(again).await.unwrap(), Inserted::Stored(1));
+        let again = vec![key(1, 1000), key(2, 1000), key(3, 1000)];
+        assert_eq!(insert(&store, again).await, Inserted::Stored(1));
         let range = PublishedRange {
             after: 0,
             through: 100,
@@ -428,12 +425,8 @@ mod tests {
         drop(store);
         std::fs::remove_file(dir.path().join("enfeed.index.redb")).unwrap();
         let store = LocalStore::open(&path).unwrap();
-        let again = NewKeys {
-            keys: vec![key(1, 1000), key(2, 1000), key(3, 1000)],
-            now: 50,
-            ..NewKeys::default()
-        };
-        assert_eq!(store.insert(again).await.unwrap(), Inserted::Stored(1));
+        let again = vec![key(1, 1000), key(2, 1000), key(3, 1000)];
+        assert_eq!(insert(&store, again).await, Inserted::Stored(1));
         assert_eq!(store.count().await.unwrap().local, 3);
     }
 
@@ -510,14 +503,7 @@ mod tests {
         // Still known, and they expire when their records say.
         assert_eq!(store.count().await.unwrap().local, 3);
         assert_eq!(
-            store
-                .insert(NewKeys {
-                    keys: vec![key(9, 1000)],
-                    now: 50,
-                    ..NewKeys::default()
-                })
-                .await
-                .unwrap(),
+            insert(&store, vec![key(9, 1000)]).await,
             Inserted::Stored(0)
         );
         assert_eq!(store.purge_expired(1000).await.unwrap(), 2);
