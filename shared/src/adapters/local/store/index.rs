@@ -13,8 +13,9 @@
 //!
 //! Nothing is lost in a crash: a change is in the store's file from its batch's commit on, and
 //! its log row is deleted only after this file has committed it. The index is derived from the
-//! key rows: a store without its index file (or of an earlier version, whose index was in the
-//! store's file) has it rebuilt when it is opened.
+//! key rows: a store without its index file, with an index file of another time (a copy of the
+//! data directory taken while it ran), or of an earlier version, whose index was in the store's
+//! file, has it rebuilt when it is opened.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -38,6 +39,13 @@ const APPLIED: &str = "applied";
 /// In the store's file: changes of the index not yet applied to the index file, one row per
 /// batch of writes, numbered in order (see [`Change`]).
 const INDEX_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("index_log");
+/// In the store's file: [`LOGGED`], one past the newest [`INDEX_LOG`] row written, and
+/// [`DELETED`], the rows before which were deleted, applied. An index file whose next row to
+/// apply is not between the two is not this store's as it is now (a copy of one of the files
+/// from another time), and is rebuilt.
+const LOG_STATE: TableDefinition<&str, u64> = TableDefinition::new("index_log_state");
+const LOGGED: &str = "logged";
+const DELETED: &str = "deleted";
 /// The index of earlier versions, in the store's file: dropped, and rebuilt in the index file.
 const OLD_INDEX: &str = "known_keys";
 
@@ -236,6 +244,8 @@ pub(super) struct Unindexed {
     /// The key data of each [`INDEX_LOG`] row not yet applied.
     rows: BTreeMap<u64, Vec<Tek>>,
     next_row: u64,
+    /// The [`INDEX_LOG`] rows before this one are deleted.
+    deleted: u64,
 }
 
 impl Unindexed {
@@ -261,6 +271,7 @@ impl Unindexed {
             changes: HashMap::new(),
             rows: BTreeMap::new(),
             next_row: 0,
+            deleted: 0,
         };
         let kept_before = txn
             .list_tables()
@@ -271,12 +282,28 @@ impl Unindexed {
                 .map_err(StoreError::backend)?;
         }
         let mut log = txn.open_table(INDEX_LOG).map_err(StoreError::backend)?;
+        let mut state = txn.open_table(LOG_STATE).map_err(StoreError::backend)?;
+        let read = |name| -> Result<Option<u64>, StoreError> {
+            Ok(state
+                .get(name)
+                .map_err(StoreError::backend)?
+                .map(|v| v.value()))
+        };
+        let (logged, deleted) = (read(LOGGED)?, read(DELETED)?.unwrap_or(0));
         let applied = match unindexed.file.read_applied()? {
-            Some(applied) if !kept_before && !rebuild => applied,
+            Some(applied)
+                if !kept_before
+                    && !rebuild
+                    && deleted <= applied
+                    && logged.is_none_or(|logged| applied <= logged) =>
+            {
+                applied
+            }
             // Every change logged so far is in the key rows the index is rebuilt from.
             _ => {
                 let last = log.last().map_err(StoreError::backend)?;
                 let next = last.map_or(0, |(row, _)| row.value() + 1);
+                let next = next.max(logged.unwrap_or(0)).max(deleted);
                 unindexed.file.rebuild(txn, next)?;
                 next
             }
@@ -289,6 +316,13 @@ impl Unindexed {
             unindexed.add(row.value(), changes);
         }
         unindexed.next_row = unindexed.next_row.max(applied);
+        unindexed.deleted = applied;
+        state
+            .insert(LOGGED, unindexed.next_row)
+            .map_err(StoreError::backend)?;
+        state
+            .insert(DELETED, applied)
+            .map_err(StoreError::backend)?;
         unindexed.file.applied.store(applied, Ordering::Release);
         Ok(unindexed)
     }
@@ -371,6 +405,7 @@ impl Unindexed {
         if let Some((row, changes)) = done.logged {
             self.add(row, changes);
         }
+        self.deleted = self.deleted.max(done.deleted);
     }
 
     /// Starts the index's thread, which applies the [`INDEX_LOG`] rows of `store` to the index
@@ -404,6 +439,7 @@ impl Unindexed {
                 Err(e) => return Err(StoreError::backend(e)),
             },
             log: txn.open_table(INDEX_LOG).map_err(StoreError::backend)?,
+            state: txn.open_table(LOG_STATE).map_err(StoreError::backend)?,
             unindexed: self,
             applied,
             changes: BTreeMap::new(),
@@ -439,6 +475,7 @@ impl Drop for Applier {
 pub(super) struct IndexView<'a> {
     known: Option<redb::ReadOnlyTable<Tek, Row>>,
     log: redb::Table<'a, u64, &'static [u8]>,
+    state: redb::Table<'a, &'static str, u64>,
     unindexed: &'a Unindexed,
     /// The first [`INDEX_LOG`] row the index file has not applied, when the batch began.
     applied: u64,
@@ -475,27 +512,39 @@ impl IndexView<'_> {
     /// Ends the batch: deletes the log rows the index file has applied, and logs the batch's
     /// changes as one row.
     pub(super) fn finish(mut self) -> Result<IndexDone, StoreError> {
-        self.log
-            .retain_in(..self.applied, |_, _| false)
-            .map_err(StoreError::backend)?;
-        if self.changes.is_empty() {
-            return Ok(IndexDone::default());
+        let mut done = IndexDone {
+            logged: None,
+            deleted: self.unindexed.deleted,
+        };
+        if self.applied > done.deleted {
+            self.log
+                .retain_in(..self.applied, |_, _| false)
+                .map_err(StoreError::backend)?;
+            self.state
+                .insert(DELETED, self.applied)
+                .map_err(StoreError::backend)?;
+            done.deleted = self.applied;
         }
-        let changes: Vec<Change> = self.changes.into_iter().collect();
-        let row = self.unindexed.next_row;
-        self.log
-            .insert(row, encode(&changes).as_slice())
-            .map_err(StoreError::backend)?;
-        Ok(IndexDone {
-            logged: Some((row, changes)),
-        })
+        if !self.changes.is_empty() {
+            let changes: Vec<Change> = self.changes.into_iter().collect();
+            let row = self.unindexed.next_row;
+            self.log
+                .insert(row, encode(&changes).as_slice())
+                .map_err(StoreError::backend)?;
+            self.state
+                .insert(LOGGED, row + 1)
+                .map_err(StoreError::backend)?;
+            done.logged = Some((row, changes));
+        }
+        Ok(done)
     }
 }
 
 /// What a batch logged, for [`Unindexed::commit`] once it is committed.
-#[derive(Default)]
 pub(super) struct IndexDone {
     logged: Option<(u64, Vec<Change>)>,
+    /// The log rows before this one are deleted.
+    deleted: u64,
 }
 
 impl IndexDone {
@@ -604,6 +653,56 @@ mod tests {
         let mut held = held.reopened();
         assert_eq!((held.get(1), held.get(3)), (None, Some((20, 0))));
         assert_eq!(held.log_rows(), 0);
+    }
+
+    /// Writes a key row, as a batch that moves a key does, and its change of the index.
+    fn store_key(held: &mut Held, byte: u8, row: Row) {
+        let txn = held.db.begin_write().unwrap();
+        txn.open_table(KEYS)
+            .unwrap()
+            .insert(
+                row,
+                key_row(&tek(byte), &KeyRecord::default().encode_to_vec()).as_slice(),
+            )
+            .unwrap();
+        txn.commit().unwrap();
+        held.batch(|view| view.insert(tek(byte), row));
+        held.apply();
+        // The next batch deletes the log row.
+        held.get(byte);
+    }
+
+    #[test]
+    fn an_index_file_from_another_time_than_its_store_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let copy = |from: &Path, to: &Path| std::fs::copy(from, to).unwrap();
+        let (store_then, index_then) = (dir.path().join("db.then"), dir.path().join("index.then"));
+        let mut held = Held::open(&path);
+        store_key(&mut held, 1, (10, 0));
+        copy(&path, &store_then);
+        copy(&index_path(&path), &index_then);
+        store_key(&mut held, 2, (10, 1));
+        drop(held);
+        // The store's file of then, the index of now: the index holds a key the store has not.
+        let index_now = dir.path().join("index.now");
+        copy(&index_path(&path), &index_now);
+        copy(&store_then, &path);
+        let mut held = Held::open(&path);
+        assert_eq!((held.get(1), held.get(2)), (Some((10, 0)), None));
+        drop(held);
+        // The index of then beside a store that has moved on: the index misses a key.
+        let mut held = Held::open(&path);
+        store_key(&mut held, 2, (10, 1));
+        drop(held);
+        copy(&index_then, &index_path(&path));
+        let mut held = Held::open(&path);
+        assert_eq!((held.get(1), held.get(2)), (Some((10, 0)), Some((10, 1))));
+        // Files of the same time, copied back together.
+        drop(held);
+        copy(&index_now, &index_path(&path));
+        let mut held = Held::open(&path);
+        assert_eq!((held.get(1), held.get(2)), (Some((10, 0)), Some((10, 1))));
     }
 
     #[test]
