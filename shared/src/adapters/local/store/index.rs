@@ -363,7 +363,7 @@ impl Unindexed {
 
     /// Forgets the changes the index file has applied since, and returns the number of the
     /// first [`INDEX_LOG`] row it has not: the rows before it are to be deleted.
-    pub(super) fn catch_up(&mut self) -> u64 {
+    fn catch_up(&mut self) -> u64 {
         let applied = self.file.applied.load(Ordering::Acquire);
         while let Some(entry) = self.rows.first_entry()
             && *entry.key() < applied
@@ -424,13 +424,13 @@ impl Unindexed {
         }
     }
 
-    /// The index as a batch of writes sees it; `applied` is what [`Unindexed::catch_up`] last
-    /// returned.
+    /// The index as a batch of writes sees it: first forgets what the index file has applied,
+    /// then reads the index file as it is from then on, so that nothing falls between the two.
     pub(super) fn view<'a>(
-        &'a self,
+        &'a mut self,
         txn: &'a redb::WriteTransaction,
-        applied: u64,
     ) -> Result<IndexView<'a>, StoreError> {
+        let applied = self.catch_up();
         let file = self.file.file.begin_read().map_err(StoreError::backend)?;
         Ok(IndexView {
             known: match file.open_table(KNOWN) {
@@ -594,10 +594,9 @@ mod tests {
 
         /// Runs `work` on the index in one committed transaction, as the writer runs a batch.
         fn batch(&mut self, work: impl FnOnce(&mut IndexView)) {
-            let applied = self.unindexed.catch_up();
             let txn = self.db.begin_write().unwrap();
             let done = {
-                let mut view = self.unindexed.view(&txn, applied).unwrap();
+                let mut view = self.unindexed.view(&txn).unwrap();
                 work(&mut view);
                 view.finish().unwrap()
             };

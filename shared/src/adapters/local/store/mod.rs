@@ -99,8 +99,7 @@ impl LocalStore {
         let mut unindexed = Unindexed::open(path, &txn, upgraded)?;
         let staged = Staged::load(&txn)?;
         // Every table exists from here on, for readers too.
-        let applied = unindexed.catch_up();
-        drop(Tables::open(&txn, &staged, unindexed.view(&txn, applied)?)?);
+        drop(Tables::open(&txn, &staged, unindexed.view(&txn)?)?);
         txn.commit().map_err(StoreError::backend)?;
         let db = Arc::new(db);
         Ok(Self {

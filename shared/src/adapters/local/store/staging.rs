@@ -409,10 +409,9 @@ mod tests {
 
         /// Runs `work` in one committed transaction, as the writer runs a batch.
         fn batch(&mut self, work: impl FnOnce(&mut Tables)) {
-            let applied = self.unindexed.catch_up();
             let txn = self.db.begin_write().unwrap();
             let (done, index) = {
-                let view = self.unindexed.view(&txn, applied).unwrap();
+                let view = self.unindexed.view(&txn).unwrap();
                 let mut tables = Tables::open(&txn, &self.staged, view).unwrap();
                 work(&mut tables);
                 tables.staging.finish().unwrap()

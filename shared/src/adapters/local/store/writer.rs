@@ -161,10 +161,9 @@ fn commit_batch(
     to_move: ToMove,
 ) -> usize {
     let started = std::time::Instant::now();
-    let applied = unindexed.catch_up();
     let txn = db.begin_write().map_err(StoreError::backend);
     let mut tables = txn.as_ref().ok().and_then(|txn| {
-        let index = unindexed.view(txn, applied).ok()?;
+        let index = unindexed.view(txn).ok()?;
         Tables::open(txn, staged, index).ok()
     });
     let mut failed = tables.is_none();
