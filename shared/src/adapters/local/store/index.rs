@@ -438,8 +438,7 @@ impl Unindexed {
                 Err(redb::TableError::TableDoesNotExist(_)) => None,
                 Err(e) => return Err(StoreError::backend(e)),
             },
-            log: txn.open_table(INDEX_LOG).map_err(StoreError::backend)?,
-            state: txn.open_table(LOG_STATE).map_err(StoreError::backend)?,
+            txn,
             unindexed: self,
             applied,
             changes: BTreeMap::new(),
@@ -474,8 +473,9 @@ impl Drop for Applier {
 /// The index in a batch's write transaction.
 pub(super) struct IndexView<'a> {
     known: Option<redb::ReadOnlyTable<Tek, Row>>,
-    log: redb::Table<'a, u64, &'static [u8]>,
-    state: redb::Table<'a, &'static str, u64>,
+    /// The batch's transaction of the store's file: the log's tables are opened only by a batch
+    /// that writes them, not by every batch of uploads.
+    txn: &'a redb::WriteTransaction,
     unindexed: &'a Unindexed,
     /// The first [`INDEX_LOG`] row the index file has not applied, when the batch began.
     applied: u64,
@@ -511,16 +511,26 @@ impl IndexView<'_> {
 
     /// Ends the batch: deletes the log rows the index file has applied, and logs the batch's
     /// changes as one row.
-    pub(super) fn finish(mut self) -> Result<IndexDone, StoreError> {
+    pub(super) fn finish(self) -> Result<IndexDone, StoreError> {
         let mut done = IndexDone {
             logged: None,
             deleted: self.unindexed.deleted,
         };
+        if self.applied == done.deleted && self.changes.is_empty() {
+            return Ok(done);
+        }
+        let mut log = self
+            .txn
+            .open_table(INDEX_LOG)
+            .map_err(StoreError::backend)?;
+        let mut state = self
+            .txn
+            .open_table(LOG_STATE)
+            .map_err(StoreError::backend)?;
         if self.applied > done.deleted {
-            self.log
-                .retain_in(..self.applied, |_, _| false)
+            log.retain_in(..self.applied, |_, _| false)
                 .map_err(StoreError::backend)?;
-            self.state
+            state
                 .insert(DELETED, self.applied)
                 .map_err(StoreError::backend)?;
             done.deleted = self.applied;
@@ -528,12 +538,9 @@ impl IndexView<'_> {
         if !self.changes.is_empty() {
             let changes: Vec<Change> = self.changes.into_iter().collect();
             let row = self.unindexed.next_row;
-            self.log
-                .insert(row, encode(&changes).as_slice())
+            log.insert(row, encode(&changes).as_slice())
                 .map_err(StoreError::backend)?;
-            self.state
-                .insert(LOGGED, row + 1)
-                .map_err(StoreError::backend)?;
+            state.insert(LOGGED, row + 1).map_err(StoreError::backend)?;
             done.logged = Some((row, changes));
         }
         Ok(done)

@@ -149,10 +149,10 @@ impl Drop for Writer {
 }
 
 /// Runs a batch of write operations in one transaction, moves keys staged by earlier batches
-/// as `to_move` says (at least as many, if as many wait), and commits, unless one of them failed in storage:
-/// then nothing of the batch is committed and every operation fails. Operations refuse (codes,
-/// conflicts) before they write anything, so a refused operation leaves nothing behind in the
-/// batch. Returns the changes of the index it logged.
+/// as `to_move` says (at least as many, if as many wait), and commits, unless one of them
+/// failed in storage: then nothing of the batch is committed and every operation fails.
+/// Operations refuse (codes, conflicts) before they write anything, so a refused operation
+/// leaves nothing behind in the batch. Returns the changes of the index it logged.
 fn commit_batch(
     db: &Database,
     staged: &mut Staged,
