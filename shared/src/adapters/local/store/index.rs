@@ -9,7 +9,9 @@
 //! row of [`INDEX_LOG`], in the same transaction as the rows they name, and keeps them in memory
 //! ([`Unindexed`]) until this file has them; the index's own thread applies them in large
 //! parts, in key order, and the writer then deletes the rows it applied. A lookup sees the
-//! batch's own changes, then [`Unindexed`], then this file.
+//! batch's own changes, then [`Unindexed`], then this file, which it reads only if the
+//! [`Filter`] of the keys the file holds lets the key through: most keys uploaded are new, and
+//! the file's pages they would be looked up on are past its cache once it holds millions.
 //!
 //! Nothing is lost in a crash: a change is in the store's file from its batch's commit on, and
 //! its log row is deleted only after this file has committed it. The index is derived from the
@@ -19,12 +21,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use fastbloom::AtomicBloomFilter;
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata as _, TableDefinition,
+    TableHandle,
+};
 
 use super::codec::{Row, read_key_row};
 use super::{KEYS, Tek};
@@ -63,6 +69,14 @@ const MAX_UNINDEXED: usize = 2_000_000;
 /// Bytes of the index file's page cache.
 const CACHE_BYTES: usize = 16 << 20;
 
+/// Share of the keys the index file has not that its [`Filter`] lets through to a read of the
+/// file anyway.
+const FILTER_FALSE_POSITIVES: f64 = 0.01;
+
+/// Keys a [`Filter`] takes besides half the keys the file held when it was built, before it is
+/// built anew.
+const FILTER_ROOM: usize = 1 << 16;
+
 /// A change of the index: the key's first row, or `None` when the key is forgotten. In an
 /// [`INDEX_LOG`] row: key data, a byte (1 with a row, 0 without), publish_at and number (big
 /// endian, zero without a row).
@@ -98,15 +112,87 @@ fn index_path(store: &Path) -> PathBuf {
     store.with_extension("index.redb")
 }
 
-/// The index file, and the next [`INDEX_LOG`] row its thread applies: every row before it is
-/// in the file. Cheap to clone.
+/// Key data the index file may hold: every key it holds, and a few it has not
+/// ([`FILTER_FALSE_POSITIVES`]; a Bloom filter, about 10 bits a key). Keys forgotten stay in
+/// it, so it is built anew from the file once it has taken as many keys as it has room for.
+struct Filter {
+    bloom: AtomicBloomFilter,
+    /// Keys it takes before it is built anew.
+    room: usize,
+    added: AtomicUsize,
+}
+
+impl Filter {
+    fn new(held: usize) -> Self {
+        let room = held / 2 + FILTER_ROOM;
+        Self {
+            bloom: AtomicBloomFilter::with_false_pos(FILTER_FALSE_POSITIVES)
+                .expected_items(held + room),
+            room,
+            added: AtomicUsize::new(0),
+        }
+    }
+
+    fn add(&self, tek: &Tek) {
+        self.bloom.insert(tek);
+        self.added.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn is_full(&self) -> bool {
+        self.added.load(Ordering::Relaxed) > self.room
+    }
+}
+
+/// The index file, the next [`INDEX_LOG`] row its thread applies (every row before it is in the
+/// file), and the file's [`Filter`]. Cheap to clone.
 #[derive(Clone)]
 struct IndexFile {
     file: Arc<Database>,
     applied: Arc<AtomicU64>,
+    /// Built by the index's thread when it starts, and again when it is full; until then every
+    /// lookup reads the file. Keys are added before the file commits them.
+    filter: Arc<RwLock<Option<Arc<Filter>>>>,
 }
 
 impl IndexFile {
+    fn filter(&self) -> Option<Arc<Filter>> {
+        self.filter.read().expect("no panic while building").clone()
+    }
+
+    /// Builds the [`Filter`] from the keys the file holds, if there is none or it is full.
+    /// Only the index's thread writes the file, and it builds the filter, so no key is applied
+    /// meanwhile.
+    fn refresh_filter(&self) -> Result<(), StoreError> {
+        if self.filter().is_some_and(|filter| !filter.is_full()) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let txn = self.file.begin_read().map_err(StoreError::backend)?;
+        let known = match txn.open_table(KNOWN) {
+            Ok(known) => Some(known),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(StoreError::backend(e)),
+        };
+        let held = match &known {
+            Some(known) => known.len().map_err(StoreError::backend)? as usize,
+            None => 0,
+        };
+        let filter = Filter::new(held);
+        if let Some(known) = known {
+            for entry in known.iter().map_err(StoreError::backend)? {
+                let (tek, _) = entry.map_err(StoreError::backend)?;
+                filter.bloom.insert(&tek.value());
+            }
+        }
+        *self.filter.write().expect("no panic while building") = Some(Arc::new(filter));
+        tracing::debug!(
+            keys = held,
+            build_us = started.elapsed().as_micros() as u64,
+            "index filter built"
+        );
+        Ok(())
+    }
+
     fn read_applied(&self) -> Result<Option<u64>, StoreError> {
         let txn = self.file.begin_read().map_err(StoreError::backend)?;
         match txn.open_table(STATE) {
@@ -156,12 +242,18 @@ impl IndexFile {
     /// order), with the next log row to apply, if given.
     fn write(&self, changes: &mut [Change], applied: Option<u64>) -> Result<(), StoreError> {
         changes.sort_by_key(|(tek, _)| *tek);
+        let filter = self.filter();
         let txn = self.file.begin_write().map_err(StoreError::backend)?;
         {
             let mut known = txn.open_table(KNOWN).map_err(StoreError::backend)?;
             for (tek, first) in changes.iter() {
                 match first {
-                    Some(row) => known.insert(tek, row).map(drop),
+                    Some(row) => {
+                        if let Some(filter) = &filter {
+                            filter.add(tek);
+                        }
+                        known.insert(tek, row).map(drop)
+                    }
                     None => known.remove(tek).map(drop),
                 }
                 .map_err(StoreError::backend)?;
@@ -179,6 +271,9 @@ impl IndexFile {
     /// The index's thread: applies [`INDEX_LOG`] rows in parts of [`APPLY_PART`] changes, or
     /// what there is after [`APPLY_AFTER`] without a whole part. `waiting`: changes logged.
     fn run(&self, store: &Database, woken: &mpsc::Receiver<usize>, mut waiting: usize) {
+        if let Err(e) = self.refresh_filter() {
+            tracing::warn!(error = %e, "building the index's filter failed; it is tried again");
+        }
         loop {
             if waiting < APPLY_PART {
                 match woken.recv_timeout(APPLY_AFTER) {
@@ -205,7 +300,8 @@ impl IndexFile {
     }
 
     /// Applies the next [`INDEX_LOG`] rows of the store, at least [`APPLY_PART`] changes if as
-    /// many wait; returns how many changes it applied.
+    /// many wait, then builds the [`Filter`] anew if it is full (or missing); returns how many
+    /// changes it applied.
     fn apply(&self, store: &Database) -> Result<usize, StoreError> {
         let from = self.applied.load(Ordering::Acquire);
         let txn = store.begin_read().map_err(StoreError::backend)?;
@@ -223,7 +319,7 @@ impl IndexFile {
         if next == from {
             return Ok(0);
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         self.write(&mut changes, Some(next))?;
         self.applied.store(next, Ordering::Release);
         tracing::debug!(
@@ -231,6 +327,7 @@ impl IndexFile {
             write_us = started.elapsed().as_micros() as u64,
             "index changes applied"
         );
+        self.refresh_filter()?;
         Ok(changes.len())
     }
 }
@@ -267,6 +364,7 @@ impl Unindexed {
             file: IndexFile {
                 file: Arc::new(file),
                 applied: Arc::default(),
+                filter: Arc::default(),
             },
             changes: HashMap::new(),
             rows: BTreeMap::new(),
@@ -426,13 +524,17 @@ impl Unindexed {
 
     /// The index as a batch of writes sees it: first forgets what the index file has applied,
     /// then reads the index file as it is from then on, so that nothing falls between the two.
+    /// The file's filter, taken in between, holds every key the read finds, except those whose
+    /// latest change is still in memory (applied since), which a lookup finds there first.
     pub(super) fn view<'a>(
         &'a mut self,
         txn: &'a redb::WriteTransaction,
     ) -> Result<IndexView<'a>, StoreError> {
         let applied = self.catch_up();
+        let filter = self.file.filter();
         let file = self.file.file.begin_read().map_err(StoreError::backend)?;
         Ok(IndexView {
+            filter,
             known: match file.open_table(KNOWN) {
                 Ok(known) => Some(known),
                 Err(redb::TableError::TableDoesNotExist(_)) => None,
@@ -473,6 +575,7 @@ impl Drop for Applier {
 /// The index in a batch's write transaction.
 pub(super) struct IndexView<'a> {
     known: Option<redb::ReadOnlyTable<Tek, Row>>,
+    filter: Option<Arc<Filter>>,
     /// The batch's transaction of the store's file: the log's tables are opened only by a batch
     /// that writes them, not by every batch of uploads.
     txn: &'a redb::WriteTransaction,
@@ -495,6 +598,11 @@ impl IndexView<'_> {
         let Some(known) = &self.known else {
             return Ok(None);
         };
+        if let Some(filter) = &self.filter
+            && !filter.bloom.contains(tek)
+        {
+            return Ok(None);
+        }
         Ok(known
             .get(tek)
             .map_err(StoreError::backend)?
@@ -564,7 +672,6 @@ impl IndexDone {
 #[cfg(test)]
 mod tests {
     use prost::Message as _;
-    use redb::ReadableTableMetadata as _;
 
     use super::*;
     use crate::adapters::local::store::codec::{KeyRecord, key_row};
@@ -586,6 +693,8 @@ mod tests {
             let txn = db.begin_write().unwrap();
             let unindexed = Unindexed::open(path, &txn, false).unwrap();
             txn.commit().unwrap();
+            // As the index's thread does when it starts.
+            unindexed.file.refresh_filter().unwrap();
             Self {
                 path: path.to_owned(),
                 db: Arc::new(db),
@@ -659,6 +768,52 @@ mod tests {
         let mut held = held.reopened();
         assert_eq!((held.get(1), held.get(3)), (None, Some((20, 0))));
         assert_eq!(held.log_rows(), 0);
+    }
+
+    #[test]
+    fn the_filter_lets_every_key_of_the_file_through_and_is_built_anew_when_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut held = Held::open(&dir.path().join("db"));
+        let key = |n: usize| -> Tek {
+            let mut tek = [7; KEY_LEN];
+            tek[..8].copy_from_slice(&(n as u64).to_be_bytes());
+            tek
+        };
+        let filter = |held: &Held| held.unindexed.file.filter().expect("built at opening");
+        let first = filter(&held);
+        let room = first.room;
+        held.batch(|view| (0..room).for_each(|n| view.insert(key(n), (1, n as u64))));
+        held.apply();
+        // Applied and taken by the filter, which is not full yet: every key is found in the
+        // file, and most keys it has not are ruled out without reading it.
+        assert!(Arc::ptr_eq(&first, &filter(&held)) && !first.is_full());
+        let ruled_out = |filter: &Filter, keys: std::ops::Range<usize>| {
+            keys.clone()
+                .filter(|n| !filter.bloom.contains(&key(*n)))
+                .count() as f64
+                / keys.len() as f64
+        };
+        assert!(ruled_out(&first, room..room + 10_000) > 0.97);
+        held.batch(|view| {
+            for n in 0..room {
+                assert_eq!(view.get(&key(n)).unwrap(), Some((1, n as u64)));
+            }
+            // Forgotten: still in the filter, so it reads the file, which has it no longer.
+            (0..room / 2).for_each(|n| view.remove(key(n)));
+        });
+        held.apply();
+        assert_eq!(ruled_out(&filter(&held), 0..room / 2), 0.0);
+        // One key more than it has room for: built anew from the file, without the forgotten.
+        held.batch(|view| view.insert(key(room), (2, 0)));
+        held.apply();
+        let rebuilt = filter(&held);
+        assert!(!Arc::ptr_eq(&first, &rebuilt));
+        assert!(ruled_out(&rebuilt, 0..room / 2) > 0.97);
+        assert_eq!(ruled_out(&rebuilt, room / 2..room + 1), 0.0);
+        held.batch(|view| {
+            assert_eq!(view.get(&key(0)).unwrap(), None);
+            assert_eq!(view.get(&key(room)).unwrap(), Some((2, 0)));
+        });
     }
 
     /// Writes a key row, as a batch that moves a key does, and its change of the index.
