@@ -271,9 +271,7 @@ impl IndexFile {
     /// The index's thread: applies [`INDEX_LOG`] rows in parts of [`APPLY_PART`] changes, or
     /// what there is after [`APPLY_AFTER`] without a whole part. `waiting`: changes logged.
     fn run(&self, store: &Database, woken: &mpsc::Receiver<usize>, mut waiting: usize) {
-        if let Err(e) = self.refresh_filter() {
-            tracing::warn!(error = %e, "building the index's filter failed; it is tried again");
-        }
+        self.refresh_filter_or_warn();
         loop {
             if waiting < APPLY_PART {
                 match woken.recv_timeout(APPLY_AFTER) {
@@ -290,7 +288,10 @@ impl IndexFile {
                 waiting += logged;
             }
             match self.apply(store) {
-                Ok(applied) => waiting = waiting.saturating_sub(applied),
+                Ok(applied) => {
+                    waiting = waiting.saturating_sub(applied);
+                    self.refresh_filter_or_warn();
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "applying changes to the index failed; it is tried again");
                     std::thread::sleep(APPLY_AFTER);
@@ -299,9 +300,16 @@ impl IndexFile {
         }
     }
 
+    /// The index's thread builds its [`Filter`] when it starts and after applying a part; if a
+    /// build fails, lookups go on with the filter before (or read the file, without one).
+    fn refresh_filter_or_warn(&self) {
+        if let Err(e) = self.refresh_filter() {
+            tracing::warn!(error = %e, "building the index's filter failed; it is tried again");
+        }
+    }
+
     /// Applies the next [`INDEX_LOG`] rows of the store, at least [`APPLY_PART`] changes if as
-    /// many wait, then builds the [`Filter`] anew if it is full (or missing); returns how many
-    /// changes it applied.
+    /// many wait; returns how many changes it applied.
     fn apply(&self, store: &Database) -> Result<usize, StoreError> {
         let from = self.applied.load(Ordering::Acquire);
         let txn = store.begin_read().map_err(StoreError::backend)?;
@@ -327,7 +335,6 @@ impl IndexFile {
             write_us = started.elapsed().as_micros() as u64,
             "index changes applied"
         );
-        self.refresh_filter()?;
         Ok(changes.len())
     }
 }
@@ -726,9 +733,12 @@ mod tests {
             first
         }
 
-        /// Applies what the log holds, as the index's thread does.
+        /// Applies what the log holds, and builds the filter anew if it is full, as the
+        /// index's thread does.
         fn apply(&self) -> usize {
-            self.unindexed.file.apply(&self.db).unwrap()
+            let applied = self.unindexed.file.apply(&self.db).unwrap();
+            self.unindexed.file.refresh_filter().unwrap();
+            applied
         }
 
         fn log_rows(&self) -> u64 {
