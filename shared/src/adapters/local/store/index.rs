@@ -167,12 +167,7 @@ impl IndexFile {
             return Ok(());
         }
         let started = Instant::now();
-        let txn = self.file.begin_read().map_err(StoreError::backend)?;
-        let known = match txn.open_table(KNOWN) {
-            Ok(known) => Some(known),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(StoreError::backend(e)),
-        };
+        let known = self.read_known()?;
         let held = match &known {
             Some(known) => known.len().map_err(StoreError::backend)? as usize,
             None => 0,
@@ -191,6 +186,16 @@ impl IndexFile {
             "index filter built"
         );
         Ok(())
+    }
+
+    /// The index as the file holds it now, if it holds one: a read of its own.
+    fn read_known(&self) -> Result<Option<redb::ReadOnlyTable<Tek, Row>>, StoreError> {
+        let txn = self.file.begin_read().map_err(StoreError::backend)?;
+        match txn.open_table(KNOWN) {
+            Ok(known) => Ok(Some(known)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(StoreError::backend(e)),
+        }
     }
 
     fn read_applied(&self) -> Result<Option<u64>, StoreError> {
@@ -445,9 +450,8 @@ impl Unindexed {
     /// Keys indexed: in the index file or among the changes held in memory.
     #[cfg(test)]
     pub(super) fn indexed(&self) -> usize {
-        let txn = self.file.file.begin_read().unwrap();
-        let mut known: HashMap<Tek, Option<Row>> = match txn.open_table(KNOWN) {
-            Ok(table) => table
+        let mut known: HashMap<Tek, Option<Row>> = match self.file.read_known().unwrap() {
+            Some(table) => table
                 .iter()
                 .unwrap()
                 .map(|entry| {
@@ -455,7 +459,7 @@ impl Unindexed {
                     (tek.value(), Some(row.value()))
                 })
                 .collect(),
-            Err(_) => HashMap::new(),
+            None => HashMap::new(),
         };
         known.extend(self.changes.iter().map(|(tek, (first, _))| (*tek, *first)));
         known.values().filter(|first| first.is_some()).count()
@@ -539,14 +543,9 @@ impl Unindexed {
     ) -> Result<IndexView<'a>, StoreError> {
         let applied = self.catch_up();
         let filter = self.file.filter();
-        let file = self.file.file.begin_read().map_err(StoreError::backend)?;
         Ok(IndexView {
             filter,
-            known: match file.open_table(KNOWN) {
-                Ok(known) => Some(known),
-                Err(redb::TableError::TableDoesNotExist(_)) => None,
-                Err(e) => return Err(StoreError::backend(e)),
-            },
+            known: self.file.read_known()?,
             txn,
             unindexed: self,
             applied,
