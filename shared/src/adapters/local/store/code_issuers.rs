@@ -105,7 +105,9 @@ impl CodeIssuerStore for LocalStore {
         now: UnixSeconds,
     ) -> Result<Vec<IssuedCodeStatus>, StoreError> {
         let issuer = issuer.to_string();
+        let staged = self.staged_codes.clone();
         self.blocking(move |db| {
+            let staged = staged.read().expect("no panic while staging codes");
             let txn = db.begin_read().map_err(StoreError::backend)?;
             let issued = txn.open_table(ISSUED).map_err(StoreError::backend)?;
             let codes = txn.open_table(CODES).map_err(StoreError::backend)?;
@@ -118,8 +120,8 @@ impl CodeIssuerStore for LocalStore {
                 let row = IssuedRow::decode(row.value()).map_err(StoreError::backend)?;
                 // A purged code had expired unused, or was used by an upload whose keys have
                 // expired since: either way it can authorise nothing.
-                let used =
-                    read_code(&codes, &code_hash)?.is_some_and(|code| code.used_by.is_some());
+                let used = read_code(&staged, &codes, &code_hash)?
+                    .is_some_and(|code| code.used_by.is_some());
                 list.push(IssuedCodeStatus {
                     issued_at,
                     expires_at: row.expires_at,

@@ -1,5 +1,7 @@
 //! [`CodeStore`] on the embedded store, and the wrong-code counters it keeps in memory.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use prost::Message as _;
 use redb::ReadableTable;
@@ -52,10 +54,20 @@ impl Attempts {
     }
 }
 
+/// A code's row as the last commit left it: staged (`staged`, see
+/// [`staging`](super::staging)), or in [`CODES`] (`table`). A reader holds the staged rows'
+/// lock from before it begins its read of [`CODES`]: a staged row is forgotten only after it
+/// is committed into [`CODES`], so the reader finds each change in one or the other.
 pub(super) fn read_code(
+    staged: &HashMap<[u8; 32], (u64, Vec<u8>)>,
     table: &impl ReadableTable<[u8; 32], &'static [u8]>,
     hash: &[u8; 32],
 ) -> Result<Option<CodeRow>, StoreError> {
+    if let Some((_, row)) = staged.get(hash) {
+        return CodeRow::decode(row.as_slice())
+            .map(Some)
+            .map_err(StoreError::backend);
+    }
     table
         .get(hash)
         .map_err(StoreError::backend)?
@@ -126,9 +138,13 @@ impl CodeStore for LocalStore {
         claim: &CodeClaim,
         now: UnixSeconds,
     ) -> Result<Diagnosis, StoreError> {
+        let staged = self
+            .staged_codes
+            .read()
+            .expect("no panic while staging codes");
         self.read_now(|txn| {
             let codes = txn.open_table(CODES).map_err(StoreError::backend)?;
-            let code = read_code(&codes, &claim.code_hash)?.map(|row| row.code_use());
+            let code = read_code(&staged, &codes, &claim.code_hash)?.map(|row| row.code_use());
             ports::check_claim(code.as_ref(), claim, now)?;
             Ok(code.map(|code| code.diagnosis).unwrap_or_default())
         })

@@ -10,7 +10,6 @@ use prost::Message as _;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::codec::{CodeRow, Expiring, KeyRecord, Row, key_row, read_key_row};
-use super::codes::read_code;
 use super::staging::{self, StagedKey};
 use super::writer::Tables;
 use super::{KEYS, LocalStore, SEAL, Tek, next_key_row, read_u64};
@@ -78,7 +77,9 @@ impl KeyStore for LocalStore {
         self.write(move |tables| {
             if let Some(claim) = &batch.claim
                 && let Some(n) = ports::check_claim(
-                    read_code(&tables.codes, &claim.code_hash)?
+                    tables
+                        .staging
+                        .code(&tables.codes, &claim.code_hash)?
                         .map(|row| row.code_use())
                         .as_ref(),
                     claim,
@@ -163,12 +164,12 @@ impl KeyStore for LocalStore {
             }
             staging::add_expiring(expiring, expires)?;
             if let Some(claim) = &batch.claim {
-                let mut row = read_code(codes, &claim.code_hash)?.expect("checked above");
+                let mut row = staging
+                    .code(codes, &claim.code_hash)?
+                    .expect("checked above");
                 row.used_by = Some(claim.upload_digest.to_vec());
                 row.inserted = stored;
-                codes
-                    .insert(claim.code_hash, row.encode_to_vec().as_slice())
-                    .map_err(StoreError::backend)?;
+                staging.stage_code(claim.code_hash, &row);
             }
             Ok(Inserted::Stored(stored))
         })

@@ -24,7 +24,7 @@ use crate::ports::StoreError;
 use codec::{Row, Tek};
 use codes::Attempts;
 use index::Unindexed;
-use staging::Staged;
+use staging::{Staged, StagedCodes};
 use writer::{Answer, Job, SETTLE_PART, Tables, Writer};
 
 /// Keys by [`Row`]: (publish_at, number in the order written). Data-prep reads a time range;
@@ -35,6 +35,9 @@ pub(super) const KEYS: TableDefinition<Row, &[u8]> = TableDefinition::new("key_r
 /// New keys on their way into [`KEYS`], the [`index`] and [`EXPIRING`], one row per batch of
 /// writes, numbered in order (see [`staging`]).
 pub(super) const STAGED: TableDefinition<u64, &[u8]> = TableDefinition::new("staged");
+/// The [`CODES`] rows a batch of writes changed (the codes its uploads consumed), under the
+/// number of the batch's [`STAGED`] row; they reach [`CODES`] when that row moves.
+pub(super) const STAGED_CODES: TableDefinition<u64, &[u8]> = TableDefinition::new("staged_codes");
 /// What expires when, one row per write rather than per key: (expires_at, key data of the
 /// write's first key) to the [`Expiring`](codec::Expiring) keys of the write. The purge reads
 /// what expired.
@@ -76,6 +79,8 @@ const CACHE_BYTES: usize = 32 << 20;
 pub struct LocalStore {
     db: Arc<Database>,
     writer: Arc<Writer>,
+    /// The code rows staged by the writer, which readers of codes look at first.
+    staged_codes: StagedCodes,
     attempts: Arc<Attempts>,
 }
 
@@ -103,6 +108,7 @@ impl LocalStore {
         txn.commit().map_err(StoreError::backend)?;
         let db = Arc::new(db);
         Ok(Self {
+            staged_codes: staged.codes(),
             writer: Arc::new(Writer::start(db.clone(), staged, unindexed)),
             db,
             attempts: Arc::default(),

@@ -8,17 +8,25 @@
 //! them before the key tables are read or changed otherwise
 //! ([`LocalStore::settle`](super::LocalStore)). Deduplication sees staged keys as it sees
 //! moved ones, so a key is stored once. Opening the store reads the staged rows' key data back.
+//!
+//! The code an upload consumes is staged likewise: its changed row goes into the batch's
+//! [`STAGED_CODES`] row, of the same number, rather than into [`CODES`](super::CODES), where
+//! codes lie at random and each would cost a page of its own; and into memory, where readers
+//! of codes look first ([`StagedCodes`]). It reaches [`CODES`](super::CODES) when its row
+//! moves.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
+use prost::Message as _;
 use redb::ReadableTable;
 
-use super::codec::{Expiring, Row, key_row};
+use super::codec::{CodeRow, Expiring, Row, key_row};
+use super::codes::read_code;
 use super::index::{IndexDone, IndexView};
 use super::writer::Tables;
-use super::{STAGED, Tek, next_key_row};
+use super::{STAGED, STAGED_CODES, Tek, next_key_row};
 use crate::domain::key::KEY_LEN;
 use crate::ports::StoreError;
 
@@ -65,12 +73,48 @@ impl StagedKey {
     }
 }
 
-/// The staged keys as committed: the writer thread's own, changed only after a commit.
+/// A code's hash and its encoded [`CodeRow`], as a [`STAGED_CODES`] row holds it.
+type CodeEntry = ([u8; 32], Vec<u8>);
+
+/// Appends code rows to a [`STAGED_CODES`] row: each the code's hash, its row's length
+/// (2 bytes, big endian), and the row.
+fn encode_codes<'a>(codes: impl IntoIterator<Item = (&'a [u8; 32], &'a Vec<u8>)>) -> Vec<u8> {
+    let mut row = Vec::new();
+    for (hash, code) in codes {
+        row.extend_from_slice(hash);
+        row.extend_from_slice(&(code.len() as u16).to_be_bytes());
+        row.extend_from_slice(code);
+    }
+    row
+}
+
+/// The code rows of a [`STAGED_CODES`] row.
+fn decode_codes(mut row: &[u8]) -> Result<Vec<CodeEntry>, StoreError> {
+    let mut codes = Vec::new();
+    while !row.is_empty() {
+        let broken = || StoreError::backend("a staged row of codes is cut short");
+        let head = row.get(..34).ok_or_else(broken)?;
+        let len = u16::from_be_bytes([head[32], head[33]]) as usize;
+        let code = row.get(34..34 + len).ok_or_else(broken)?;
+        codes.push((head[..32].try_into().unwrap(), code.to_vec()));
+        row = &row[34 + len..];
+    }
+    Ok(codes)
+}
+
+/// The staged code rows as committed, by code hash: the number of the [`STAGED_CODES`] row
+/// that holds each, and the encoded [`CodeRow`]. Shared with the readers of codes, who look
+/// here before [`CODES`](super::CODES) (see [`read_code`]).
+pub(super) type StagedCodes = Arc<RwLock<HashMap<[u8; 32], (u64, Vec<u8>)>>>;
+
+/// The staged keys and code rows as committed: the writer thread's own, changed only after
+/// a commit.
 #[derive(Default)]
 pub(super) struct Staged {
     /// Key data to publish_at and the [`STAGED`] row that holds the key.
     keys: HashMap<Tek, (u64, u64)>,
-    /// The numbers of the [`STAGED`] rows.
+    codes: StagedCodes,
+    /// The numbers of the staged rows: of [`STAGED`], of [`STAGED_CODES`], or of both.
     rows: BTreeSet<u64>,
     next_row: u64,
     /// The newest row's number plus one, 0 when none is staged: for readers of the store.
@@ -80,8 +124,8 @@ pub(super) struct Staged {
 impl Staged {
     /// Reads back what the last process left staged.
     pub(super) fn load(txn: &redb::WriteTransaction) -> Result<Self, StoreError> {
-        let table = txn.open_table(STAGED).map_err(StoreError::backend)?;
         let mut staged = Self::default();
+        let table = txn.open_table(STAGED).map_err(StoreError::backend)?;
         for entry in table.iter().map_err(StoreError::backend)? {
             let (row, keys) = entry.map_err(StoreError::backend)?;
             let row = row.value();
@@ -89,10 +133,26 @@ impl Staged {
                 staged.keys.insert(key.tek, (key.publish_at, row));
             }
             staged.rows.insert(row);
-            staged.next_row = row + 1;
         }
+        let table = txn.open_table(STAGED_CODES).map_err(StoreError::backend)?;
+        let mut codes = staged.codes.write().expect("not shared yet");
+        for entry in table.iter().map_err(StoreError::backend)? {
+            let (row, entries) = entry.map_err(StoreError::backend)?;
+            let row = row.value();
+            for (hash, code) in decode_codes(entries.value())? {
+                codes.insert(hash, (row, code));
+            }
+            staged.rows.insert(row);
+        }
+        drop(codes);
+        staged.next_row = staged.rows.last().map_or(0, |row| row + 1);
         staged.publish_newest();
         Ok(staged)
+    }
+
+    /// The staged code rows, for readers of codes on other threads.
+    pub(super) fn codes(&self) -> StagedCodes {
+        self.codes.clone()
     }
 
     /// The newest row staged, as the last commit left it, for readers on other threads.
@@ -110,6 +170,11 @@ impl Staged {
         self.keys.len()
     }
 
+    /// Whether no row is staged, of keys or of codes.
+    pub(super) fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
     /// Takes what a committed batch did.
     pub(super) fn commit(&mut self, batch: Batch) {
         for row in &batch.moved_rows {
@@ -122,30 +187,46 @@ impl Staged {
             // The memory of a burst goes back once it has moved.
             self.keys = HashMap::new();
         }
+        let mut codes = self.codes.write().expect("no panic while staging codes");
+        for (hash, row) in batch.moved_codes {
+            if codes.get(&hash).is_some_and(|(at, _)| *at == row) {
+                codes.remove(&hash);
+            }
+        }
+        if codes.is_empty() {
+            *codes = HashMap::new();
+        }
         if let Some(row) = batch.staged_row {
             self.keys
                 .extend(batch.staged.into_iter().map(|(tek, at)| (tek, (at, row))));
+            codes.extend((batch.staged_codes.into_iter()).map(|(hash, code)| (hash, (row, code))));
             self.rows.insert(row);
             self.next_row = row + 1;
         }
+        drop(codes);
         self.publish_newest();
     }
 }
 
-/// What a batch did to the staged keys, for [`Staged::commit`] once it is committed.
+/// What a batch did to the staged keys and code rows, for [`Staged::commit`] once it is
+/// committed.
 #[derive(Default)]
 pub(super) struct Batch {
     staged: Vec<(Tek, u64)>,
+    staged_codes: BTreeMap<[u8; 32], Vec<u8>>,
     staged_row: Option<u64>,
     moved_rows: Vec<u64>,
     moved: HashSet<Tek>,
+    moved_codes: Vec<([u8; 32], u64)>,
     removed: HashSet<Tek>,
 }
 
-/// The deduplication index and the staged keys in a batch's write transaction.
+/// The deduplication index, the staged keys and the staged code rows in a batch's write
+/// transaction.
 pub(super) struct Staging<'txn> {
     index: IndexView<'txn>,
     rows: redb::Table<'txn, u64, &'static [u8]>,
+    code_rows: redb::Table<'txn, u64, &'static [u8]>,
     committed: &'txn Staged,
     /// Keys this batch stored, for its own [`STAGED`] row.
     new: BTreeMap<Tek, StagedKey>,
@@ -161,6 +242,7 @@ impl<'txn> Staging<'txn> {
         Ok(Self {
             index,
             rows: txn.open_table(STAGED).map_err(StoreError::backend)?,
+            code_rows: txn.open_table(STAGED_CODES).map_err(StoreError::backend)?,
             committed,
             new: BTreeMap::new(),
             batch: Batch::default(),
@@ -203,6 +285,33 @@ impl<'txn> Staging<'txn> {
         self.new.insert(key.tek, key);
     }
 
+    /// The code's row as this batch sees it: as the batch changed it, staged, or in `codes`.
+    pub(super) fn code(
+        &self,
+        codes: &impl ReadableTable<[u8; 32], &'static [u8]>,
+        hash: &[u8; 32],
+    ) -> Result<Option<CodeRow>, StoreError> {
+        match self.batch.staged_codes.get(hash) {
+            Some(code) => CodeRow::decode(code.as_slice())
+                .map(Some)
+                .map_err(StoreError::backend),
+            None => read_code(
+                &self
+                    .committed
+                    .codes
+                    .read()
+                    .expect("no panic while staging codes"),
+                codes,
+                hash,
+            ),
+        }
+    }
+
+    /// Stages a code's changed row: it reaches [`CODES`](super::CODES) when its row moves.
+    pub(super) fn stage_code(&mut self, hash: [u8; 32], code: &CodeRow) {
+        self.batch.staged_codes.insert(hash, code.encode_to_vec());
+    }
+
     /// Forgets a key of the deduplication index (its rows are the caller's to remove).
     pub(super) fn forget(&mut self, tek: Tek) -> Result<(), StoreError> {
         if self.new.remove(&tek).is_some() {
@@ -215,17 +324,18 @@ impl<'txn> Staging<'txn> {
         Ok(())
     }
 
-    /// Ends the batch: writes the keys it staged as one [`STAGED`] row, and its changes of the
-    /// index, and returns what [`Staged::commit`] and
+    /// Ends the batch: writes the keys it staged as one [`STAGED`] row and the code rows it
+    /// staged as the [`STAGED_CODES`] row of the same number, and its changes of the index,
+    /// and returns what [`Staged::commit`] and
     /// [`Unindexed::commit`](super::index::Unindexed::commit) take once the transaction is
     /// committed.
     pub(super) fn finish(mut self) -> Result<(Batch, IndexDone), StoreError> {
+        let number = self.committed.next_row;
         if !self.new.is_empty() {
             let mut row = Vec::new();
             for key in self.new.values() {
                 key.encode(&mut row);
             }
-            let number = self.committed.next_row;
             self.rows
                 .insert(number, row.as_slice())
                 .map_err(StoreError::backend)?;
@@ -235,6 +345,13 @@ impl<'txn> Staging<'txn> {
                 .into_values()
                 .map(|key| (key.tek, key.publish_at))
                 .collect();
+        }
+        if !self.batch.staged_codes.is_empty() {
+            let row = encode_codes(&self.batch.staged_codes);
+            self.code_rows
+                .insert(number, row.as_slice())
+                .map_err(StoreError::backend)?;
+            self.batch.staged_row = Some(number);
         }
         Ok((self.batch, self.index.finish()?))
     }
@@ -247,9 +364,8 @@ pub(super) fn move_oldest(
     max_keys: usize,
     through: Option<u64>,
 ) -> Result<bool, StoreError> {
-    let staging = &mut tables.staging;
-    let committed = staging.committed;
-    let done: HashSet<u64> = staging.batch.moved_rows.iter().copied().collect();
+    let committed = tables.staging.committed;
+    let done: HashSet<u64> = tables.staging.batch.moved_rows.iter().copied().collect();
     let mut waiting = committed
         .rows
         .iter()
@@ -257,7 +373,7 @@ pub(super) fn move_oldest(
         .take_while(|row| through.is_none_or(|through| **row <= through));
     let mut keys = Vec::new();
     for &row in waiting.by_ref() {
-        keys.extend(take_row(staging, row)?);
+        keys.extend(take_row(tables, row)?);
         if keys.len() >= max_keys {
             break;
         }
@@ -284,21 +400,44 @@ pub(super) fn move_keys<'a>(
         }
     }
     for row in rows {
-        keys.extend(take_row(staging, row)?);
+        keys.extend(take_row(tables, row)?);
     }
     write_keys(tables, keys)
 }
 
-/// Removes a staged row and returns its keys still staged: not removed since, and not staged
-/// again in a later row.
-fn take_row(staging: &mut Staging, row: u64) -> Result<Vec<StagedKey>, StoreError> {
-    let keys = staging
-        .rows
-        .remove(row)
-        .map_err(StoreError::backend)?
-        .ok_or_else(|| StoreError::backend("a staged row went missing"))?;
-    let keys = StagedKey::decode_all(keys.value())?;
+/// Removes a staged row, writes its code rows into [`CODES`](super::CODES) (those not staged again since),
+/// and returns its keys still staged: not removed since, and not staged again in a later row.
+fn take_row(tables: &mut Tables, row: u64) -> Result<Vec<StagedKey>, StoreError> {
+    let staging = &mut tables.staging;
+    let keys = staging.rows.remove(row).map_err(StoreError::backend)?;
+    let codes = staging.code_rows.remove(row).map_err(StoreError::backend)?;
+    if keys.is_none() && codes.is_none() {
+        return Err(StoreError::backend("a staged row went missing"));
+    }
+    let keys = match keys {
+        Some(keys) => StagedKey::decode_all(keys.value())?,
+        None => Vec::new(),
+    };
+    let codes = match codes {
+        Some(codes) => decode_codes(codes.value())?,
+        None => Vec::new(),
+    };
     staging.batch.moved_rows.push(row);
+    let staged_codes = staging
+        .committed
+        .codes
+        .read()
+        .expect("no panic while staging codes");
+    for (hash, code) in codes {
+        if staged_codes.get(&hash).is_some_and(|(at, _)| *at == row) {
+            tables
+                .codes
+                .insert(hash, code.as_slice())
+                .map_err(StoreError::backend)?;
+            staging.batch.moved_codes.push((hash, row));
+        }
+    }
+    drop(staged_codes);
     let keys: Vec<StagedKey> = keys
         .into_iter()
         .filter(|key| {
@@ -498,6 +637,81 @@ mod tests {
             assert_eq!(row.0, 40);
             let value = tables.keys.get(row).unwrap().unwrap();
             assert_eq!(value.value(), key_row(&[4; KEY_LEN], &key(4, 40).record));
+        });
+    }
+
+    fn code(inserted: Option<u32>) -> CodeRow {
+        CodeRow {
+            issued_at: 1,
+            expires_at: 100,
+            used_by: inserted.map(|_| vec![7]),
+            inserted: inserted.unwrap_or(0),
+            ..CodeRow::default()
+        }
+    }
+
+    /// The code's row in the code table alone, and as the batch sees it.
+    fn code_rows(tables: &Tables, hash: &[u8; 32]) -> [Option<CodeRow>; 2] {
+        [
+            read_code(&HashMap::new(), &tables.codes, hash).unwrap(),
+            tables.staging.code(&tables.codes, hash).unwrap(),
+        ]
+    }
+
+    #[test]
+    fn a_consumed_code_is_staged_read_first_and_reaches_the_codes_with_its_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut held = Held::open(&dir.path().join("db"));
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        held.batch(|tables| {
+            for hash in [a, b] {
+                let row = code(None).encode_to_vec();
+                tables.codes.insert(hash, row.as_slice()).unwrap();
+            }
+        });
+        // A batch of keys consumes code a, a batch without keys code b.
+        held.batch(|tables| {
+            tables.staging.stage(key(1, 10));
+            tables.staging.stage_code(a, &code(Some(1)));
+            assert_eq!(
+                code_rows(tables, &a),
+                [Some(code(None)), Some(code(Some(1)))]
+            );
+        });
+        held.batch(|tables| tables.staging.stage_code(b, &code(Some(0))));
+        // Staged, not in the code table, and read back after a restart.
+        let mut held = held.reopened();
+        assert_eq!(held.staged.codes().read().unwrap().len(), 2);
+        held.batch(|tables| {
+            assert_eq!(
+                code_rows(tables, &b),
+                [Some(code(None)), Some(code(Some(0)))]
+            );
+            // Changed again in a later row: the earlier row's move leaves the code table be.
+            tables.staging.stage_code(a, &code(Some(2)));
+        });
+        held.batch(|tables| {
+            assert!(move_oldest(tables, 1, None).unwrap());
+            assert_eq!(
+                code_rows(tables, &a),
+                [Some(code(None)), Some(code(Some(2)))]
+            );
+        });
+        held.batch(|tables| {
+            assert!(!move_oldest(tables, usize::MAX, None).unwrap());
+        });
+        assert!(held.staged.is_empty());
+        assert!(held.staged.codes().read().unwrap().is_empty());
+        held.batch(|tables| {
+            assert_eq!(
+                code_rows(tables, &a),
+                [Some(code(Some(2))), Some(code(Some(2)))]
+            );
+            assert_eq!(
+                code_rows(tables, &b),
+                [Some(code(Some(0))), Some(code(Some(0)))]
+            );
+            assert_eq!(tables.staging.code_rows.len().unwrap(), 0);
         });
     }
 

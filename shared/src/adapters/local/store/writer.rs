@@ -106,9 +106,9 @@ impl Writer {
                 // Stopped (and joined) when the writer stops.
                 let applier = unindexed.start(db.clone());
                 loop {
-                    let first = match staged.len() {
-                        0 => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                        _ => queue.recv_timeout(IDLE),
+                    let first = match staged.is_empty() {
+                        true => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                        false => queue.recv_timeout(IDLE),
                     };
                     // Staged keys the batch moves besides its writes.
                     let (first, to_move) = match first {
