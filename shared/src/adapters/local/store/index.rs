@@ -19,7 +19,9 @@
 //! data directory taken while it ran), or of an earlier version, whose index was in the store's
 //! file, has it rebuilt when it is opened.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+#[cfg(test)]
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -33,6 +35,7 @@ use redb::{
 };
 
 use super::codec::{Row, read_key_row};
+use super::sharded::ShardedMap;
 use super::{KEYS, Tek};
 use crate::domain::key::KEY_LEN;
 use crate::ports::StoreError;
@@ -349,7 +352,7 @@ impl IndexFile {
 pub(super) struct Unindexed {
     file: IndexFile,
     /// Each key's latest change not yet applied, and the [`INDEX_LOG`] row that holds it.
-    changes: HashMap<Tek, (Option<Row>, u64)>,
+    changes: ShardedMap<Tek, (Option<Row>, u64)>,
     /// The key data of each [`INDEX_LOG`] row not yet applied.
     rows: BTreeMap<u64, Vec<Tek>>,
     next_row: u64,
@@ -378,7 +381,7 @@ impl Unindexed {
                 applied: Arc::default(),
                 filter: Arc::default(),
             },
-            changes: HashMap::new(),
+            changes: ShardedMap::default(),
             rows: BTreeMap::new(),
             next_row: 0,
             deleted: 0,
@@ -479,15 +482,11 @@ impl Unindexed {
         {
             let (row, teks) = entry.remove_entry();
             for tek in teks {
-                if self.changes.get(&tek).is_some_and(|(_, at)| *at == row) {
-                    self.changes.remove(&tek);
-                }
+                self.changes.remove_if(&tek, |(_, at)| *at == row);
             }
         }
-        if self.changes.is_empty() && self.changes.capacity() > 0 {
-            // The memory of a burst goes back once it is applied.
-            self.changes = HashMap::new();
-        }
+        // The memory of a burst goes back once it is applied.
+        self.changes.release_if_empty();
         applied
     }
 

@@ -12,6 +12,7 @@ mod consumer_state;
 mod index;
 mod keys;
 mod publication;
+mod sharded;
 mod staging;
 mod writer;
 
