@@ -338,7 +338,7 @@ impl Publisher {
         if let Inserted::Stored(new) = inserted {
             self.metrics.keys_stored.add(&["local"], f64::from(new));
         }
-        tracing::info!(
+        tracing::debug!(
             inserted = n,
             dropped = dropped.len(),
             replay = matches!(inserted, Inserted::Replayed(_)),
