@@ -102,6 +102,37 @@ fn cpu_time() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// How often the disk probe makes a write durable during the load test.
+const DISK_PROBE_EVERY: Duration = Duration::from_millis(10);
+
+/// Probes the disk under `dir` until `stop` is set: every [`DISK_PROBE_EVERY`], how long it
+/// takes to make a 4 KiB write durable (`pwrite` and `fdatasync` of one page of a file of its
+/// own), sorted. That is the floor under an upload's latency, which waits for at least one
+/// sync; measured during the load test, beside the store's own syncs, because a virtual
+/// disk's sync varies tenfold from one second to the next.
+fn probe_disk(
+    dir: &std::path::Path,
+    stop: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<Vec<Duration>> {
+    use std::os::unix::fs::FileExt as _;
+    let path = dir.join("disk-probe");
+    let file = std::fs::File::create(&path)?;
+    let page = [0x5a; 4096];
+    file.write_all_at(&page, 0)?;
+    file.sync_all()?;
+    let mut syncs = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let started = Instant::now();
+        file.write_all_at(&page, 0)?;
+        file.sync_data()?;
+        syncs.push(started.elapsed());
+        std::thread::sleep(DISK_PROBE_EVERY.saturating_sub(started.elapsed()));
+    }
+    std::fs::remove_file(&path)?;
+    syncs.sort_unstable();
+    Ok(syncs)
+}
+
 /// One request a client sends.
 struct Request {
     chaff: bool,
@@ -155,6 +186,11 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadResult> {
     for (i, request) in requests.into_iter().enumerate() {
         shares[i % clients].push(request);
     }
+    let probing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = std::thread::spawn({
+        let (dir, stop) = (dir.path().to_owned(), probing.clone());
+        move || probe_disk(&dir, &stop)
+    });
     let load_before = load_average();
     let cpu_before = cpu_time();
     let started = Instant::now();
@@ -184,6 +220,8 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadResult> {
         .zip(cpu_before)
         .map(|(after, before)| after - before);
     server.abort();
+    probing.store(true, std::sync::atomic::Ordering::Relaxed);
+    let disk = probe.join().expect("the disk probe does not panic")?;
     upload_latencies.sort_unstable();
     chaff_latencies.sort_unstable();
     let stored = backend.keys.count().await?;
@@ -221,6 +259,13 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadResult> {
             quantile_ms(&result.chaff_latencies, 0.99),
         );
     }
+    println!(
+        "disk:                 a 4 KiB write made durable beside the store every {} ms during the load test (the floor under an upload's latency): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        DISK_PROBE_EVERY.as_millis(),
+        quantile_ms(&disk, 0.5),
+        quantile_ms(&disk, 0.99),
+        quantile_ms(&disk, 1.0),
+    );
     if let Some(cpu) = cpu {
         println!(
             "cpu:                  {:.2} s of this process (server and clients) over the load test = {:.0} µs per request",
