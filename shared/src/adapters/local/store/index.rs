@@ -19,9 +19,7 @@
 //! data directory taken while it ran), or of an earlier version, whose index was in the store's
 //! file, has it rebuilt when it is opened.
 
-use std::collections::BTreeMap;
-#[cfg(test)]
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -35,7 +33,6 @@ use redb::{
 };
 
 use super::codec::{Row, read_key_row};
-use super::sharded::ShardedMap;
 use super::{KEYS, Tek};
 use crate::domain::key::KEY_LEN;
 use crate::ports::StoreError;
@@ -352,7 +349,7 @@ impl IndexFile {
 pub(super) struct Unindexed {
     file: IndexFile,
     /// Each key's latest change not yet applied, and the [`INDEX_LOG`] row that holds it.
-    changes: ShardedMap<Tek, (Option<Row>, u64)>,
+    changes: HashMap<Tek, (Option<Row>, u64)>,
     /// The key data of each [`INDEX_LOG`] row not yet applied.
     rows: BTreeMap<u64, Vec<Tek>>,
     next_row: u64,
@@ -381,7 +378,7 @@ impl Unindexed {
                 applied: Arc::default(),
                 filter: Arc::default(),
             },
-            changes: ShardedMap::default(),
+            changes: HashMap::new(),
             rows: BTreeMap::new(),
             next_row: 0,
             deleted: 0,
@@ -482,11 +479,15 @@ impl Unindexed {
         {
             let (row, teks) = entry.remove_entry();
             for tek in teks {
-                self.changes.remove_if(&tek, |(_, at)| *at == row);
+                if self.changes.get(&tek).is_some_and(|(_, at)| *at == row) {
+                    self.changes.remove(&tek);
+                }
             }
         }
-        // The memory of a burst goes back once it is applied.
-        self.changes.release_if_empty();
+        if self.changes.is_empty() && self.changes.capacity() > 0 {
+            // The memory of a burst goes back once it is applied.
+            self.changes = HashMap::new();
+        }
         applied
     }
 

@@ -12,7 +12,6 @@ mod consumer_state;
 mod index;
 mod keys;
 mod publication;
-mod sharded;
 mod staging;
 mod writer;
 

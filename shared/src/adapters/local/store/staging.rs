@@ -15,7 +15,7 @@
 //! of codes look first ([`StagedCodes`]). It reaches [`CODES`](super::CODES) when its row
 //! moves.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -25,7 +25,6 @@ use redb::ReadableTable;
 use super::codec::{CodeRow, Expiring, Row, key_row};
 use super::codes::read_code;
 use super::index::{IndexDone, IndexView};
-use super::sharded::ShardedMap;
 use super::writer::Tables;
 use super::{STAGED, STAGED_CODES, Tek, next_key_row};
 use crate::domain::key::KEY_LEN;
@@ -106,14 +105,14 @@ fn decode_codes(mut row: &[u8]) -> Result<Vec<CodeEntry>, StoreError> {
 /// The staged code rows as committed, by code hash: the number of the [`STAGED_CODES`] row
 /// that holds each, and the encoded [`CodeRow`]. Shared with the readers of codes, who look
 /// here before [`CODES`](super::CODES) (see [`read_code`]).
-pub(super) type StagedCodes = Arc<RwLock<ShardedMap<[u8; 32], (u64, Vec<u8>)>>>;
+pub(super) type StagedCodes = Arc<RwLock<HashMap<[u8; 32], (u64, Vec<u8>)>>>;
 
 /// The staged keys and code rows as committed: the writer thread's own, changed only after
 /// a commit.
 #[derive(Default)]
 pub(super) struct Staged {
     /// Key data to publish_at and the [`STAGED`] row that holds the key.
-    keys: ShardedMap<Tek, (u64, u64)>,
+    keys: HashMap<Tek, (u64, u64)>,
     codes: StagedCodes,
     /// The numbers of the staged rows: of [`STAGED`], of [`STAGED_CODES`], or of both.
     rows: BTreeSet<u64>,
@@ -184,13 +183,19 @@ impl Staged {
         for tek in batch.moved.iter().chain(&batch.removed) {
             self.keys.remove(tek);
         }
-        // The memory of a burst goes back once it has moved.
-        self.keys.release_if_empty();
+        if self.keys.is_empty() {
+            // The memory of a burst goes back once it has moved.
+            self.keys = HashMap::new();
+        }
         let mut codes = self.codes.write().expect("no panic while staging codes");
         for (hash, row) in batch.moved_codes {
-            codes.remove_if(&hash, |(at, _)| *at == row);
+            if codes.get(&hash).is_some_and(|(at, _)| *at == row) {
+                codes.remove(&hash);
+            }
         }
-        codes.release_if_empty();
+        if codes.is_empty() {
+            *codes = HashMap::new();
+        }
         if let Some(row) = batch.staged_row {
             self.keys
                 .extend(batch.staged.into_iter().map(|(tek, at)| (tek, (at, row))));
@@ -390,10 +395,8 @@ pub(super) fn move_keys<'a>(
     for tek in teks {
         if let Some(key) = staging.new.remove(tek) {
             keys.push(key);
-        } else if staging.is_staged(tek)
-            && let Some((_, row)) = committed.keys.get(tek)
-        {
-            rows.insert(*row);
+        } else if staging.is_staged(tek) {
+            rows.insert(committed.keys[tek].1);
         }
     }
     for row in rows {
@@ -650,7 +653,7 @@ mod tests {
     /// The code's row in the code table alone, and as the batch sees it.
     fn code_rows(tables: &Tables, hash: &[u8; 32]) -> [Option<CodeRow>; 2] {
         [
-            read_code(&ShardedMap::default(), &tables.codes, hash).unwrap(),
+            read_code(&HashMap::new(), &tables.codes, hash).unwrap(),
             tables.staging.code(&tables.codes, hash).unwrap(),
         ]
     }
