@@ -3,7 +3,7 @@
 //! Every write is one redb transaction of the first file, so each port's atomicity promise
 //! holds: an upload's keys and its code are stored together or not at all. One module per port
 //! it implements, as the ports are laid out, besides the record [`codec`], the group-committing
-//! [`writer`], the [`staging`] of new keys and the [`index`].
+//! [`writer`], the [`staging`] of new keys and consumed codes, and the [`index`].
 
 mod code_issuers;
 mod codec;
