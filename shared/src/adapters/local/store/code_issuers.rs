@@ -1,12 +1,14 @@
 //! [`CodeIssuerStore`] on the embedded store: issuers by name, and the codes each issued (an
 //! index that [`add_code`](crate::ports::CodeStore::add_code) writes with the code).
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use prost::Message as _;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::codec::{IssuedRow, IssuerRow};
-use super::codes::read_code;
+use super::codes::read_stored_code;
 use super::{CODES, ISSUED, ISSUERS, LocalStore};
 use crate::ports::{
     CodeIssuer, CodeIssuerStore, CodeStatus, IssuedCodeStatus, StoreError, UnixSeconds,
@@ -107,8 +109,14 @@ impl CodeIssuerStore for LocalStore {
         let issuer = issuer.to_string();
         let staged = self.staged_codes.clone();
         self.blocking(move |db| {
-            let staged = staged.read().expect("no panic while staging codes");
-            let txn = db.begin_read().map_err(StoreError::backend)?;
+            // The codes staged as consumed (every staged code row is a consumption) as the
+            // read begins, copied under the lock so that the writer never waits for the whole
+            // list (see `read_code`).
+            let (txn, consumed) = {
+                let staged = staged.read().expect("no panic while staging codes");
+                let txn = db.begin_read().map_err(StoreError::backend)?;
+                (txn, staged.keys().copied().collect::<HashSet<[u8; 32]>>())
+            };
             let issued = txn.open_table(ISSUED).map_err(StoreError::backend)?;
             let codes = txn.open_table(CODES).map_err(StoreError::backend)?;
             let range =
@@ -120,8 +128,9 @@ impl CodeIssuerStore for LocalStore {
                 let row = IssuedRow::decode(row.value()).map_err(StoreError::backend)?;
                 // A purged code had expired unused, or was used by an upload whose keys have
                 // expired since: either way it can authorise nothing.
-                let used = read_code(&staged, &codes, &code_hash)?
-                    .is_some_and(|code| code.used_by.is_some());
+                let used = consumed.contains(&code_hash)
+                    || read_stored_code(&codes, &code_hash)?
+                        .is_some_and(|code| code.used_by.is_some());
                 list.push(IssuedCodeStatus {
                     issued_at,
                     expires_at: row.expires_at,

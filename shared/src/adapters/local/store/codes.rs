@@ -68,6 +68,14 @@ pub(super) fn read_code(
             .map(Some)
             .map_err(StoreError::backend);
     }
+    read_stored_code(table, hash)
+}
+
+/// A code's row as [`CODES`] holds it, without the staged rows.
+pub(super) fn read_stored_code(
+    table: &impl ReadableTable<[u8; 32], &'static [u8]>,
+    hash: &[u8; 32],
+) -> Result<Option<CodeRow>, StoreError> {
     table
         .get(hash)
         .map_err(StoreError::backend)?
