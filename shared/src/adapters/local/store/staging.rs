@@ -199,7 +199,8 @@ impl Staged {
         if let Some(row) = batch.staged_row {
             self.keys
                 .extend(batch.staged.into_iter().map(|(tek, at)| (tek, (at, row))));
-            codes.extend((batch.staged_codes.into_iter()).map(|(hash, code)| (hash, (row, code))));
+            let staged_codes = batch.staged_codes.into_iter();
+            codes.extend(staged_codes.map(|(hash, code)| (hash, (row, code))));
             self.rows.insert(row);
             self.next_row = row + 1;
         }
@@ -405,8 +406,9 @@ pub(super) fn move_keys<'a>(
     write_keys(tables, keys)
 }
 
-/// Removes a staged row, writes its code rows into [`CODES`](super::CODES) (those not staged again since),
-/// and returns its keys still staged: not removed since, and not staged again in a later row.
+/// Removes a staged row, writes its code rows into [`CODES`](super::CODES) (those not staged
+/// again since), and returns its keys still staged: not removed since, and not staged again in
+/// a later row.
 fn take_row(tables: &mut Tables, row: u64) -> Result<Vec<StagedKey>, StoreError> {
     let staging = &mut tables.staging;
     let keys = staging.rows.remove(row).map_err(StoreError::backend)?;
