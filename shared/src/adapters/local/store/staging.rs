@@ -73,6 +73,17 @@ impl StagedKey {
     }
 }
 
+/// Staged keys the map of their key data makes room for when a burst begins: 2^20 of
+/// hashbrown's buckets at its load of 7/8, 33 MB of address space, of which only the pages its
+/// keys touch take memory. A map grown as keys come rehashes every key each time it doubles,
+/// and the writer waits meanwhile: 22 ms at 229,376 keys, in the middle of a burst of 20,000
+/// uploads (docs/performance.md). The one large table is mapped from the system and given back
+/// whole once the burst has moved, which the small tables of a map split in shards were not.
+const STAGED_KEYS_ROOM: usize = 917_504;
+
+/// Likewise for the codes the burst's uploads consumed: 2^16 buckets, 4 MB.
+const STAGED_CODES_ROOM: usize = 57_344;
+
 /// A code's hash and its encoded [`CodeRow`], as a [`STAGED_CODES`] row holds it.
 type CodeEntry = ([u8; 32], Vec<u8>);
 
@@ -197,6 +208,12 @@ impl Staged {
             *codes = HashMap::new();
         }
         if let Some(row) = batch.staged_row {
+            if self.keys.capacity() == 0 && !batch.staged.is_empty() {
+                self.keys.reserve(STAGED_KEYS_ROOM);
+            }
+            if codes.capacity() == 0 && !batch.staged_codes.is_empty() {
+                codes.reserve(STAGED_CODES_ROOM);
+            }
             self.keys
                 .extend(batch.staged.into_iter().map(|(tek, at)| (tek, (at, row))));
             let staged_codes = batch.staged_codes.into_iter();
