@@ -3,22 +3,10 @@
 //! turning unhealthy when data-prep stops.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 
-use enfeed_tests::{TestRegion, person_keys, upload_body};
+use enfeed_tests::{TestRegion, person_keys, upload_body, venv_python};
 use serde_json::Value;
-
-/// The Python that `make test` installs prometheus-client into.
-fn venv_python() -> PathBuf {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} does not exist: run `make test`, which installs prometheus-client into .venv",
-        python.display()
-    );
-    python
-}
 
 /// Every sample of a Prometheus text exposition, parsed by the `prometheus_client` package:
 /// `name{label=value,...}` to value.
