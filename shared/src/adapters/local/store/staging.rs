@@ -73,13 +73,14 @@ impl StagedKey {
     }
 }
 
-/// Staged keys the map of their key data makes room for when a burst begins: 2^20 of
+/// Staged keys each table of their key data makes room for when it begins: 2^20 of
 /// hashbrown's buckets at its load of 7/8, 33 MB of address space, of which only the pages its
 /// keys touch take memory. A map grown as keys come rehashes every key each time it doubles,
 /// and the writer waits meanwhile: 22 ms at 229,376 keys, in the middle of a burst of 20,000
-/// uploads (docs/performance.md). The one large table is mapped from the system and given back
-/// whole once the burst has moved, which the small tables of a map split in shards were not.
-const STAGED_KEYS_ROOM: usize = 917_504;
+/// uploads (docs/performance.md). So a table never grows: when it is full, the next begins
+/// (see [`StagedKeys`]). Each large table is mapped from the system and given back whole once
+/// its keys have moved, which the small tables of a map split in shards were not.
+pub(super) const STAGED_KEYS_ROOM: usize = 917_504;
 
 /// Likewise for the codes the burst's uploads consumed: 2^16 buckets, 4 MB.
 const STAGED_CODES_ROOM: usize = 57_344;
@@ -118,12 +119,59 @@ fn decode_codes(mut row: &[u8]) -> Result<Vec<CodeEntry>, StoreError> {
 /// here before [`CODES`](super::CODES) (see [`read_code`]).
 pub(super) type StagedCodes = Arc<RwLock<HashMap<[u8; 32], (u64, Vec<u8>)>>>;
 
+/// The key data of the staged keys, to publish_at and the [`STAGED`] row that holds the key,
+/// in tables of [`STAGED_KEYS_ROOM`] each, oldest first: keys go into the newest, and a new
+/// table begins when it is full, so that no table ever rehashes its keys. Keys move oldest
+/// first, so the oldest table empties first and goes.
+#[derive(Default)]
+struct StagedKeys {
+    tables: Vec<HashMap<Tek, (u64, u64)>>,
+}
+
+impl StagedKeys {
+    fn get(&self, tek: &Tek) -> Option<&(u64, u64)> {
+        self.tables.iter().rev().find_map(|table| table.get(tek))
+    }
+
+    fn contains_key(&self, tek: &Tek) -> bool {
+        self.get(tek).is_some()
+    }
+
+    fn len(&self) -> usize {
+        self.tables.iter().map(HashMap::len).sum()
+    }
+
+    fn insert(&mut self, tek: Tek, value: (u64, u64)) {
+        if let Some(held) = self.tables.iter_mut().find_map(|table| table.get_mut(&tek)) {
+            *held = value;
+            return;
+        }
+        let table = match self.tables.last_mut() {
+            Some(newest) if newest.len() < STAGED_KEYS_ROOM => newest,
+            _ => {
+                self.tables.push(HashMap::with_capacity(STAGED_KEYS_ROOM));
+                self.tables.last_mut().expect("just pushed")
+            }
+        };
+        table.insert(tek, value);
+    }
+
+    fn remove(&mut self, tek: &Tek) {
+        if let Some(at) = self.tables.iter().position(|table| table.contains_key(tek)) {
+            self.tables[at].remove(tek);
+            if self.tables[at].is_empty() {
+                // The memory of a burst goes back as it moves.
+                self.tables.remove(at);
+            }
+        }
+    }
+}
+
 /// The staged keys and code rows as committed: the writer thread's own, changed only after
 /// a commit.
 #[derive(Default)]
 pub(super) struct Staged {
-    /// Key data to publish_at and the [`STAGED`] row that holds the key.
-    keys: HashMap<Tek, (u64, u64)>,
+    keys: StagedKeys,
     codes: StagedCodes,
     /// The numbers of the staged rows: of [`STAGED`], of [`STAGED_CODES`], or of both.
     rows: BTreeSet<u64>,
@@ -194,10 +242,6 @@ impl Staged {
         for tek in batch.moved.iter().chain(&batch.removed) {
             self.keys.remove(tek);
         }
-        if self.keys.is_empty() {
-            // The memory of a burst goes back once it has moved.
-            self.keys = HashMap::new();
-        }
         let mut codes = self.codes.write().expect("no panic while staging codes");
         for (hash, row) in batch.moved_codes {
             if codes.get(&hash).is_some_and(|(at, _)| *at == row) {
@@ -208,14 +252,12 @@ impl Staged {
             *codes = HashMap::new();
         }
         if let Some(row) = batch.staged_row {
-            if self.keys.capacity() == 0 && !batch.staged.is_empty() {
-                self.keys.reserve(STAGED_KEYS_ROOM);
-            }
             if codes.capacity() == 0 && !batch.staged_codes.is_empty() {
                 codes.reserve(STAGED_CODES_ROOM);
             }
-            self.keys
-                .extend(batch.staged.into_iter().map(|(tek, at)| (tek, (at, row))));
+            for (tek, at) in batch.staged {
+                self.keys.insert(tek, (at, row));
+            }
             let staged_codes = batch.staged_codes.into_iter();
             codes.extend(staged_codes.map(|(hash, code)| (hash, (row, code))));
             self.rows.insert(row);
@@ -414,7 +456,7 @@ pub(super) fn move_keys<'a>(
         if let Some(key) = staging.new.remove(tek) {
             keys.push(key);
         } else if staging.is_staged(tek) {
-            rows.insert(committed.keys[tek].1);
+            rows.insert(committed.keys.get(tek).expect("a staged key").1);
         }
     }
     for row in rows {
@@ -525,6 +567,47 @@ mod tests {
     use super::*;
     use crate::adapters::local::store::index::Unindexed;
     use crate::adapters::local::store::{EXPIRING, KEYS};
+
+    #[test]
+    fn the_staged_keys_fill_a_table_before_the_next_begins_and_a_table_goes_once_its_keys_moved() {
+        let tek = |n: usize| {
+            let mut tek = [0; KEY_LEN];
+            tek[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            tek
+        };
+        let mut keys = StagedKeys::default();
+        for n in 0..=STAGED_KEYS_ROOM {
+            keys.insert(tek(n), (0, n as u64));
+        }
+        assert_eq!(keys.tables.len(), 2);
+        assert_eq!(
+            keys.tables[0].capacity(),
+            STAGED_KEYS_ROOM,
+            "the full table never grew"
+        );
+        assert_eq!(keys.len(), STAGED_KEYS_ROOM + 1);
+
+        keys.insert(tek(0), (1, 9));
+        assert_eq!(
+            keys.get(&tek(0)),
+            Some(&(1, 9)),
+            "staged again where it was"
+        );
+        assert_eq!(keys.len(), STAGED_KEYS_ROOM + 1);
+
+        for n in 0..STAGED_KEYS_ROOM {
+            keys.remove(&tek(n));
+        }
+        assert_eq!(
+            keys.tables.len(),
+            1,
+            "the oldest table went once its keys moved"
+        );
+        assert!(keys.contains_key(&tek(STAGED_KEYS_ROOM)));
+        keys.remove(&tek(STAGED_KEYS_ROOM));
+        assert!(keys.tables.is_empty());
+        assert_eq!(keys.len(), 0);
+    }
 
     fn key(byte: u8, publish_at: u64) -> StagedKey {
         StagedKey {

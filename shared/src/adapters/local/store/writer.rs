@@ -11,7 +11,7 @@ use std::time::Duration;
 use redb::Database;
 
 use super::index::{IndexView, Unindexed};
-use super::staging::{self, Staged, Staging};
+use super::staging::{self, STAGED_KEYS_ROOM, Staged, Staging};
 use super::{CODES, EXPIRING, ISSUED, ISSUERS, KEYS, META, PEERS, Tek};
 use crate::ports::StoreError;
 
@@ -30,9 +30,9 @@ const MOVE_PART: usize = 1_024;
 pub(super) const SETTLE_PART: usize = 16_384;
 
 /// Staged keys past which every batch of writes also moves a part of them: how much memory a
-/// burst of uploads may take (about 66 MB, measured), and how long it may last at the speed of
-/// appends (some 70,000 uploads).
-const MAX_STAGED: usize = 1_000_000;
+/// burst of uploads may take (four tables of their key data, 134 MB), and how long it may last
+/// at the speed of appends (some 260,000 uploads).
+const MAX_STAGED: usize = 4 * STAGED_KEYS_ROOM;
 
 /// Staged keys a batch moves besides its writes while more than [`MAX_STAGED`] wait, for each
 /// key it stages: the stage shrinks as fast as it grew, and each batch of a long burst carries
