@@ -1,12 +1,11 @@
 //! [`CodeStore`] on the embedded store, and the wrong-code counters it keeps in memory.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use prost::Message as _;
 use redb::ReadableTable;
 
 use super::codec::{CodeRow, IssuedRow};
+use super::staging::StagedCodeRows;
 use super::{CODES, LocalStore};
 use crate::domain::diagnosis::Diagnosis;
 use crate::ports::{self, CodeClaim, CodeRecord, CodeStore, StoreError, UnixSeconds};
@@ -59,7 +58,7 @@ impl Attempts {
 /// lock from before it begins its read of [`CODES`]: a staged row is forgotten only after it
 /// is committed into [`CODES`], so the reader finds each change in one or the other.
 pub(super) fn read_code(
-    staged: &HashMap<[u8; 32], (u64, Vec<u8>)>,
+    staged: &StagedCodeRows,
     table: &impl ReadableTable<[u8; 32], &'static [u8]>,
     hash: &[u8; 32],
 ) -> Result<Option<CodeRow>, StoreError> {

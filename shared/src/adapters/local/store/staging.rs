@@ -16,6 +16,7 @@
 //! moves.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -78,11 +79,11 @@ impl StagedKey {
 /// keys touch take memory. A map grown as keys come rehashes every key each time it doubles,
 /// and the writer waits meanwhile: 22 ms at 229,376 keys, in the middle of a burst of 20,000
 /// uploads (docs/performance.md). So a table never grows: when it is full, the next begins
-/// (see [`StagedKeys`]). Each large table is mapped from the system and given back whole once
-/// its keys have moved, which the small tables of a map split in shards were not.
+/// (see [`FixedRoomMap`]). Each large table is mapped from the system and given back whole
+/// once its keys have moved, which the small tables of a map split in shards were not.
 pub(super) const STAGED_KEYS_ROOM: usize = 917_504;
 
-/// Likewise for the codes the burst's uploads consumed: 2^16 buckets, 4 MB.
+/// Likewise for the codes the burst's uploads consumed: tables of 2^16 buckets, 4 MB each.
 const STAGED_CODES_ROOM: usize = 57_344;
 
 /// A code's hash and its encoded [`CodeRow`], as a [`STAGED_CODES`] row holds it.
@@ -114,58 +115,72 @@ fn decode_codes(mut row: &[u8]) -> Result<Vec<CodeEntry>, StoreError> {
     Ok(codes)
 }
 
-/// The staged code rows as committed, by code hash: the number of the [`STAGED_CODES`] row
-/// that holds each, and the encoded [`CodeRow`]. Shared with the readers of codes, who look
-/// here before [`CODES`](super::CODES) (see [`read_code`]).
-pub(super) type StagedCodes = Arc<RwLock<HashMap<[u8; 32], (u64, Vec<u8>)>>>;
+/// The staged code rows as committed, shared with the readers of codes, who look here before
+/// [`CODES`](super::CODES) (see [`read_code`]).
+pub(super) type StagedCodes = Arc<RwLock<StagedCodeRows>>;
 
-/// The key data of the staged keys, to publish_at and the [`STAGED`] row that holds the key,
-/// in tables of [`STAGED_KEYS_ROOM`] each, oldest first: keys go into the newest, and a new
-/// table begins when it is full, so that no table ever rehashes its keys. Keys move oldest
-/// first, so the oldest table empties first and goes.
-#[derive(Default)]
-struct StagedKeys {
-    tables: Vec<HashMap<Tek, (u64, u64)>>,
+/// The staged code rows by code hash: the number of the [`STAGED_CODES`] row that holds each,
+/// and the encoded [`CodeRow`].
+pub(super) type StagedCodeRows = FixedRoomMap<[u8; 32], (u64, Vec<u8>), STAGED_CODES_ROOM>;
+
+/// A map held in tables of `ROOM` entries each, oldest first: entries go into the newest, and
+/// a new table begins when it is full, so that no table ever grows and rehashes what it holds.
+/// Staged keys and code rows move oldest first, so the oldest table empties first and goes.
+pub(super) struct FixedRoomMap<K, V, const ROOM: usize> {
+    tables: Vec<HashMap<K, V>>,
 }
 
-impl StagedKeys {
-    fn get(&self, tek: &Tek) -> Option<&(u64, u64)> {
-        self.tables.iter().rev().find_map(|table| table.get(tek))
+impl<K, V, const ROOM: usize> Default for FixedRoomMap<K, V, ROOM> {
+    fn default() -> Self {
+        Self { tables: Vec::new() }
+    }
+}
+
+impl<K: Eq + Hash, V, const ROOM: usize> FixedRoomMap<K, V, ROOM> {
+    pub(super) fn get(&self, key: &K) -> Option<&V> {
+        self.tables.iter().rev().find_map(|table| table.get(key))
     }
 
-    fn contains_key(&self, tek: &Tek) -> bool {
-        self.get(tek).is_some()
+    fn contains_key(&self, key: &K) -> bool {
+        self.get(key).is_some()
     }
 
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.tables.iter().map(HashMap::len).sum()
     }
 
-    fn insert(&mut self, tek: Tek, value: (u64, u64)) {
-        if let Some(held) = self.tables.iter_mut().find_map(|table| table.get_mut(&tek)) {
+    pub(super) fn keys(&self) -> impl Iterator<Item = &K> {
+        self.tables.iter().flat_map(HashMap::keys)
+    }
+
+    fn insert(&mut self, key: K, value: V) {
+        if let Some(held) = self.tables.iter_mut().find_map(|table| table.get_mut(&key)) {
             *held = value;
             return;
         }
         let table = match self.tables.last_mut() {
-            Some(newest) if newest.len() < STAGED_KEYS_ROOM => newest,
+            Some(newest) if newest.len() < ROOM => newest,
             _ => {
-                self.tables.push(HashMap::with_capacity(STAGED_KEYS_ROOM));
+                self.tables.push(HashMap::with_capacity(ROOM));
                 self.tables.last_mut().expect("just pushed")
             }
         };
-        table.insert(tek, value);
+        table.insert(key, value);
     }
 
-    fn remove(&mut self, tek: &Tek) {
-        if let Some(at) = self.tables.iter().position(|table| table.contains_key(tek)) {
-            self.tables[at].remove(tek);
-            if self.tables[at].is_empty() {
-                // The memory of a burst goes back as it moves.
-                self.tables.remove(at);
-            }
+    fn remove(&mut self, key: &K) {
+        let mut held = self.tables.iter_mut();
+        if let Some(at) = held.position(|table| table.remove(key).is_some())
+            && self.tables[at].is_empty()
+        {
+            // The memory of a burst goes back as it moves.
+            self.tables.remove(at);
         }
     }
 }
+
+/// The key data of the staged keys, to publish_at and the [`STAGED`] row that holds the key.
+type StagedKeys = FixedRoomMap<Tek, (u64, u64), STAGED_KEYS_ROOM>;
 
 /// The staged keys and code rows as committed: the writer thread's own, changed only after
 /// a commit.
@@ -248,18 +263,13 @@ impl Staged {
                 codes.remove(&hash);
             }
         }
-        if codes.is_empty() {
-            *codes = HashMap::new();
-        }
         if let Some(row) = batch.staged_row {
-            if codes.capacity() == 0 && !batch.staged_codes.is_empty() {
-                codes.reserve(STAGED_CODES_ROOM);
-            }
             for (tek, at) in batch.staged {
                 self.keys.insert(tek, (at, row));
             }
-            let staged_codes = batch.staged_codes.into_iter();
-            codes.extend(staged_codes.map(|(hash, code)| (hash, (row, code))));
+            for (hash, code) in batch.staged_codes {
+                codes.insert(hash, (row, code));
+            }
             self.rows.insert(row);
             self.next_row = row + 1;
         }
@@ -755,7 +765,7 @@ mod tests {
     /// The code's row in the code table alone, and as the batch sees it.
     fn code_rows(tables: &Tables, hash: &[u8; 32]) -> [Option<CodeRow>; 2] {
         [
-            read_code(&HashMap::new(), &tables.codes, hash).unwrap(),
+            read_code(&StagedCodeRows::default(), &tables.codes, hash).unwrap(),
             tables.staging.code(&tables.codes, hash).unwrap(),
         ]
     }
@@ -803,7 +813,7 @@ mod tests {
             assert!(!move_oldest(tables, usize::MAX, None).unwrap());
         });
         assert!(held.staged.is_empty());
-        assert!(held.staged.codes().read().unwrap().is_empty());
+        assert_eq!(held.staged.codes().read().unwrap().len(), 0);
         held.batch(|tables| {
             assert_eq!(
                 code_rows(tables, &a),
