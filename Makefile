@@ -11,7 +11,9 @@ RUNS   ?= 20
 FUZZ_SECONDS ?= 30
 API_URL ?=
 # Keys data-prep publishes in `make bench`, and options of the benches' load test (see
-# `enfeed-lab bench --help`), e.g. BENCH_ARGS="--connection-per-upload --chaff 50".
+# `enfeed-lab bench --help`), e.g. BENCH_ARGS="--connection-per-upload --chaff 50". Left empty,
+# `make bench` offers the target's 5,000 uploads a second and `make bench-compare` sends as fast
+# as answers come back.
 KEYS   ?= 1000000
 BENCH_ARGS ?=
 CONSOLE_DIST ?= $${CARGO_TARGET_DIR:-target}/console-dist
@@ -196,10 +198,14 @@ $(INFRA_VENV)/.cfn-lint-$(CFN_LINT_VERSION): | $(INFRA_VENV)/bin/python
 demo:
 	$(CARGO) run --release -p enfeed-sim --bin enfeed-lab -- simulate
 
-## The whole pipeline measured: data-prep of KEYS keys, consumer, uploads to the local server
-## (see docs/performance.md).
+## The whole pipeline measured (docs/performance.md): data-prep of KEYS keys and the consumer
+## with two malloc arenas, as the data-prep function runs; then uploads to the local server with
+## glibc's default arenas, as `enfeed serve` runs (capped, its threads queue on each other's
+## arena locks and an upload's p99 grows several times).
 bench:
-	MALLOC_ARENA_MAX=2 $(CARGO) run --release -p enfeed-sim --bin enfeed-lab -- bench --keys $(KEYS) $(BENCH_ARGS)
+	MALLOC_ARENA_MAX=2 $(CARGO) run --release -p enfeed-sim --bin enfeed-lab -- bench --keys $(KEYS) --uploads 0
+	env -u MALLOC_ARENA_MAX $(CARGO) run --release -p enfeed-sim --bin enfeed-lab -- bench --keys 0 \
+		$(or $(BENCH_ARGS),--rate 5000)
 
 ## Uploads side by side with PostgreSQL, in one run: a throwaway cluster of Debian's package
 ## (installed with apt-get when missing) on loopback, driven by pgbench with an upload's store

@@ -9,7 +9,11 @@
 //! 4. Uploads to the local server over loopback ([`load`]): a fixed number of uploads of 14
 //!    keys each from a bounded number of concurrent clients; uploads per second, latency, and
 //!    a count of the stored keys afterwards.
-//! 5. The Lambda artifacts, if built (`make build`): their sizes.
+//! 5. With data-prep, the Lambda artifacts, if built (`make build`): their sizes.
+//!
+//! `make bench` runs data-prep and the load test in two processes: data-prep with two malloc
+//! arenas, as the data-prep function runs, and the load test with glibc's default, as
+//! `enfeed serve` runs.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -62,11 +66,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     if args.keys > 0 {
         dataprep_and_consumer(&args).await?;
+        lambda_artifacts();
     }
     if args.load.uploads > 0 {
         load::run(&args.load).await?;
     }
-    lambda_artifacts();
     Ok(())
 }
 

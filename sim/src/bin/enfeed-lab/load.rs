@@ -191,6 +191,11 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadResult> {
         let (dir, stop) = (dir.path().to_owned(), probing.clone());
         move || probe_disk(&dir, &stop)
     });
+    if let Ok(arenas) = std::env::var("MALLOC_ARENA_MAX") {
+        println!(
+            "allocator:            MALLOC_ARENA_MAX={arenas}; `enfeed serve` runs with glibc's default, and with fewer arenas than threads the server's threads wait on each other's arena locks (docs/performance.md)"
+        );
+    }
     let load_before = load_average();
     let cpu_before = cpu_time();
     let started = Instant::now();
