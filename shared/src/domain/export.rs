@@ -9,6 +9,7 @@
 //! again and decoded, key by key, up to a cap on keys. A key that cannot be read does not
 //! refuse the file: it is listed in [`ExportFile::malformed`].
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::io::{self, Cursor, Read, Write};
 
@@ -303,11 +304,11 @@ pub enum ExportError {
 
 /// The export.bin bytes, the part that is signed: the header, then the protobuf with `keys`
 /// and `revised_keys` (keys published before whose report type changed).
-pub fn encode_export_bin(
+pub fn encode_export_bin<K: Borrow<DiagnosisKey>>(
     header: &ExportHeader,
     signature_infos: &[SignatureInfo],
-    keys: &[DiagnosisKey],
-    revised_keys: &[DiagnosisKey],
+    keys: &[K],
+    revised_keys: &[K],
 ) -> Result<Vec<u8>, ExportError> {
     let count = keys.len() + revised_keys.len();
     if count > MAX_KEYS_PER_FILE {
@@ -338,7 +339,7 @@ pub fn encode_export_bin(
         (REVISED_KEYS_FIELD_KEY, revised_keys),
     ] {
         for key in keys {
-            wire_key.set(key);
+            wire_key.set(key.borrow());
             export_bin.push(field);
             wire_key
                 .encode_length_delimited(&mut export_bin)

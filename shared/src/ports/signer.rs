@@ -1,6 +1,8 @@
 //! The signer: the region's export signing keys, and how a signed export file is made with
 //! them ([`write_export`]).
 
+use std::borrow::Borrow;
+
 use async_trait::async_trait;
 
 use crate::domain::export::{
@@ -25,15 +27,15 @@ pub trait Signer: Send + Sync {
     fn verification_keys(&self) -> Vec<VerificationKey>;
 }
 
-/// Writes a signed export zip of `keys` and `revised_keys`. Keys are written in the order given
-/// (the caller sorts them).
+/// Writes a signed export zip of `keys` and `revised_keys`, given as keys or as references to
+/// them. Keys are written in the order given (the caller sorts them).
 ///
 /// Encodes export.bin with the signer's signature infos, signs all of it, encodes export.sig
 /// (one signature per key, with the batch number and size), and zips both.
-pub async fn write_export(
+pub async fn write_export<K: Borrow<DiagnosisKey> + Sync>(
     header: &ExportHeader,
-    keys: &[DiagnosisKey],
-    revised_keys: &[DiagnosisKey],
+    keys: &[K],
+    revised_keys: &[K],
     signer: &dyn Signer,
 ) -> Result<Vec<u8>, ExportError> {
     let signature_infos = signer.signature_infos();

@@ -345,13 +345,18 @@ impl DataPrep {
             let slice = &feed_keys[start..(start + MAX_KEYS_PER_FILE).min(feed_keys.len())];
             let (revised, keys): (Vec<&StoredKey>, Vec<&StoredKey>) =
                 slice.iter().partition(|k| k.revision);
-            let mut file_keys: Vec<DiagnosisKey> = keys.iter().map(|k| k.key.clone()).collect();
-            let revised_keys: Vec<DiagnosisKey> = revised.iter().map(|k| k.key.clone()).collect();
-            let padding = if planned.feed == Feed::Public {
-                pad(&mut file_keys, self.config.padding_min, plan, planned)
-            } else {
-                0
+            // References, not copies: a file holds up to a run's keys.
+            let mut file_keys: Vec<&DiagnosisKey> = keys.iter().map(|k| &k.key).collect();
+            let revised_keys: Vec<&DiagnosisKey> = revised.iter().map(|k| &k.key).collect();
+            let fakes = match planned.feed {
+                Feed::Public => padding(&file_keys, self.config.padding_min, plan, planned),
+                _ => Vec::new(),
             };
+            if !fakes.is_empty() {
+                file_keys.extend(&fakes);
+                file_keys.sort_unstable_by_key(|k| k.key_data);
+            }
+            let padding = fakes.len() as u32;
             let header = ExportHeader {
                 start_timestamp: plan.after,
                 // Several files of one window differ in their end, as phones require.
@@ -514,12 +519,17 @@ struct BuiltChunk {
     published: PublishedChunk,
 }
 
-/// Pads a file with fewer than `min` real keys (but at least one) with random keys that copy
-/// real keys' metadata, to `min` plus up to 99 more, as Google's reference server does; keeps
-/// the file sorted. Deterministic for a plan, so a rebuilt chunk holds the same keys.
-fn pad(keys: &mut Vec<DiagnosisKey>, min: usize, plan: &Plan, chunk: &PlannedChunk) -> u32 {
+/// The random keys that pad a file of fewer than `min` real keys (but at least one), copying
+/// real keys' metadata, to `min` plus up to 99 more, as Google's reference server does.
+/// Deterministic for a plan, so a rebuilt chunk holds the same keys.
+fn padding(
+    keys: &[&DiagnosisKey],
+    min: usize,
+    plan: &Plan,
+    chunk: &PlannedChunk,
+) -> Vec<DiagnosisKey> {
     if keys.is_empty() || keys.len() >= min {
-        return 0;
+        return Vec::new();
     }
     let feed = chunk.feed.to_string();
     let seed = sha256(&[
@@ -529,15 +539,13 @@ fn pad(keys: &mut Vec<DiagnosisKey>, min: usize, plan: &Plan, chunk: &PlannedChu
     ]);
     let mut rng = ChaCha20Rng::from_seed(seed);
     let target = min + (rng.next_u32() % 100) as usize;
-    let real = keys.len();
-    while keys.len() < target {
-        let template = &keys[rng.next_u32() as usize % real];
-        let mut fake = template.clone();
-        rng.fill_bytes(&mut fake.key_data);
-        keys.push(fake);
-    }
-    keys.sort_unstable_by_key(|k| k.key_data);
-    (target - real) as u32
+    (keys.len()..target)
+        .map(|_| {
+            let mut fake = keys[rng.next_u32() as usize % keys.len()].clone();
+            rng.fill_bytes(&mut fake.key_data);
+            fake
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -598,18 +606,14 @@ mod tests {
             number: 1,
             part: 0,
         };
-        let real = vec![stored(Origin::Local, &[]).key];
-        let (mut a, mut b) = (real.clone(), real.clone());
-        let added = pad(&mut a, 1000, &plan, &chunk);
-        pad(&mut b, 1000, &plan, &chunk);
-        assert_eq!(a, b);
-        assert!((999..1099).contains(&added), "{added}");
-        assert!(a.windows(2).all(|w| w[0].key_data <= w[1].key_data));
+        let real = stored(Origin::Local, &[]).key;
+        let a = padding(&[&real], 1000, &plan, &chunk);
+        assert_eq!(a, padding(&[&real], 1000, &plan, &chunk));
+        assert!((999..1099).contains(&a.len()), "{}", a.len());
         assert!(
             a.iter()
-                .all(|k| k.rolling_period == 144 && k.rolling_start == 1)
+                .all(|k| k.rolling_period == 144 && k.rolling_start == 1 && k != &real)
         );
-        let mut none = Vec::new();
-        assert_eq!(pad(&mut none, 1000, &plan, &chunk), 0);
+        assert!(padding(&[], 1000, &plan, &chunk).is_empty());
     }
 }
