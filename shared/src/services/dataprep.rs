@@ -343,11 +343,12 @@ impl DataPrep {
                 .unwrap_or_default();
             let start = (planned.part as usize * MAX_KEYS_PER_FILE).min(feed_keys.len());
             let slice = &feed_keys[start..(start + MAX_KEYS_PER_FILE).min(feed_keys.len())];
-            let (revised, keys): (Vec<&StoredKey>, Vec<&StoredKey>) =
-                slice.iter().partition(|k| k.revision);
             // References, not copies: a file holds up to a run's keys.
-            let mut file_keys: Vec<&DiagnosisKey> = keys.iter().map(|k| &k.key).collect();
-            let revised_keys: Vec<&DiagnosisKey> = revised.iter().map(|k| &k.key).collect();
+            let of_kind = |revision: bool| -> Vec<&DiagnosisKey> {
+                let kind = slice.iter().filter(|k| k.revision == revision);
+                kind.map(|k| &k.key).collect()
+            };
+            let (mut file_keys, revised_keys) = (of_kind(false), of_kind(true));
             let fakes = match planned.feed {
                 Feed::Public => padding(&file_keys, self.config.padding_min, plan, planned),
                 _ => Vec::new(),
