@@ -264,7 +264,12 @@ impl Backend {
 
     /// Publishes what is new and retires what has expired, and the public keys that verify the
     /// chunks.
+    ///
+    /// The allocator's freed pages are given back before and after the run, so that the run's
+    /// peak is what it takes, not what uploads or the run before left in the allocator
+    /// ([`memory`](crate::adapters::memory)).
     pub async fn run_dataprep(&self) -> Result<DataPrepReport, DataPrepError> {
+        give_back_freed_memory();
         let report = DataPrep::new(
             self.config.clone(),
             self.keys.clone(),
@@ -275,7 +280,9 @@ impl Backend {
             self.metrics.clone(),
         )
         .run()
-        .await?;
+        .await;
+        give_back_freed_memory();
+        let report = report?;
         *self.last_dataprep.lock().expect("no panic while recording") =
             Some((self.clock.now(), report.clone()));
         let document = VerificationKeys {
@@ -364,4 +371,16 @@ impl Backend {
             })
             .collect()
     }
+}
+
+/// Gives back what the allocator holds freed ([`memory`](crate::adapters::memory)), and logs
+/// how long that took.
+fn give_back_freed_memory() {
+    let started = std::time::Instant::now();
+    let gave = crate::adapters::memory::give_back_freed();
+    tracing::debug!(
+        gave,
+        took_us = started.elapsed().as_micros() as u64,
+        "freed memory given back"
+    );
 }
