@@ -269,7 +269,7 @@ impl Backend {
     /// peak is what it takes, not what uploads or the run before left in the allocator
     /// ([`memory`](crate::adapters::memory)).
     pub async fn run_dataprep(&self) -> Result<DataPrepReport, DataPrepError> {
-        give_back_freed_memory();
+        give_back_freed_memory().await;
         let report = DataPrep::new(
             self.config.clone(),
             self.keys.clone(),
@@ -281,7 +281,7 @@ impl Backend {
         )
         .run()
         .await;
-        give_back_freed_memory();
+        give_back_freed_memory().await;
         let report = report?;
         *self.last_dataprep.lock().expect("no panic while recording") =
             Some((self.clock.now(), report.clone()));
@@ -374,10 +374,13 @@ impl Backend {
 }
 
 /// Gives back what the allocator holds freed ([`memory`](crate::adapters::memory)), and logs
-/// how long that took.
-fn give_back_freed_memory() {
+/// how long that took: up to tens of milliseconds after a large run, on a blocking thread so
+/// that the runtime's workers go on serving meanwhile.
+async fn give_back_freed_memory() {
     let started = std::time::Instant::now();
-    let gave = crate::adapters::memory::give_back_freed();
+    let gave = tokio::task::spawn_blocking(crate::adapters::memory::give_back_freed)
+        .await
+        .unwrap_or(false);
     tracing::debug!(
         gave,
         took_us = started.elapsed().as_micros() as u64,
