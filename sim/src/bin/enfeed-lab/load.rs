@@ -102,6 +102,38 @@ fn cpu_time() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// The machine's processor time so far, in clock ticks of all its cores (Linux): busy, stolen
+/// by the hypervisor (time this virtual machine was ready to run and a neighbour ran
+/// instead), and in all.
+#[derive(Clone, Copy)]
+struct MachineCpu {
+    busy: u64,
+    stolen: u64,
+    total: u64,
+}
+
+fn machine_cpu() -> Option<MachineCpu> {
+    // The first line of /proc/stat: "cpu" then user, nice, system, idle, iowait, irq,
+    // softirq, steal (and guest times, which user and nice already count).
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = ticks[..] else {
+        return None;
+    };
+    Some(MachineCpu {
+        busy: user + nice + system + irq + softirq,
+        stolen: steal,
+        total: user + nice + system + idle + iowait + irq + softirq + steal,
+    })
+}
+
 /// How often the disk probe makes a write durable during the load test.
 const DISK_PROBE_EVERY: Duration = Duration::from_millis(10);
 
@@ -198,6 +230,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadResult> {
     }
     let load_before = load_average();
     let cpu_before = cpu_time();
+    let machine_before = machine_cpu();
     let started = Instant::now();
     let mut running = tokio::task::JoinSet::new();
     for (i, share) in shares.into_iter().enumerate() {
@@ -221,6 +254,13 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadResult> {
         }
     }
     let elapsed = started.elapsed();
+    let machine = machine_cpu()
+        .zip(machine_before)
+        .map(|(after, before)| MachineCpu {
+            busy: after.busy - before.busy,
+            stolen: after.stolen - before.stolen,
+            total: (after.total - before.total).max(1),
+        });
     let cpu = cpu_time()
         .zip(cpu_before)
         .map(|(after, before)| after - before);
@@ -276,6 +316,14 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadResult> {
             "cpu:                  {:.2} s of this process (server and clients) over the load test = {:.0} µs per request",
             cpu.as_secs_f64(),
             cpu.as_secs_f64() * 1e6 / (result.uploads + chaff) as f64,
+        );
+    }
+    if let Some(machine) = machine {
+        // A run whose cores were stolen measured the neighbours as much as enfeed.
+        println!(
+            "machine cpu:          {:.0} % of all cores busy over the load test, {:.1} % stolen by the hypervisor",
+            machine.busy as f64 * 100.0 / machine.total as f64,
+            machine.stolen as f64 * 100.0 / machine.total as f64,
         );
     }
     println!(
