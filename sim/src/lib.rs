@@ -7,10 +7,12 @@
 //!   between them (`enfeed-lab simulate`, the user-story tests).
 //! - [`phone`]: a simulated phone with the real Exposure Notification cryptography.
 //! - [`issuer`]: a health authority that signs verification certificates.
+//! - [`backlog`]: a backlog of generated keys, and data-prep draining it with each run measured.
 //!
 //! The `enfeed-lab` command (`simulate`, `simulate-world`, `bench`, `bench-compare`) lives
 //! beside it.
 
+pub mod backlog;
 pub mod issuer;
 pub mod phone;
 pub mod scale;

@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: regions served on loopback ports with a clock the test
 //! moves, an HTTP client for them, and generators of valid uploads.
 
+pub mod cloud;
 pub mod fake_peer;
 pub mod key_store;
 pub mod moto;

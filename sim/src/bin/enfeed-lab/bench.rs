@@ -23,11 +23,11 @@ use anyhow::Context as _;
 use enfeed::domain::export::{
     ExportLimits, OpenedExport, encode_export_bin, read_export, zip_export,
 };
-use enfeed::domain::key::{DiagnosisKey, INTERVALS_PER_DAY, RegionId, ReportType, interval_of};
+use enfeed::domain::key::{RegionId, interval_of};
 use enfeed::domain::signature::VerificationKey;
-use enfeed::ports::{Clock as _, ManualClock, NewKeys, Origin, StoredKey};
-use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
+use enfeed::ports::{Clock as _, ManualClock};
+
+use enfeed_sim::backlog;
 
 use crate::load;
 
@@ -43,18 +43,6 @@ pub struct BenchArgs {
 
     #[command(flatten)]
     load: load::LoadArgs,
-}
-
-/// Peak resident memory of this process since the last reset, in bytes (Linux).
-fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-}
-
-/// Starts a new peak-memory measurement (Linux: writing 5 to clear_refs resets VmHWM).
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -104,35 +92,7 @@ async fn dataprep_and_consumer(args: &BenchArgs) -> anyhow::Result<()> {
     let backend = enfeed::entry::local::open_backend(config, dir.path(), clock.clone(), &[])?;
 
     let started = Instant::now();
-    let others: Vec<RegionId> = ["DE", "FR", "IT", "AT", "LI"]
-        .iter()
-        .map(|r| r.parse())
-        .collect::<Result<_, _>>()?;
-    let mut rng = ChaCha20Rng::seed_from_u64(42);
-    // Keys come in key order (random, but each above the one before), so that filling the store
-    // appends rather than rewrites its pages: the fill is set-up, not what is measured.
-    let step = u64::MAX / args.keys.max(1) as u64;
-    let mut stored_so_far = 0;
-    while stored_so_far < args.keys {
-        let batch = (args.keys - stored_so_far).min(20_000);
-        let keys = (stored_so_far..stored_so_far + batch)
-            .map(|i| {
-                let mut key = generated_key(&mut rng, now, own, &others, args.travellers);
-                key.key.key_data[..8].copy_from_slice(&(i as u64 * step).to_be_bytes());
-                key
-            })
-            .collect();
-        backend
-            .keys
-            .insert(NewKeys {
-                keys,
-                claim: None,
-                now,
-                ..NewKeys::default()
-            })
-            .await?;
-        stored_so_far += batch;
-    }
+    backlog::fill(backend.keys.as_ref(), args.keys, args.travellers, own, now).await?;
     // Counting moves the staged keys into the key tables first, as the store's writer does
     // between bursts: a region's data-prep comes minutes after the uploads it publishes.
     let held = backend.keys.count().await?;
@@ -145,47 +105,12 @@ async fn dataprep_and_consumer(args: &BenchArgs) -> anyhow::Result<()> {
     // Data-prep as the scheduler runs it: again at once while more keys wait than one run
     // takes (ENFEED_DATAPREP_MAX_KEYS), each run measured on its own.
     clock.advance(60);
-    let mut report = enfeed::services::dataprep::DataPrepReport::default();
-    let (mut runs, mut elapsed, mut peak, mut longest) = (0, 0.0, 0, 0.0f64);
-    loop {
-        // From where a run starts in the server: data-prep gives back the memory the
-        // allocator holds freed (here, the fill's) before it begins.
-        enfeed::adapters::memory::give_back_freed();
-        reset_peak_rss();
-        let started = Instant::now();
-        let run = backend.run_dataprep().await?;
-        let seconds = started.elapsed().as_secs_f64();
-        let run_peak = peak_rss().unwrap_or(0);
-        runs += 1;
-        elapsed += seconds;
-        longest = longest.max(seconds);
-        peak = peak.max(run_peak);
-        if run.more_waiting || runs > 1 {
-            let keys: u64 = run
-                .chunks
-                .iter()
-                .filter(|c| c.path.starts_with("v1/keys/"))
-                .map(|c| u64::from(c.keys))
-                .sum();
-            let more = if run.more_waiting {
-                ", more waiting"
-            } else {
-                ""
-            };
-            println!(
-                "data-prep run {runs:>3}:    {keys} keys in {seconds:.2} s, peak memory {:.0} MB{more}",
-                run_peak as f64 / 1e6
-            );
-        }
-        let more = run.more_waiting;
-        report.add(run);
-        if !more {
-            break;
-        }
-    }
+    let drained = backlog::drain(&backend).await?;
+    let report = &drained.report;
+    let (runs, elapsed, longest) = (drained.runs.len(), drained.seconds(), drained.longest());
 
     // The same output bytes again, a file at a time, for the floor and the consumer.
-    let floor = floor_seconds(&backend, &report).await?;
+    let floor = floor_seconds(&backend, report).await?;
 
     let public: Vec<_> = report
         .chunks
@@ -206,7 +131,7 @@ async fn dataprep_and_consumer(args: &BenchArgs) -> anyhow::Result<()> {
     println!(
         "data-prep:            {elapsed:.2} s in {runs} run(s) (longest {longest:.2} s), {} chunks on {} feeds",
         report.chunks.len(),
-        feeds(&report)
+        feeds(report)
     );
     println!(
         "throughput:           {:.0} keys/s (keys read), {:.0} key-entries/s (written to all feeds)",
@@ -219,7 +144,7 @@ async fn dataprep_and_consumer(args: &BenchArgs) -> anyhow::Result<()> {
     );
     println!(
         "peak memory:          {:.0} MB (resident, during the run that used most)",
-        peak as f64 / 1e6
+        drained.peak() as f64 / 1e6
     );
     println!(
         "public feed:          {public_bytes} bytes for {public_keys} keys = {per_key:.2} bytes/key on the wire, {:.3}x the 16-byte key",
@@ -304,39 +229,6 @@ fn feeds(report: &enfeed::services::dataprep::DataPrepReport) -> usize {
     feeds.sort_unstable();
     feeds.dedup();
     feeds.len()
-}
-
-/// A key like a real upload's: one of the last 14 days, 80 % declaring only this region.
-fn generated_key(
-    rng: &mut ChaCha20Rng,
-    now: u64,
-    own: RegionId,
-    others: &[RegionId],
-    travellers: u32,
-) -> StoredKey {
-    let mut key_data = [0u8; 16];
-    rng.fill_bytes(&mut key_data);
-    let day = 1 + rng.next_u32() % 14;
-    let mut regions = vec![own];
-    if rng.next_u32() % 100 < travellers {
-        regions.push(others[rng.next_u32() as usize % others.len()]);
-    }
-    StoredKey {
-        key: DiagnosisKey {
-            key_data,
-            rolling_start: (interval_of(now) / INTERVALS_PER_DAY - day) * INTERVALS_PER_DAY,
-            rolling_period: INTERVALS_PER_DAY,
-            transmission_risk: (rng.next_u32() % 8) as i32,
-            report_type: ReportType::ConfirmedTest,
-            days_since_onset: None,
-        },
-        origin: Origin::Local,
-        regions,
-        publish_at: now,
-        expires_at: now + 30 * 86_400,
-        revision: false,
-        peer: None,
-    }
 }
 
 /// Sizes of the Lambda artifacts of `make build`, where they exist.
