@@ -44,7 +44,7 @@ FUZZ_TARGETS     := export_reader upload certificate peers_file json_index text_
 LAMBDAS          := ingest codes dataprep consumer feeds
 LAMBDA_TARGET    := aarch64-unknown-linux-gnu
 
-.PHONY: run test test-console test-api fuzz bench bench-compare scale demo lint doc build package \
+.PHONY: run test test-console test-api fuzz bench bench-compare bench-dynamo scale demo lint doc build package \
 	lint-template scan-template sam-build smoke bench-lambda console-dist
 
 ## Serve one region: uploads, admin, feeds, scheduled data-prep (Ctrl-C stops it).
@@ -206,6 +206,13 @@ bench:
 	MALLOC_ARENA_MAX=2 $(CARGO) run --release -p enfeed-sim --bin enfeed-lab -- bench --keys $(KEYS) --uploads 0
 	env -u MALLOC_ARENA_MAX $(CARGO) run --release -p enfeed-sim --bin enfeed-lab -- bench --keys 0 \
 		$(or $(BENCH_ARGS),--rate 5000)
+
+## Data-prep on DynamoDB under a backlog: keys stored through the DynamoDB adapter on a moto
+## server, then drained by data-prep run after run, each run's time and peak memory measured
+## (docs/performance.md). BENCH_ARGS: --keys N (default 1,000,000), --max-keys N (500,000).
+## Slow, and outside CI: about half an hour, and moto holds some 3 GB a million keys.
+bench-dynamo: $(VENV)/.moto-$(MOTO_VERSION)
+	$(CARGO) bench --locked -p enfeed-tests --bench dynamo_backlog -- $(BENCH_ARGS)
 
 ## Uploads side by side with PostgreSQL, in one run: a throwaway cluster of Debian's package
 ## (installed with apt-get when missing) on loopback, driven by pgbench with an upload's store

@@ -53,6 +53,77 @@ moto.server.run_simple = run_simple
 moto.server.main(sys.argv[1:])
 ";
 
+/// Makes moto's DynamoDB transactions write in place: the copy of each table they would
+/// restore on failure is the table itself.
+const WITHOUT_TRANSACTION_COPIES: &str = "\
+import copy
+import moto.dynamodb.models as dynamodb_models
+from moto.dynamodb.models.table import Table
+class NoTableCopies:
+    def deepcopy(self, x, *args, **kwargs):
+        return x if isinstance(x, Table) else copy.deepcopy(x, *args, **kwargs)
+dynamodb_models.copy = NoTableCopies()
+";
+
+/// Makes moto's DynamoDB queries read only the items they can answer with: a query of the
+/// table reads its partition, not every item of the table sorted, and a query of an index
+/// reads every item unsorted (the query sorts what it keeps).
+const QUERIES_BY_PARTITION: &str = "\
+from moto.dynamodb.models.table import Table
+_query, _all_items = Table.query, Table.all_items
+def query(self, hash_key, *args, **kwargs):
+    index_name = args[6] if len(args) > 6 else kwargs.get('index_name')
+    self._querying = ('index',) if index_name else ('table', hash_key)
+    try:
+        return _query(self, hash_key, *args, **kwargs)
+    finally:
+        self._querying = None
+def all_items(self):
+    querying = getattr(self, '_querying', None)
+    if querying is None:
+        return _all_items(self)
+    if querying[0] == 'table':
+        return list(self.items.get(querying[1], {}).values())
+    return [item for part in self.items.values() for item in part.values()]
+Table.query, Table.all_items = query, all_items
+";
+
+/// Makes moto answer DynamoDB queries with their items as JSON directly, rather than through
+/// its serializer of every AWS protocol, which walks each attribute of each item against the
+/// API's model (most of the time a page of thousands of key items took).
+const QUERY_ANSWERS_AS_JSON: &str = "\
+import base64, json
+from moto.dynamodb.responses import DynamoHandler
+def _plain(value):
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+_dynamo_query = DynamoHandler.query
+def dynamo_query(self):
+    return json.dumps(_plain(_dynamo_query(self).result))
+DynamoHandler.query = dynamo_query
+";
+
+/// Makes moto parse each condition expression once: it parsed the same few again for every
+/// item of every transaction.
+const CONDITIONS_PARSED_ONCE: &str = "\
+import functools, json
+import moto.dynamodb.models as dynamodb_models
+import moto.dynamodb.models.table as dynamodb_table
+_parse = dynamodb_models.get_filter_expression
+@functools.lru_cache(maxsize=1024)
+def _parsed(expr, names, values):
+    return _parse(expr, json.loads(names), json.loads(values))
+def get_filter_expression(expr, names, values):
+    return _parsed(expr, json.dumps(names, sort_keys=True), json.dumps(values, sort_keys=True))
+dynamodb_models.get_filter_expression = get_filter_expression
+dynamodb_table.get_filter_expression = get_filter_expression
+";
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -64,6 +135,25 @@ impl Moto {
     /// Starts a server and waits until it answers. Fails the test, never skips it, if the
     /// server cannot be started.
     pub async fn start() -> Self {
+        Self::start_with(ONE_AT_A_TIME).await
+    }
+
+    /// A server for tables of a million keys, for benchmarks: as [`Moto::start`], with the
+    /// costs of moto's DynamoDB that grow with the table, or with each item, taken out (the
+    /// constants above): transactions that first copy every table they write to (moto's way
+    /// of undoing one that fails), queries that sort every item of the table, a serializer
+    /// that walks each attribute of a query's answer, a condition parsed again for each item.
+    /// A transaction that fails on it leaves its earlier writes in place, so it is for
+    /// benchmarks in which none fails. The changes reach into moto's internals as of the
+    /// version `make test` installs.
+    pub async fn start_for_bulk() -> Self {
+        Self::start_with(&format!(
+            "{WITHOUT_TRANSACTION_COPIES}{QUERIES_BY_PARTITION}{QUERY_ANSWERS_AS_JSON}{CONDITIONS_PARSED_ONCE}{ONE_AT_A_TIME}"
+        ))
+        .await
+    }
+
+    async fn start_with(prelude: &str) -> Self {
         let program = moto_server();
         assert!(
             program.exists(),
@@ -79,14 +169,7 @@ impl Moto {
             // The Python next to moto_server, which is the one it was installed into.
             let python = program.with_file_name("python");
             let child = Command::new(&python)
-                .args([
-                    "-c",
-                    ONE_AT_A_TIME,
-                    "-H",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                ])
+                .args(["-c", prelude, "-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdin(Stdio::null())
                 .stdout(log.reopen().expect("the log file"))
                 .stderr(log.reopen().expect("the log file"))
