@@ -40,10 +40,7 @@ async fn main() {
     let own: RegionId = "CH".parse().unwrap();
     let mut config = cloud.config();
     config.dataprep_max_keys = max_keys;
-    let backend =
-        enfeed::entry::lambda::backend(config, &cloud.settings, &cloud.sdk, cloud.clock.clone())
-            .await
-            .expect("a backend on moto");
+    let backend = cloud.backend_with(config).await;
 
     let started = Instant::now();
     let now = cloud.clock.now();

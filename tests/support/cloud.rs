@@ -143,7 +143,12 @@ impl Cloud {
     /// A backend as a freshly started function builds it: its own SDK clients, its signing
     /// keys loaded from SSM.
     pub async fn backend(&self) -> Backend {
-        enfeed::entry::lambda::backend(self.config(), &self.settings, &self.sdk, self.clock.clone())
+        self.backend_with(self.config()).await
+    }
+
+    /// The same, with other settings of the region than [`Cloud::config`]'s.
+    pub async fn backend_with(&self, config: Config) -> Backend {
+        enfeed::entry::lambda::backend(config, &self.settings, &self.sdk, self.clock.clone())
             .await
             .unwrap()
     }
