@@ -210,7 +210,7 @@ bench:
 ## Data-prep on DynamoDB under a backlog: keys stored through the DynamoDB adapter on a moto
 ## server, then drained by data-prep run after run, each run's time and peak memory measured
 ## (docs/performance.md). BENCH_ARGS: --keys N (default 1,000,000), --max-keys N (500,000).
-## Slow, and outside CI: about half an hour, and moto holds some 3 GB a million keys.
+## Slow, and outside CI: about half an hour, and moto holds some 6 GB for a million keys.
 bench-dynamo: $(VENV)/.moto-$(MOTO_VERSION)
 	$(CARGO) bench --locked -p enfeed-tests --bench dynamo_backlog -- $(BENCH_ARGS)
 
